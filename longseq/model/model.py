@@ -1,0 +1,111 @@
+"""`LongSeqModel`: EmbeddingCollection -> tokens -> tower -> per-task heads (a plain nn.Module).
+
+``forward(batch)`` is one embedding lookup followed by `SequenceInteraction` on the looked-up
+jagged tensors. Keeping the top-level forward that small keeps it fx-traceable for TorchRec's
+pipelines (the interaction is a leaf in their tracer). This module imports nothing distributed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchrec.sparse.jagged_tensor import JaggedTensor
+
+from longseq.data.batch import RequestBatch
+from longseq.model.embeddings import TableSizes, build_embedding_collection
+from longseq.model.layers import jagged_to_padded, padded_to_jagged
+from longseq.model.stca import STCAConfig, STCATower
+from longseq.model.tokens import HistoryTokenizer, TargetTokenizer
+
+
+@dataclass
+class ModelConfig:
+    """Model hyper-parameters.
+
+    Attributes:
+        embedding_dim: width of every embedding table (EmbeddingCollection needs one width).
+        pos_dim: width of the log-position encoding.
+        stca: the tower (``d_model`` is the token width).
+        head_hidden: hidden widths of the per-task MLP head over ``[z | x_t]``.
+        loss_weighting: ``impression`` (mean over targets: the pointwise objective exactly) or
+            ``request`` (mean over requests of the mean over their targets, the paper's formula).
+    """
+
+    embedding_dim: int = 32
+    pos_dim: int = 16
+    stca: STCAConfig = field(default_factory=STCAConfig)
+    head_hidden: list[int] = field(default_factory=lambda: [128, 64])
+    loss_weighting: str = "impression"
+
+
+class SequenceInteraction(nn.Module):
+    """Everything after the lookup: tokens, STCA with request-level sharing, heads."""
+
+    def __init__(self, cfg: ModelConfig, num_tasks: int) -> None:
+        super().__init__()
+        d = cfg.stca.d_model
+        self.hist_tok = HistoryTokenizer(cfg.embedding_dim, cfg.pos_dim, d)
+        self.tgt_tok = TargetTokenizer(cfg.embedding_dim, d)
+        self.tower = STCATower(cfg.stca)
+        layers: list[nn.Module] = []
+        width = 2 * d
+        for h in cfg.head_hidden:
+            layers += [nn.Linear(width, h), nn.SiLU()]
+            width = h
+        layers.append(nn.Linear(width, num_tasks))
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, emb: dict[str, JaggedTensor], num_targets: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, num_tasks]`` for the ``N`` targets, in request order."""
+        lengths = emb["hist_item_id"].lengths()
+        parts = [emb[k].values() for k in
+                 ("hist_item_id", "hist_category_id", "hist_action", "hist_dt_bucket")]
+        x = self.hist_tok(parts, lengths)  # [E, d], once per request
+        xt = self.tgt_tok(emb["tgt_item_id"].values(), emb["tgt_category_id"].values())  # [N, d]
+        max_len = max(int(lengths.max()) if lengths.numel() else 0, 1)
+        max_t = max(int(num_targets.max()) if num_targets.numel() else 0, 1)
+        hist = jagged_to_padded(x, lengths, max_len)
+        hist_mask = torch.arange(max_len, device=x.device)[None, :] < lengths[:, None]
+        tgt = jagged_to_padded(xt, num_targets, max_t)
+        z = padded_to_jagged(self.tower(hist, hist_mask, tgt), num_targets)  # [N, d]
+        return self.head(torch.cat([z, xt], dim=-1))
+
+
+class LongSeqModel(nn.Module):
+    """The full ranking model over a `RequestBatch`.
+
+    Args:
+        cfg: model hyper-parameters.
+        sizes: embedding vocabulary sizes (from the data set's ``meta.json``).
+        tasks: label tasks, in the order of the logit columns.
+        device: ``"meta"`` defers table allocation to TorchRec sharding.
+    """
+
+    def __init__(
+        self, cfg: ModelConfig, sizes: TableSizes, tasks: list[str],
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__()
+        if cfg.loss_weighting not in ("impression", "request"):
+            raise ValueError("model.loss_weighting must be impression|request")
+        self.cfg, self.tasks = cfg, list(tasks)
+        self.ec = build_embedding_collection(sizes, cfg.embedding_dim, device)
+        self.interaction = SequenceInteraction(cfg, len(tasks))
+
+    def forward(self, batch: RequestBatch) -> torch.Tensor:
+        """Logits ``[N, num_tasks]``."""
+        return self.interaction(self.ec(batch.sparse), batch.num_targets)
+
+    def loss(self, logits: torch.Tensor, batch: RequestBatch) -> torch.Tensor:
+        """BCE over tasks, weighted per impression or per request (``cfg.loss_weighting``)."""
+        per = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none").mean(1)
+        if self.cfg.loss_weighting == "impression":
+            return per.mean()
+        req = torch.repeat_interleave(
+            torch.arange(batch.num_targets.numel(), device=per.device), batch.num_targets
+        )
+        per_req = torch.zeros(batch.num_targets.numel(), device=per.device).index_add(0, req, per)
+        return (per_req / batch.num_targets.clamp(min=1)).mean()

@@ -1,0 +1,178 @@
+"""STCA: stacked target-to-history cross-attention (paper §1, §9), request-level in compute.
+
+Shapes: ``B`` requests, ``L`` padded history length, ``T`` padded targets per request, ``d`` width,
+``h`` heads, ``d_h = d / h``. The user side (``X̃_i = LN(FFN_i(X))`` and, in the ``kv`` form, the
+keys/values) is computed once per request; only the queries are per target. Pointwise batching is
+the special case ``T = 1``.
+
+Two exact attention forms, chosen by ``attention``:
+
+* ``kv``: precompute ``K = X̃ W_K`` and ``V = X̃ W_V`` once per request, then one query per target.
+* ``absorbed``: ``u = (q W_Q) W_Kᵀ``, scores ``u X̃ᵀ``, then ``(α X̃) W_V``; never builds the
+  ``L × d`` keys/values (paper §1.6).
+
+`reference_attention` is the readable per-target loop both are tested against.
+Pure torch: no torchrec/fbgemm import on this path, so it runs on any accelerator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from longseq.model.layers import FFNStack
+
+ATTENTION_FORMS = ("kv", "absorbed")
+
+
+@dataclass
+class STCAConfig:
+    """Hyper-parameters of the STCA tower (paper §6 open details have defaults here).
+
+    Attributes:
+        d_model: width ``d`` of history/target tokens and layer outputs.
+        num_heads: ``h``; ``d_model`` must be divisible by it.
+        num_layers: ``M`` stacked cross-attention layers.
+        ffn_ratio: SwiGLU hidden width as a multiple of ``d``.
+        ffn_depth: SwiGLU blocks in each history FFN ("FFN depth" of the ablation).
+        shared_hist_ffn: one history FFN for all layers (False = faithful per-layer FFN on raw X).
+        fused_query_ln: LayerNorm on the fused query ``q_{i+1}`` (default True, matching ``q_1``).
+        attention: ``kv`` or ``absorbed`` (exactly equivalent; a speed/memory choice).
+    """
+
+    d_model: int = 64
+    num_heads: int = 4
+    num_layers: int = 2
+    ffn_ratio: float = 2.0
+    ffn_depth: int = 1
+    shared_hist_ffn: bool = False
+    fused_query_ln: bool = True
+    attention: str = "kv"
+
+    def validate(self, prefix: str = "model.stca") -> None:
+        """Raise ``ValueError`` naming the offending key."""
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"{prefix}.d_model ({self.d_model}) must be divisible by "
+                f"{prefix}.num_heads ({self.num_heads})"
+            )
+        if self.attention not in ATTENTION_FORMS:
+            raise ValueError(f"{prefix}.attention must be one of {ATTENTION_FORMS}")
+        if self.num_layers < 1:
+            raise ValueError(f"{prefix}.num_layers must be >= 1, got {self.num_layers}")
+
+
+def _mask_scores(scores: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over history positions; rows with an empty history get all-zero weights."""
+    m = hist_mask[:, None, None, :]  # [B,1,1,L]
+    scores = scores.masked_fill(~m, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=-1) * m
+
+
+class TargetAttention(nn.Module):
+    """Multi-head single-query cross-attention of each target over its request's history."""
+
+    def __init__(self, d: int, heads: int, form: str = "kv") -> None:
+        super().__init__()
+        self.d, self.h, self.dh = d, heads, d // heads
+        self.form = form
+        self.w_q = nn.Linear(d, d, bias=False)
+        self.w_k = nn.Linear(d, d, bias=False)
+        self.w_v = nn.Linear(d, d, bias=False)
+        self.w_o = nn.Linear(d, d, bias=False)
+
+    def forward(self, q: torch.Tensor, x: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
+        """``q [B,T,d]`` queries, ``x [B,L,d]`` encoded history ``X̃`` -> ``[B,T,d]``."""
+        b, t, _ = q.shape
+        qh = self.w_q(q).view(b, t, self.h, self.dh)
+        scale = 1.0 / math.sqrt(self.dh)
+        if self.form == "kv":
+            k = self.w_k(x).view(b, -1, self.h, self.dh)  # once per request
+            v = self.w_v(x).view(b, -1, self.h, self.dh)
+            a = _mask_scores(torch.einsum("bthe,blhe->bhtl", qh, k) * scale, hist_mask)
+            o = torch.einsum("bhtl,blhe->bthe", a, v)
+        else:  # absorbed: u = (q W_Q) W_K^T per head, then (alpha X) W_V
+            wk = self.w_k.weight.view(self.h, self.dh, self.d)
+            wv = self.w_v.weight.view(self.h, self.dh, self.d)
+            u = torch.einsum("bthe,hed->bthd", qh, wk)
+            a = _mask_scores(torch.einsum("bthd,bld->bhtl", u, x) * scale, hist_mask)
+            ctx = torch.einsum("bhtl,bld->bthd", a, x)
+            o = torch.einsum("bthd,hed->bthe", ctx, wv)
+        return self.w_o(o.reshape(b, t, self.d))
+
+
+def reference_attention(
+    attn: TargetAttention, q: torch.Tensor, x: torch.Tensor, hist_mask: torch.Tensor
+) -> torch.Tensor:
+    """Readable per-target, per-head loop with the weights of ``attn`` (for parity tests)."""
+    b, t, d = q.shape
+    out = torch.zeros(b, t, d, dtype=q.dtype, device=q.device)
+    for i in range(b):
+        xs = x[i][hist_mask[i]]  # [L_i, d]: this request's history only
+        for j in range(t):
+            heads = []
+            for r in range(attn.h):
+                sl = slice(r * attn.dh, (r + 1) * attn.dh)
+                qr = q[i, j] @ attn.w_q.weight[sl].T
+                if xs.shape[0] == 0:
+                    heads.append(q.new_zeros(attn.dh))
+                    continue
+                kr = xs @ attn.w_k.weight[sl].T
+                vr = xs @ attn.w_v.weight[sl].T
+                alpha = torch.softmax(kr @ qr / math.sqrt(attn.dh), dim=0)
+                heads.append(alpha @ vr)
+            out[i, j] = attn.w_o(torch.cat(heads))
+    return out
+
+
+class STCATower(nn.Module):
+    """The stacked tower: history tokens ``X`` and target tokens ``x_t`` -> output tokens ``z``.
+
+    Per layer ``i``: ``X̃_i = LN(FFN_hist_i(X))``; ``q_1 = LN(FFN_tgt(x_t))``,
+    ``q_{i+1} = LN(FFN_q([o_1..o_i, x_t] W_C))``; ``o_i = Attn(q_i, X̃_i)``;
+    ``z = FFN_z([o_1..o_M, x_t] W_Z)`` with no LayerNorm on ``z``.
+    """
+
+    def __init__(self, cfg: STCAConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        d, m = cfg.d_model, cfg.num_layers
+        n_hist = 1 if cfg.shared_hist_ffn else m
+        self.hist_ffn = nn.ModuleList(
+            FFNStack(d, d, cfg.ffn_ratio, cfg.ffn_depth) for _ in range(n_hist)
+        )
+        self.hist_ln = nn.ModuleList(nn.LayerNorm(d) for _ in range(n_hist))
+        self.tgt_ffn = FFNStack(d, d, cfg.ffn_ratio, 1)
+        self.tgt_ln = nn.LayerNorm(d)
+        self.attn = nn.ModuleList(TargetAttention(d, cfg.num_heads, cfg.attention) for _ in range(m))
+        # query fusion for layers 2..M: W_C_{i+1} in R^{(i+1)d x d}, then SwiGLU (+ LN)
+        self.fuse_proj = nn.ModuleList(nn.Linear((i + 1) * d, d, bias=False) for i in range(1, m))
+        self.fuse_ffn = nn.ModuleList(FFNStack(d, d, cfg.ffn_ratio, 1) for _ in range(1, m))
+        self.fuse_ln = nn.ModuleList(
+            nn.LayerNorm(d) if cfg.fused_query_ln else nn.Identity() for _ in range(1, m)
+        )
+        self.out_proj = nn.Linear((m + 1) * d, d, bias=False)
+        self.out_ffn = FFNStack(d, d, cfg.ffn_ratio, 1)
+
+    def encode_history(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """User side, once per request: ``[X̃_1 .. X̃_M]``, each ``[B, L, d]``."""
+        encoded = [ln(ffn(x)) for ffn, ln in zip(self.hist_ffn, self.hist_ln)]
+        return encoded * self.cfg.num_layers if self.cfg.shared_hist_ffn else encoded
+
+    def forward(
+        self, hist: torch.Tensor, hist_mask: torch.Tensor, tgt: torch.Tensor
+    ) -> torch.Tensor:
+        """``hist [B,L,d]``, ``hist_mask [B,L]`` bool, ``tgt [B,T,d]`` -> ``z [B,T,d]``."""
+        encoded = self.encode_history(hist)
+        q = self.tgt_ln(self.tgt_ffn(tgt))
+        outs: list[torch.Tensor] = []
+        for i, attn in enumerate(self.attn):
+            if i > 0:
+                fused = self.fuse_proj[i - 1](torch.cat(outs + [tgt], dim=-1))
+                q = self.fuse_ln[i - 1](self.fuse_ffn[i - 1](fused))
+            outs.append(attn(q, encoded[i], hist_mask))
+        return self.out_ffn(self.out_proj(torch.cat(outs + [tgt], dim=-1)))

@@ -1,0 +1,30 @@
+"""``torchrun ... -m longseq.train experiment=<name> data.path=<dir> run_dir=<dir> [k=v ...]``.
+
+Also runs as ``python -m longseq.train ...`` with one process.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from longseq.config import CONFIG_DIR
+from longseq.train import config as train_config
+
+train_config.register()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    from longseq.parallel.env import destroy_distributed
+    from longseq.train.loop import train
+
+    job: train_config.TrainJobConfig = OmegaConf.to_object(cfg)
+    try:
+        train(job)
+    finally:
+        destroy_distributed()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Callbacks of the training loop (evaluation is one of them, not a second loop)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class LoopState:
+    """What callbacks may read: the step just finished and the latest logged values."""
+
+    step: int
+    max_steps: int
+    run_dir: str
+    values: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None  #: the checkpoint written at this step, if any
+
+
+class Callback(Protocol):
+    """Called by `longseq.train.loop.train` on every rank (callbacks decide what rank 0 does)."""
+
+    def on_step_end(self, state: LoopState) -> None: ...
+
+    def on_train_end(self, state: LoopState) -> None: ...

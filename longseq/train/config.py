@@ -1,0 +1,78 @@
+"""Typed configs of a training job, registered with Hydra's ConfigStore as ``train_schema``.
+
+Each component receives only its own section (``data``, ``model``, ``sharding``, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from longseq.data.windows import WindowConfig
+from longseq.model.model import ModelConfig
+from longseq.parallel.sharding import ShardingConfig
+from longseq.train.optim import DenseOptimConfig
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is batched.
+
+    Attributes:
+        path: data set folder holding ``train/``, ``test/`` and ``meta.json``.
+        batch_size: requests per rank per step (pointwise: rows = targets per rank per step).
+        pointwise: one target per row with the history repeated (the baseline layout).
+        shuffle_buffer: rows in each rank's shuffle buffer.
+        window: training-time history window (length extrapolation).
+        split: split to train on.
+    """
+
+    path: str = MISSING
+    batch_size: int = 32
+    pointwise: bool = False
+    shuffle_buffer: int = 2048
+    window: WindowConfig = field(default_factory=WindowConfig)
+    split: str = "train"
+
+
+@dataclass
+class TrainerConfig:
+    """The loop: length, logging, checkpointing."""
+
+    max_steps: int = 200
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_last: int = 3
+    progress: bool = True
+    dense: DenseOptimConfig = field(default_factory=DenseOptimConfig)
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases: ``mode`` is disabled | offline | online."""
+
+    mode: str = "disabled"
+    project: str = "longseq"
+    entity: str | None = None
+
+
+@dataclass
+class TrainJobConfig:
+    """A whole training job (what ``python -m longseq.train`` composes)."""
+
+    name: str = "run"
+    run_dir: str = MISSING
+    resume: str = "none"  # none | auto | <checkpoint dir>
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+def register() -> None:
+    """Register ``train_schema`` with Hydra's ConfigStore."""
+    ConfigStore.instance().store(name="train_schema", node=TrainJobConfig)

@@ -1,0 +1,196 @@
+"""The training loop: one loop for every setup (1..N processes, RLB or pointwise, CPU or GPU)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from longseq.data.collate import collate
+from longseq.data.reader import RequestReader
+from longseq.data.windows import sample_windows
+from longseq.model.embeddings import TableSizes
+from longseq.model.model import LongSeqModel
+from longseq.parallel.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_rank_state,
+    save_checkpoint,
+)
+from longseq.parallel.env import DistEnv, init_distributed
+from longseq.parallel.wrap import shard_model
+from longseq.train.callbacks import Callback, LoopState
+from longseq.train.config import TrainJobConfig
+from longseq.train.logging import MetricsLogger
+from longseq.train.optim import build_optimizer, dense_parameters, lr_factor, set_dense_lr
+
+log = logging.getLogger("longseq.train")
+
+
+def read_dataset_meta(path: str | Path) -> dict[str, Any]:
+    """The data set's ``meta.json`` (vocabulary sizes and tasks), with a clear error."""
+    f = Path(path) / "meta.json"
+    if not f.is_file():
+        raise FileNotFoundError(
+            f"{f} not found: data.path must be a longseq data set folder "
+            "(python -m longseq.data.synth writes one)"
+        )
+    return json.loads(f.read_text())
+
+
+def table_sizes(meta: dict[str, Any]) -> TableSizes:
+    """TableSizes from ``meta.json``."""
+    try:
+        return TableSizes(
+            int(meta["num_items"]), int(meta["num_categories"]), int(meta["num_actions"])
+        )
+    except KeyError as e:
+        raise KeyError(f"meta.json lacks {e.args[0]!r}") from None
+
+
+class _Preemption:
+    """SIGTERM/SIGUSR1 set a flag; the loop checkpoints and exits at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum: int, frame: object) -> None:
+        self.flag = True
+
+    def agreed(self, env: DistEnv) -> bool:
+        t = torch.tensor([1.0 if self.flag else 0.0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+
+def _resolve_resume(cfg: TrainJobConfig) -> Path | None:
+    if cfg.resume in ("none", "", None):
+        return None
+    if cfg.resume == "auto":
+        return latest_checkpoint(cfg.run_dir)
+    p = Path(cfg.resume)
+    if not (p / "longseq.json").is_file():
+        raise FileNotFoundError(f"resume={cfg.resume}: not a complete checkpoint folder")
+    return p
+
+
+def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[str, Any]:
+    """Train per ``cfg``; returns the last logged values. Collective over all ranks."""
+    env = init_distributed()
+    run_dir = Path(cfg.run_dir)
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    meta = read_dataset_meta(cfg.data.path)
+    tasks = list(meta.get("tasks", ["click"]))
+    sizes = table_sizes(meta)
+    cfg.data.window.validate("data.window")
+    torch.manual_seed(cfg.seed)
+    model = LongSeqModel(cfg.model, sizes, tasks, device="meta")
+    dmp = shard_model(model, cfg.sharding, env.device)
+    opt = build_optimizer(dmp, cfg.trainer.dense)
+    reader = RequestReader(
+        Path(cfg.data.path) / cfg.data.split, cfg.data.batch_size, env.rank, env.world_size,
+        shuffle=True, shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.seed, infinite=True,
+    )
+    rng = np.random.default_rng([cfg.seed, env.rank])
+    start, wandb_id = 0, None
+    ckpt = _resolve_resume(cfg)
+    if ckpt is not None:
+        opt.init_state()
+        state = {"model": dmp.state_dict(), "optim": opt.state_dict()}
+        cmeta = load_checkpoint(ckpt, state)
+        dmp.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        start, wandb_id = int(cmeta["step"]), cmeta.get("wandb_run_id")
+        rstate = load_rank_state(ckpt, env.rank)
+        if rstate is not None and cmeta.get("world_size") == env.world_size:
+            reader.load_state_dict(rstate["reader"])
+            rng.bit_generator.state = rstate["rng"]
+        if env.is_main:
+            print(f"[longseq] resumed from {ckpt} at step {start}", file=sys.stderr, flush=True)
+    if env.is_main:
+        OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
+    logger = MetricsLogger(
+        run_dir, env.is_main, cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity,
+        run_id=wandb_id, config=OmegaConf.to_container(OmegaConf.structured(cfg)), name=cfg.name,
+    )
+    ckpt_meta = {
+        "model": OmegaConf.to_container(OmegaConf.structured(cfg.model)),
+        "tables": asdict(sizes), "tasks": tasks, "world_size": env.world_size,
+        "data_path": str(cfg.data.path), "window": asdict(cfg.data.window),
+        "pointwise": cfg.data.pointwise, "wandb_run_id": logger.run_id,
+    }
+    preempt = _Preemption()
+    tc = cfg.trainer
+    bar = tqdm(total=tc.max_steps, initial=start, disable=not (env.is_main and tc.progress),
+               desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+    acc = torch.zeros(5, dtype=torch.float64)  # loss*targets, targets, requests, hist ids, all ids
+    t0, values, last_ckpt = time.perf_counter(), {}, None
+    it = iter(reader)
+    dmp.train()
+    for step in range(start, tc.max_steps):
+        table = next(it)
+        windows = sample_windows(cfg.data.window, rng, table.num_rows)
+        batch = collate(table, tasks, windows, pointwise=cfg.data.pointwise).to(env.device)
+        set_dense_lr(opt, tc.dense.lr * lr_factor(step, tc.max_steps, tc.dense))
+        logits = dmp(batch)
+        loss = model.loss(logits, batch)
+        loss.backward()
+        if tc.dense.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(dense_parameters(dmp), tc.dense.grad_clip)
+        opt.step()
+        opt.zero_grad()
+        n_tgt = int(batch.num_targets.sum())
+        hist_ids = int(batch.history_lengths().sum())
+        acc += torch.tensor([loss.item() * n_tgt, n_tgt, table.num_rows, hist_ids,
+                             batch.sparse.values().numel()], dtype=torch.float64)
+        bar.update(1)
+        done = step + 1
+        if done % tc.log_every == 0 or done == tc.max_steps:
+            dist.all_reduce(acc)
+            dt = time.perf_counter() - t0
+            values = {
+                "loss": acc[0].item() / max(acc[1].item(), 1), "lr": tc.dense.lr * lr_factor(
+                    step, tc.max_steps, tc.dense), "targets_per_s": acc[1].item() / dt,
+                "requests_per_s": acc[2].item() / dt,
+                "input_ids_per_target": acc[4].item() / max(acc[1].item(), 1),
+                "hist_ids_per_target": acc[3].item() / max(acc[1].item(), 1),
+                "requests_seen": reader.rows_emitted * env.world_size,
+            }
+            logger.log(done, values)
+            bar.set_postfix(loss=f"{values['loss']:.4f}")
+            acc.zero_()
+            t0 = time.perf_counter()
+        stop = preempt.agreed(env)
+        last_ckpt = None
+        if done % tc.checkpoint_every == 0 or done == tc.max_steps or stop:
+            rank_state = {"reader": reader.state_dict(), "rng": rng.bit_generator.state}
+            last_ckpt = str(save_checkpoint(
+                run_dir, done, {"model": dmp.state_dict(), "optim": opt.state_dict()},
+                ckpt_meta, rank_state, keep_last=tc.keep_last,
+            ))
+        state = LoopState(done, tc.max_steps, str(run_dir), values, last_ckpt)
+        for cb in callbacks or []:
+            cb.on_step_end(state)
+        if stop:
+            if env.is_main:
+                print(f"[longseq] preempted: checkpointed step {done}", file=sys.stderr)
+            break
+    bar.close()
+    for cb in callbacks or []:
+        cb.on_train_end(LoopState(tc.max_steps, tc.max_steps, str(run_dir), values, last_ckpt))
+    logger.close()
+    return values

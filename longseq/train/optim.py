@@ -1,0 +1,57 @@
+"""Optimizers: the fused sparse optimizer (attached at sharding time) + AdamW on dense weights."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+
+@dataclass
+class DenseOptimConfig:
+    """AdamW on dense parameters with linear warm-up then cosine decay to ``min_lr_ratio``."""
+
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+
+
+def build_optimizer(dmp: nn.Module, cfg: DenseOptimConfig) -> CombinedOptimizer:
+    """The DMP's fused sparse optimizer combined with AdamW over the dense parameters."""
+    dense = dict(in_backward_optimizer_filter(dmp.named_parameters()))
+    adamw = KeyedOptimizerWrapper(
+        dense,
+        lambda params: torch.optim.AdamW(
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas)
+        ),
+    )
+    return CombinedOptimizer([("sparse", dmp.fused_optimizer), ("dense", adamw)])
+
+
+def dense_parameters(dmp: nn.Module) -> list[torch.Tensor]:
+    """Parameters trained by the dense optimizer (for gradient clipping)."""
+    return [p for _, p in in_backward_optimizer_filter(dmp.named_parameters())]
+
+
+def lr_factor(step: int, max_steps: int, cfg: DenseOptimConfig) -> float:
+    """Linear warm-up for ``warmup_steps``, then cosine decay to ``min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, max_steps - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def set_dense_lr(opt: CombinedOptimizer, lr: float) -> None:
+    """Set the learning rate of the dense AdamW groups (the sparse one is fused)."""
+    for name, o in opt.optimizers:
+        if name == "dense":
+            for g in o.param_groups:
+                g["lr"] = lr
