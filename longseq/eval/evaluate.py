@@ -36,15 +36,23 @@ def window_metrics(p: Predictions, tasks: list[str]) -> list[dict[str, Any]]:
     for k, task in enumerate(tasks):
         y, s = p.labels[:, k], p.scores[:, k]
         g = gauc(y, s, p.user_id)
-        out.append({
-            "task": task, "auc": auc(y, s), "gauc": g.gauc,
-            "gauc_unweighted": g.gauc_unweighted, "gauc_users": g.groups_used,
-            "gauc_users_excluded": g.groups_excluded, "nll": log_loss(y, s),
-            "calibration": calibration(y, s), "requests": int(np.unique(p.request_id).size),
-            "targets": int(y.size), "users": int(np.unique(p.user_id).size),
-            "served_len_mean": float(p.served_len.mean()),
-            "served_len_max": int(p.served_len.max()),
-        })
+        out.append(
+            {
+                "task": task,
+                "auc": auc(y, s),
+                "gauc": g.gauc,
+                "gauc_unweighted": g.gauc_unweighted,
+                "gauc_users": g.groups_used,
+                "gauc_users_excluded": g.groups_excluded,
+                "nll": log_loss(y, s),
+                "calibration": calibration(y, s),
+                "requests": int(np.unique(p.request_id).size),
+                "targets": int(y.size),
+                "users": int(np.unique(p.user_id).size),
+                "served_len_mean": float(p.served_len.mean()),
+                "served_len_max": int(p.served_len.max()),
+            }
+        )
     return out
 
 
@@ -58,17 +66,34 @@ def markdown_table(result: dict[str, Any]) -> str:
     """The human-readable table printed on stdout and written to ``eval.md``."""
     orc = result.get("oracle") or {}
     short = orc.get("short_window")
-    head = ["window", "served (mean)", "task", "AUC", "GAUC", "log loss", "calib.",
-            "oracle AUC@w", "oracle GAUC@w"]
+    head = [
+        "window",
+        "served (mean)",
+        "task",
+        "AUC",
+        "GAUC",
+        "log loss",
+        "calib.",
+        "oracle AUC@w",
+        "oracle GAUC@w",
+    ]
     if short:
         head += [f"oracle AUC@{short['window']}"]
     head += ["oracle AUC (p_true)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["results"]:
         o = r.get("oracle") or {}
-        row = [str(r["window"]), f"{r['served_len_mean']:.0f}", r["task"], _fmt(r["auc"]),
-               _fmt(r["gauc"]), _fmt(r["nll"]), _fmt(r["calibration"]),
-               _fmt(o.get("auc")), _fmt(o.get("gauc"))]
+        row = [
+            str(r["window"]),
+            f"{r['served_len_mean']:.0f}",
+            r["task"],
+            _fmt(r["auc"]),
+            _fmt(r["gauc"]),
+            _fmt(r["nll"]),
+            _fmt(r["calibration"]),
+            _fmt(o.get("auc")),
+            _fmt(o.get("gauc")),
+        ]
         if short:
             row.append(_fmt(short["auc"]))
         row.append(_fmt((orc.get("p_true") or {}).get("auc")))
@@ -88,22 +113,36 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     results, preds = [], []
     for w in windows:
-        p = predict(model, split_dir, w, cfg.data.batch_size, progress=cfg.progress,
-                    desc=f"eval w={w or 'full'}")
+        p = predict(
+            model,
+            split_dir,
+            w,
+            cfg.data.batch_size,
+            progress=cfg.progress,
+            desc=f"eval w={w or 'full'}",
+        )
         for r in window_metrics(p, model.tasks):
             served = w if w is not None else r["served_len_max"]
             r["window"] = served
-            r["oracle"] = oracle_at(oracle, served) if r["task"] == (oracle or {}).get("task") else None
+            r["oracle"] = (
+                oracle_at(oracle, served) if r["task"] == (oracle or {}).get("task") else None
+            )
             results.append(r)
         if cfg.save_predictions:
             preds.append((w, p))
     result = {
-        "checkpoint": str(ckpt), "step": meta.get("step"), "data": str(cfg.data.path),
-        "split": cfg.data.split, "tasks": model.tasks, "train_window": meta.get("window"),
+        "checkpoint": str(ckpt),
+        "step": meta.get("step"),
+        "data": str(cfg.data.path),
+        "split": cfg.data.split,
+        "tasks": model.tasks,
+        "train_window": meta.get("window"),
         "results": results,
-        "oracle": None if oracle is None else {
-            "p_true": oracle["p_true"], "short_window": min(oracle["windows"],
-                                                            key=lambda e: e["window"]),
+        "oracle": None
+        if oracle is None
+        else {
+            "p_true": oracle["p_true"],
+            "short_window": min(oracle["windows"], key=lambda e: e["window"]),
             "windows": oracle["windows"],
         },
     }

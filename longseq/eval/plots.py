@@ -16,14 +16,22 @@ def plot_auc_vs_window(result: dict[str, Any], path: str | Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key in zip(axes, ("auc", "gauc")):
         for task in result["tasks"]:
-            rows = sorted((r for r in result["results"] if r["task"] == task),
-                          key=lambda r: r["window"])
-            ax.plot([r["window"] for r in rows], [r[key] for r in rows], "o-", label=f"model ({task})")
+            rows = sorted(
+                (r for r in result["results"] if r["task"] == task), key=lambda r: r["window"]
+            )
+            ax.plot(
+                [r["window"] for r in rows], [r[key] for r in rows], "o-", label=f"model ({task})"
+            )
         orc = result.get("oracle")
         if orc:
             ws = orc["windows"]
-            ax.plot([e["window"] for e in ws], [e[key] for e in ws], "s--", color="gray",
-                    label="oracle ceiling (last w events)")
+            ax.plot(
+                [e["window"] for e in ws],
+                [e[key] for e in ws],
+                "s--",
+                color="gray",
+                label="oracle ceiling (last w events)",
+            )
             ax.axhline(orc["p_true"][key], color="black", lw=0.8, ls=":", label="oracle p_true")
         ax.set_xscale("log")
         ax.set_xlabel("history events served (most recent)")

@@ -58,8 +58,14 @@ def load_model(ckpt: Path, meta: dict[str, Any]) -> LongSeqModel:
 
 @torch.no_grad()
 def predict(
-    model: LongSeqModel, split_dir: Path, window: int | None, batch_size: int,
-    rank: int = 0, world_size: int = 1, progress: bool = True, desc: str = "eval",
+    model: LongSeqModel,
+    split_dir: Path,
+    window: int | None,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+    desc: str = "eval",
 ) -> Predictions:
     """Score every target of this rank's share of ``split_dir`` with ``window`` events served."""
     reader = RequestReader(split_dir, batch_size, rank, world_size, shuffle=False)

@@ -22,10 +22,17 @@ def write_predictions(
             w = np.full(n, -1 if window is None else window, dtype=np.int64)
             if window is None:
                 w = p.served_len.astype(np.int64)
-            tables.append(pa.table({
-                "request_id": p.request_id, "user_id": p.user_id,
-                "target_index": p.target_index.astype(np.int32),
-                "task": pa.array([task] * n), "window": w,
-                "label": p.labels[:, k].astype(np.float32), "score": p.scores[:, k].astype(np.float32),
-            }))
+            tables.append(
+                pa.table(
+                    {
+                        "request_id": p.request_id,
+                        "user_id": p.user_id,
+                        "target_index": p.target_index.astype(np.int32),
+                        "task": pa.array([task] * n),
+                        "window": w,
+                        "label": p.labels[:, k].astype(np.float32),
+                        "score": p.scores[:, k].astype(np.float32),
+                    }
+                )
+            )
     pq.write_table(pa.concat_tables(tables), path)

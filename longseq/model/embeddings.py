@@ -49,7 +49,10 @@ def table_configs(sizes: TableSizes, dim: int, init_std: float = 0.02) -> list[E
 
     return [
         EmbeddingConfig(
-            name=name, embedding_dim=dim, num_embeddings=rows[name], feature_names=feats,
+            name=name,
+            embedding_dim=dim,
+            num_embeddings=rows[name],
+            feature_names=feats,
             init_fn=init,
         )
         for name, feats in TABLE_FEATURES.items()

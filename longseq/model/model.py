@@ -61,8 +61,10 @@ class SequenceInteraction(nn.Module):
     def forward(self, emb: dict[str, JaggedTensor], num_targets: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, num_tasks]`` for the ``N`` targets, in request order."""
         lengths = emb["hist_item_id"].lengths()
-        parts = [emb[k].values() for k in
-                 ("hist_item_id", "hist_category_id", "hist_action", "hist_dt_bucket")]
+        parts = [
+            emb[k].values()
+            for k in ("hist_item_id", "hist_category_id", "hist_action", "hist_dt_bucket")
+        ]
         x = self.hist_tok(parts, lengths)  # [E, d], once per request
         xt = self.tgt_tok(emb["tgt_item_id"].values(), emb["tgt_category_id"].values())  # [N, d]
         max_len = max(int(lengths.max()) if lengths.numel() else 0, 1)
@@ -85,7 +87,10 @@ class LongSeqModel(nn.Module):
     """
 
     def __init__(
-        self, cfg: ModelConfig, sizes: TableSizes, tasks: list[str],
+        self,
+        cfg: ModelConfig,
+        sizes: TableSizes,
+        tasks: list[str],
         device: torch.device | str = "cpu",
     ) -> None:
         super().__init__()

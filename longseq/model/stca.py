@@ -148,7 +148,9 @@ class STCATower(nn.Module):
         self.hist_ln = nn.ModuleList(nn.LayerNorm(d) for _ in range(n_hist))
         self.tgt_ffn = FFNStack(d, d, cfg.ffn_ratio, 1)
         self.tgt_ln = nn.LayerNorm(d)
-        self.attn = nn.ModuleList(TargetAttention(d, cfg.num_heads, cfg.attention) for _ in range(m))
+        self.attn = nn.ModuleList(
+            TargetAttention(d, cfg.num_heads, cfg.attention) for _ in range(m)
+        )
         # query fusion for layers 2..M: W_C_{i+1} in R^{(i+1)d x d}, then SwiGLU (+ LN)
         self.fuse_proj = nn.ModuleList(nn.Linear((i + 1) * d, d, bias=False) for i in range(1, m))
         self.fuse_ffn = nn.ModuleList(FFNStack(d, d, cfg.ffn_ratio, 1) for _ in range(1, m))

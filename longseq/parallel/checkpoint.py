@@ -37,7 +37,8 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
         if (cand / "longseq.json").is_file():
             return cand
     steps = sorted(
-        (int(m.group(1)), p) for p in root.glob("step_*")
+        (int(m.group(1)), p)
+        for p in root.glob("step_*")
         if (m := _STEP.match(p.name)) and (p / "longseq.json").is_file()
     )
     return steps[-1][1] if steps else None
@@ -50,8 +51,12 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def save_checkpoint(
-    run_dir: str | Path, step: int, state: dict[str, Any], meta: dict[str, Any],
-    rank_state: dict[str, Any], keep_last: int = 3,
+    run_dir: str | Path,
+    step: int,
+    state: dict[str, Any],
+    meta: dict[str, Any],
+    rank_state: dict[str, Any],
+    keep_last: int = 3,
 ) -> Path:
     """Collective: every rank calls it. Returns the final checkpoint folder."""
     root = checkpoint_root(run_dir)
@@ -80,9 +85,7 @@ def save_checkpoint(
 
 
 def _prune(root: Path, keep_last: int) -> None:
-    steps = sorted(
-        (int(m.group(1)), p) for p in root.glob("step_*") if (m := _STEP.match(p.name))
-    )
+    steps = sorted((int(m.group(1)), p) for p in root.glob("step_*") if (m := _STEP.match(p.name)))
     for _, p in steps[: max(0, len(steps) - keep_last)]:
         shutil.rmtree(p, ignore_errors=True)
 

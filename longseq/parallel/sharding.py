@@ -85,7 +85,10 @@ def attach_sparse_optimizer(ec: nn.Module, cfg: ShardingConfig) -> None:
 
 
 def build_plan(
-    model: nn.Module, cfg: ShardingConfig, world_size: int, device_type: str,
+    model: nn.Module,
+    cfg: ShardingConfig,
+    world_size: int,
+    device_type: str,
     local_world_size: int | None = None,
 ) -> ShardingPlan:
     """The ShardingPlan for ``model.ec`` (explicit per-table types, or the planner)."""
@@ -93,7 +96,8 @@ def build_plan(
     sharder = EmbeddingCollectionSharder()
     if cfg.planner:
         topo = Topology(
-            world_size=world_size, compute_device=device_type,
+            world_size=world_size,
+            compute_device=device_type,
             local_world_size=local_world_size or world_size,
         )
         return EmbeddingShardingPlanner(topology=topo).plan(model, [sharder])
@@ -108,8 +112,11 @@ def build_plan(
         else:  # table_wise: spread tables over ranks round-robin
             per_param[name] = table_wise(rank=i % world_size)
     module_plan = construct_module_sharding_plan(
-        model.ec, per_param_sharding=per_param, sharder=sharder,
-        local_size=local_world_size or world_size, world_size=world_size,
+        model.ec,
+        per_param_sharding=per_param,
+        sharder=sharder,
+        local_size=local_world_size or world_size,
+        world_size=world_size,
         device_type=device_type,
     )
     return ShardingPlan({"ec": module_plan})

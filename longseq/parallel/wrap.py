@@ -18,7 +18,9 @@ from longseq.parallel.sharding import ShardingConfig, attach_sparse_optimizer, b
 
 
 def shard_model(
-    model: nn.Module, cfg: ShardingConfig, device: torch.device,
+    model: nn.Module,
+    cfg: ShardingConfig,
+    device: torch.device,
     pg: dist.ProcessGroup | None = None,
 ) -> DistributedModelParallel:
     """Attach the fused sparse optimizer, plan, and wrap ``model`` in DMP (dense part in DDP)."""
@@ -28,6 +30,9 @@ def shard_model(
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     plan = build_plan(model, cfg, world, device.type, local_world_size=local)
     return DistributedModelParallel(
-        model, env=ShardingEnv.from_process_group(pg), device=device, plan=plan,
+        model,
+        env=ShardingEnv.from_process_group(pg),
+        device=device,
+        plan=plan,
         sharders=[EmbeddingCollectionSharder()],
     )

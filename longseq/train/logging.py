@@ -16,9 +16,15 @@ class MetricsLogger:
     """
 
     def __init__(
-        self, run_dir: str | Path, enabled: bool, wandb_mode: str = "disabled",
-        project: str = "longseq", entity: str | None = None, run_id: str | None = None,
-        config: dict[str, Any] | None = None, name: str | None = None,
+        self,
+        run_dir: str | Path,
+        enabled: bool,
+        wandb_mode: str = "disabled",
+        project: str = "longseq",
+        entity: str | None = None,
+        run_id: str | None = None,
+        config: dict[str, Any] | None = None,
+        name: str | None = None,
     ) -> None:
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
@@ -31,8 +37,14 @@ class MetricsLogger:
 
             os.environ.setdefault("WANDB_SILENT", "true")
             run = wandb.init(
-                project=project, entity=entity, mode=wandb_mode, dir=str(run_dir),
-                id=run_id, resume="allow", config=config, name=name,
+                project=project,
+                entity=entity,
+                mode=wandb_mode,
+                dir=str(run_dir),
+                id=run_id,
+                resume="allow",
+                config=config,
+                name=name,
             )
             self._wandb, self.run_id = run, run.id
 

@@ -102,8 +102,14 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
     dmp = shard_model(model, cfg.sharding, env.device)
     opt = build_optimizer(dmp, cfg.trainer.dense)
     reader = RequestReader(
-        Path(cfg.data.path) / cfg.data.split, cfg.data.batch_size, env.rank, env.world_size,
-        shuffle=True, shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.seed, infinite=True,
+        Path(cfg.data.path) / cfg.data.split,
+        cfg.data.batch_size,
+        env.rank,
+        env.world_size,
+        shuffle=True,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        seed=cfg.seed,
+        infinite=True,
     )
     rng = np.random.default_rng([cfg.seed, env.rank])
     start, wandb_id = 0, None
@@ -124,19 +130,36 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
     if env.is_main:
         OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
     logger = MetricsLogger(
-        run_dir, env.is_main, cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity,
-        run_id=wandb_id, config=OmegaConf.to_container(OmegaConf.structured(cfg)), name=cfg.name,
+        run_dir,
+        env.is_main,
+        cfg.wandb.mode,
+        cfg.wandb.project,
+        cfg.wandb.entity,
+        run_id=wandb_id,
+        config=OmegaConf.to_container(OmegaConf.structured(cfg)),
+        name=cfg.name,
     )
     ckpt_meta = {
         "model": OmegaConf.to_container(OmegaConf.structured(cfg.model)),
-        "tables": asdict(sizes), "tasks": tasks, "world_size": env.world_size,
-        "data_path": str(cfg.data.path), "window": asdict(cfg.data.window),
-        "pointwise": cfg.data.pointwise, "wandb_run_id": logger.run_id,
+        "tables": asdict(sizes),
+        "tasks": tasks,
+        "world_size": env.world_size,
+        "data_path": str(cfg.data.path),
+        "window": asdict(cfg.data.window),
+        "pointwise": cfg.data.pointwise,
+        "wandb_run_id": logger.run_id,
     }
     preempt = _Preemption()
     tc = cfg.trainer
-    bar = tqdm(total=tc.max_steps, initial=start, disable=not (env.is_main and tc.progress),
-               desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=tc.max_steps,
+        initial=start,
+        disable=not (env.is_main and tc.progress),
+        desc="train",
+        unit="step",
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     acc = torch.zeros(5, dtype=torch.float64)  # loss*targets, targets, requests, hist ids, all ids
     t0, values, last_ckpt = time.perf_counter(), {}, None
     it = iter(reader)
@@ -155,16 +178,19 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
         opt.zero_grad()
         n_tgt = int(batch.num_targets.sum())
         hist_ids = int(batch.history_lengths().sum())
-        acc += torch.tensor([loss.item() * n_tgt, n_tgt, table.num_rows, hist_ids,
-                             batch.sparse.values().numel()], dtype=torch.float64)
+        acc += torch.tensor(
+            [loss.item() * n_tgt, n_tgt, table.num_rows, hist_ids, batch.sparse.values().numel()],
+            dtype=torch.float64,
+        )
         bar.update(1)
         done = step + 1
         if done % tc.log_every == 0 or done == tc.max_steps:
             dist.all_reduce(acc)
             dt = time.perf_counter() - t0
             values = {
-                "loss": acc[0].item() / max(acc[1].item(), 1), "lr": tc.dense.lr * lr_factor(
-                    step, tc.max_steps, tc.dense), "targets_per_s": acc[1].item() / dt,
+                "loss": acc[0].item() / max(acc[1].item(), 1),
+                "lr": tc.dense.lr * lr_factor(step, tc.max_steps, tc.dense),
+                "targets_per_s": acc[1].item() / dt,
                 "requests_per_s": acc[2].item() / dt,
                 "input_ids_per_target": acc[4].item() / max(acc[1].item(), 1),
                 "hist_ids_per_target": acc[3].item() / max(acc[1].item(), 1),
@@ -178,10 +204,16 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
         last_ckpt = None
         if done % tc.checkpoint_every == 0 or done == tc.max_steps or stop:
             rank_state = {"reader": reader.state_dict(), "rng": rng.bit_generator.state}
-            last_ckpt = str(save_checkpoint(
-                run_dir, done, {"model": dmp.state_dict(), "optim": opt.state_dict()},
-                ckpt_meta, rank_state, keep_last=tc.keep_last,
-            ))
+            last_ckpt = str(
+                save_checkpoint(
+                    run_dir,
+                    done,
+                    {"model": dmp.state_dict(), "optim": opt.state_dict()},
+                    ckpt_meta,
+                    rank_state,
+                    keep_last=tc.keep_last,
+                )
+            )
         state = LoopState(done, tc.max_steps, str(run_dir), values, last_ckpt)
         for cb in callbacks or []:
             cb.on_step_end(state)

@@ -1,0 +1,340 @@
+"""Planted-long-range-interest (PLI) generator: request-level Parquet with a known answer.
+
+The generative story is in ``../shared/docs/synthetic-data.md`` (summary in
+``docs/data-format.md``). One request per user; users are generated in chunks of
+``chunk_users`` and streamed to Parquet, so memory stays bounded by a chunk and a row group.
+Everything is a function of ``seed`` (and ``chunk_users``): same config, same bytes.
+
+    python -m longseq.data.synth preset=<tiny|ci|default> out=<dir> seed=<n> [key=value ...]
+
+writes ``<out>/train/part-*.parquet``, ``<out>/test/part-*.parquet``, ``<out>/meta.json``
+(vocabulary sizes and the full config), ``<out>/item_bias.npy`` (``b_i`` per item id) and
+``<out>/oracle.json`` (ceilings on the test split, see :mod:`longseq.data.oracle`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from omegaconf import MISSING
+from scipy.special import expit
+
+from longseq.data import oracle
+from longseq.data.format import REQUEST_SCHEMA, SplitWriter
+
+
+@dataclass
+class SynthConfig:
+    """All generator parameters (names follow synthetic-data.md)."""
+
+    out: str = MISSING  #: output folder
+    seed: int = 0
+    num_users: int = 3000  #: one request per user
+    targets_per_request: int = 16  #: T
+    hist_len: int = 1000  #: L (fixed) or the cap L_max (lognormal)
+    hist_len_dist: str = "fixed"  #: "fixed" | "lognormal"
+    hist_len_median: int = 300  #: lognormal median (before capping)
+    hist_len_sigma: float = 1.0  #: lognormal sigma
+    hist_len_min: int = 1  #: lognormal lower clip
+    num_categories: int = 100  #: C
+    items_per_category: int = 50  #: item_id = category * items_per_category + rank
+    zipf: float = 1.0  #: Zipf exponent of item ranks within a category
+    m: int = 2  #: long-term interests |S_u|
+    R: int = 2  #: short-term interests |R_u|
+    w_s: int = 50  #: size of the recent part of the history
+    q: float = 0.5  #: P(recent event is from R_u)
+    rho: float = 0.015  #: P(event is a planted interest event)
+    p_S: float = 0.3  #: P(target category from S_u)
+    p_R: float = 0.2  #: P(target category from R_u)
+    b0: float = -2.0
+    alpha: float = 2.0
+    gamma: float = 2.0
+    sigma_i: float = 0.7  #: std of the item bias b_i
+    num_actions: int = 4  #: action types (pure noise)
+    ts_start: int = 1_700_000_000  #: request times uniform in [ts_start, ts_start + ts_span)
+    ts_span: int = 30 * 86400
+    mean_gap_s: float = 600.0  #: mean seconds between events (1 + exponential)
+    test_fraction: float = 0.2  #: latest requests (by request_ts) go to test
+    chunk_users: int = 256  #: users generated at a time (part of the seed: changes values)
+    rows_per_file: int = 100_000
+    row_group_size: int = 256
+    compression: str = "zstd"
+    oracle_windows: list[int] = field(default_factory=lambda: list(oracle.DEFAULT_WINDOWS))
+    progress: bool = True  #: tqdm progress bar on stderr
+
+    @property
+    def num_items(self) -> int:
+        """Size of the global item vocabulary."""
+        return self.num_categories * self.items_per_category
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the offending config key."""
+        positive = ("num_users", "targets_per_request", "hist_len", "num_categories")
+        positive += ("items_per_category", "m", "R", "w_s", "num_actions", "chunk_users")
+        positive += ("rows_per_file", "row_group_size", "hist_len_median", "hist_len_min")
+        checks: list[tuple[str, bool, str]] = [(k, getattr(self, k) >= 1, ">= 1") for k in positive]
+        checks += [
+            ("hist_len_dist", self.hist_len_dist in ("fixed", "lognormal"), "fixed|lognormal"),
+            ("m", self.m <= self.num_categories, "<= num_categories"),
+            ("R", self.R <= self.num_categories, "<= num_categories"),
+            ("hist_len_min", self.hist_len_min <= self.hist_len, "<= hist_len"),
+            ("rho", 0.0 <= self.rho < 1.0, "in [0, 1)"),
+            ("q", 0.0 <= self.q < 1.0, "in [0, 1)"),
+            ("p_S", 0.0 <= self.p_S <= 1.0, "in [0, 1]"),
+            ("p_R", 0.0 <= self.p_R <= 1.0 - self.p_S, "in [0, 1 - p_S]"),
+            ("sigma_i", self.sigma_i >= 0.0, ">= 0"),
+            ("hist_len_sigma", self.hist_len_sigma >= 0.0, ">= 0"),
+            ("zipf", self.zipf >= 0.0, ">= 0"),
+            ("mean_gap_s", self.mean_gap_s >= 0.0, ">= 0"),
+            ("ts_span", self.ts_span >= 1, ">= 1"),
+            ("test_fraction", 0.0 < self.test_fraction < 1.0, "in (0, 1)"),
+            ("oracle_windows", all(w >= 1 for w in self.oracle_windows), "all >= 1"),
+        ]
+        for key, ok, want in checks:
+            if not ok:
+                raise ValueError(f"synth config: {key}={getattr(self, key)!r} must be {want}")
+
+
+def _register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="synth_schema", node=SynthConfig)
+
+
+_register()
+
+
+@dataclass
+class _Globals:
+    """Per-data-set draws: item biases, Zipf table, request times, split."""
+
+    item_bias: np.ndarray
+    zipf_cdf: np.ndarray
+    request_ts: np.ndarray
+    request_id: np.ndarray
+    is_test: np.ndarray
+    cutoff_ts: int
+
+
+def _globals(cfg: SynthConfig) -> _Globals:
+    item_bias = np.random.default_rng([cfg.seed, 0]).normal(0.0, cfg.sigma_i, cfg.num_items)
+    w = 1.0 / np.arange(1, cfg.items_per_category + 1, dtype=np.float64) ** cfg.zipf
+    cdf = np.cumsum(w / w.sum())
+    ts = cfg.ts_start + np.random.default_rng([cfg.seed, 1]).integers(0, cfg.ts_span, cfg.num_users)
+    order = np.argsort(ts, kind="stable")
+    request_id = np.empty(cfg.num_users, np.int64)
+    request_id[order] = np.arange(cfg.num_users)  # request ids in time order
+    n_test = min(max(int(round(cfg.test_fraction * cfg.num_users)), 1), cfg.num_users - 1)
+    is_test = request_id >= cfg.num_users - n_test
+    return _Globals(item_bias, cdf, ts, request_id, is_test, int(ts[order[-n_test]]))
+
+
+def _pick(rng: np.random.Generator, sets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """One uniform element of ``sets[row]`` for each row in ``rows``."""
+    return sets[rows, rng.integers(0, sets.shape[1], rows.size)]
+
+
+def _subsets(rng: np.random.Generator, n: int, k: int, c: int) -> np.ndarray:
+    """``n`` uniform k-subsets of ``range(c)`` (without replacement)."""
+    return np.argpartition(rng.random((n, c)), k - 1, axis=1)[:, :k].astype(np.int64)
+
+
+def _chunk(cfg: SynthConfig, g: _Globals, c0: int, c1: int) -> dict[str, Any]:
+    """Generate users ``c0:c1``: the columns as flat arrays plus offsets."""
+    rng = np.random.default_rng([cfg.seed, 2, c0])
+    n, C, T = c1 - c0, cfg.num_categories, cfg.targets_per_request
+    if cfg.hist_len_dist == "fixed":
+        lens = np.full(n, cfg.hist_len, np.int64)
+    else:
+        raw = np.rint(cfg.hist_len_median * np.exp(cfg.hist_len_sigma * rng.standard_normal(n)))
+        lens = np.clip(raw, cfg.hist_len_min, cfg.hist_len).astype(np.int64)
+    S = _subsets(rng, n, cfg.m, C)
+    Rset = _subsets(rng, n, cfg.R, C)
+    off = np.concatenate(([0], np.cumsum(lens)))
+    E = int(off[-1])
+    user = np.repeat(np.arange(n), lens)
+    pos_from_end = off[1:][user] - 1 - np.arange(E)
+    # event kind from one uniform: recent part -> R_u w.p. q, then S_u w.p. rho, else background
+    thr_r = np.where(pos_from_end < cfg.w_s, cfg.q, 0.0)
+    u = rng.random(E)
+    cat = rng.integers(0, C, E)
+    is_r = u < thr_r
+    is_s = ~is_r & (u < thr_r + (1.0 - thr_r) * cfg.rho)
+    cat[is_s] = _pick(rng, S, user[is_s])
+    cat[is_r] = _pick(rng, Rset, user[is_r])
+    rank = np.minimum(np.searchsorted(g.zipf_cdf, rng.random(E), side="right"), g.zipf_cdf.size - 1)
+    item = cat * cfg.items_per_category + rank
+    action = rng.integers(0, cfg.num_actions, E)
+    gaps = 1 + np.floor(rng.exponential(cfg.mean_gap_s, E)).astype(np.int64)
+    csum = np.cumsum(gaps)
+    req_ts = g.request_ts[c0:c1]
+    # ts = request_ts - (sum of this and later gaps of the user): strictly increasing, < request_ts
+    hist_ts = req_ts[user] - (csum[off[1:] - 1][user] - (csum - gaps))
+
+    tu = rng.random((n, T))
+    tcat = rng.integers(0, C, (n, T))
+    rows = np.repeat(np.arange(n), T).reshape(n, T)
+    from_s = tu < cfg.p_S
+    from_r = ~from_s & (tu < cfg.p_S + cfg.p_R)
+    tcat[from_s] = _pick(rng, S, rows[from_s])
+    tcat[from_r] = _pick(rng, Rset, rows[from_r])
+    trank = np.searchsorted(g.zipf_cdf, rng.random((n, T)), side="right")
+    titem = tcat * cfg.items_per_category + np.minimum(trank, g.zipf_cdf.size - 1)
+    in_s = (S[:, :, None] == tcat[:, None, :]).any(axis=1)
+    in_r = (Rset[:, :, None] == tcat[:, None, :]).any(axis=1)
+    bias = g.item_bias[titem]
+    p_true = expit(cfg.b0 + bias + cfg.alpha * in_s + cfg.gamma * in_r)
+    click = (rng.random((n, T)) < p_true).astype(np.int8)
+    return {
+        "lens": lens, "item": item, "cat": cat, "action": action, "ts": hist_ts,
+        "tcat": tcat.reshape(-1), "titem": titem.reshape(-1), "bias": bias.reshape(-1),
+        "click": click.reshape(-1), "p_true": p_true.reshape(-1),
+    }  # fmt: skip
+
+
+def _select(ch: dict[str, Any], mask: np.ndarray, T: int) -> dict[str, Any]:
+    """The rows of a chunk selected by the per-user ``mask``."""
+    ev = np.repeat(mask, ch["lens"])
+    tg = np.repeat(mask, T)
+    out = {k: v[ev] for k, v in ch.items() if k in ("item", "cat", "action", "ts")}
+    out.update(
+        {k: v[tg] for k, v in ch.items() if k in ("tcat", "titem", "bias", "click", "p_true")}
+    )
+    out["lens"] = ch["lens"][mask]
+    return out
+
+
+def _table(
+    ch: dict[str, Any], T: int, user_id: np.ndarray, request_id: np.ndarray, request_ts: np.ndarray
+) -> pa.Table:
+    """The Arrow table (``REQUEST_SCHEMA``) of selected chunk rows."""
+    hoff = pa.array(np.concatenate(([0], np.cumsum(ch["lens"]))).astype(np.int32))
+    toff = pa.array(np.arange(len(user_id) + 1, dtype=np.int32) * T)
+
+    def lst(off: pa.Array, values: np.ndarray) -> pa.ListArray:
+        return pa.ListArray.from_arrays(off, pa.array(values))
+
+    cols = [
+        pa.array(request_id, pa.int64()), pa.array(user_id, pa.int64()),
+        pa.array(request_ts, pa.int64()),
+        lst(hoff, ch["item"]), lst(hoff, ch["cat"]), lst(hoff, ch["action"]), lst(hoff, ch["ts"]),
+        lst(toff, ch["titem"]), lst(toff, ch["tcat"]), lst(toff, ch["click"]),
+        lst(toff, ch["p_true"]),
+    ]  # fmt: skip
+    return pa.Table.from_arrays(cols, schema=REQUEST_SCHEMA)
+
+
+def generate(cfg: SynthConfig, preset: str | None = None) -> dict[str, Any]:
+    """Generate the data set described by ``cfg`` into ``cfg.out``; return a summary."""
+    from tqdm import tqdm
+
+    cfg.validate()
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    g = _globals(cfg)
+    params = oracle.OracleParams.from_mapping(cfg)
+    windows = oracle.oracle_windows(cfg.hist_len, cfg.oracle_windows)
+    for split in ("train", "test"):  # parts of an earlier run would mix with this one
+        for stale in (out / split).glob("part-*.parquet"):
+            stale.unlink()
+    writers = {
+        s: SplitWriter(out / s, REQUEST_SCHEMA, cfg.rows_per_file, cfg.row_group_size, cfg.compression)
+        for s in ("train", "test")
+    }  # fmt: skip
+    acc: dict[str, list[np.ndarray]] = {k: [] for k in ("click", "p_true", "user")}
+    scores: dict[int, list[np.ndarray]] = {w: [] for w in windows}
+    T, hist_total = cfg.targets_per_request, 0
+    bar = tqdm(total=cfg.num_users, unit="user", file=sys.stderr, disable=not cfg.progress)
+    for c0 in range(0, cfg.num_users, cfg.chunk_users):
+        c1 = min(c0 + cfg.chunk_users, cfg.num_users)
+        ch = _chunk(cfg, g, c0, c1)
+        hist_total += int(ch["lens"].sum())
+        users = np.arange(c0, c1)
+        for split, mask in (("train", ~g.is_test[c0:c1]), ("test", g.is_test[c0:c1])):
+            if not mask.any():
+                continue
+            sub = _select(ch, mask, T)
+            u = users[mask]
+            writers[split].add(_table(sub, T, u, g.request_id[u], g.request_ts[u]))
+            if split == "test":
+                hoff = np.concatenate(([0], np.cumsum(sub["lens"])))
+                toff = np.arange(u.size + 1) * T
+                sc = oracle.oracle_scores(
+                    sub["cat"], hoff, sub["tcat"], toff, sub["bias"], params, windows
+                )
+                for w in windows:
+                    scores[w].append(sc[w])
+                acc["click"].append(sub["click"])
+                acc["p_true"].append(sub["p_true"])
+                acc["user"].append(np.repeat(u, T))
+        bar.update(c1 - c0)
+    bar.close()
+    files = {s: w.close() for s, w in writers.items()}
+    cat = {k: np.concatenate(v) for k, v in acc.items()}
+    report = oracle.oracle_report(
+        cat["click"], cat["p_true"], cat["user"], {w: np.concatenate(s) for w, s in scores.items()},
+        num_requests=int(g.is_test.sum()), hist_len_max=cfg.hist_len, params=asdict(params),
+    )  # fmt: skip
+    config = asdict(cfg)
+    np.save(out / "item_bias.npy", g.item_bias)
+    meta = {
+        "format": "longseq.request.v1",
+        "preset": preset,
+        "tasks": ["click"],
+        "num_items": cfg.num_items,
+        "num_categories": cfg.num_categories,
+        "num_actions": cfg.num_actions,
+        "targets_per_request": T,
+        "hist_len_max": cfg.hist_len,
+        "num_requests": {"train": int((~g.is_test).sum()), "test": int(g.is_test.sum())},
+        "test_cutoff_ts": g.cutoff_ts,
+        "files": {s: [str(p.relative_to(out)) for p in fs] for s, fs in files.items()},
+        "config": config,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "oracle.json").write_text(json.dumps(report, indent=2) + "\n")
+    return {"out": str(out), "seconds": time.perf_counter() - t0, "hist_events": hist_total,
+            "meta": meta, "oracle": report}  # fmt: skip
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A short human-readable summary of :func:`generate`'s result."""
+    meta, rep = summary["meta"], summary["oracle"]
+    n = meta["num_requests"]
+    lines = [
+        f"wrote {summary['out']}: {n['train']} train + {n['test']} test requests, "
+        f"{summary['hist_events']:,} history events, {summary['seconds']:.1f}s",
+        "oracle on test (AUC / GAUC): "
+        + ", ".join(f"w={r['window']}: {r['auc']:.4f}/{r['gauc']:.4f}" for r in rep["windows"])
+        + f", p_true: {rep['p_true']['auc']:.4f}/{rep['p_true']['gauc']:.4f}",
+    ]
+    return "\n".join(lines)
+
+
+def _main() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig, OmegaConf
+
+    from longseq.config import CONFIG_DIR
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="synth")
+    def run(cfg: DictConfig) -> None:
+        conf = OmegaConf.to_object(cfg)
+        assert isinstance(conf, SynthConfig)
+        preset = HydraConfig.get().runtime.choices.get("preset")
+        print(format_summary(generate(conf, preset=preset)))
+
+    run()
+
+
+if __name__ == "__main__":
+    _main()
