@@ -59,7 +59,9 @@ class RequestReader:
         batch_size: requests per yielded table.
         rank / world_size: this reader's share of the units.
         shuffle: shuffle units per epoch and rows through a buffer of ``shuffle_buffer`` rows.
-        infinite: loop over epochs forever (training); otherwise one epoch, last batch partial.
+        infinite: loop over epochs forever (training); otherwise one epoch. Either way the last
+            batch of an epoch may be smaller: no request is dropped or repeated, and the position
+            (epoch, batches consumed) is all a resume needs.
         columns: columns to read (``None``: all).
     """
 
@@ -128,21 +130,11 @@ class RequestReader:
             yield pa.concat_tables(buf)  # the partial tail of the epoch
 
     def __iter__(self) -> Iterator[pa.Table]:
-        carry: pa.Table | None = None
         while True:
             skip = self.batches_emitted
             for i, t in enumerate(self._epoch_batches(self.epoch)):
                 if i < skip:
                     continue  # resuming: batches already consumed before the checkpoint
-                if carry is not None:  # infinite mode: top up a partial batch from the next epoch
-                    need = self.batch_size - carry.num_rows
-                    t, rest = pa.concat_tables([carry, t.slice(0, need)]), t.slice(need)
-                    carry = None
-                    if rest.num_rows:
-                        carry = rest
-                if t.num_rows < self.batch_size and self.infinite:
-                    carry = t
-                    continue
                 self.batches_emitted = i + 1
                 self.rows_emitted += t.num_rows
                 yield t

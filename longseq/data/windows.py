@@ -66,4 +66,4 @@ def sample_windows(cfg: WindowConfig, rng: np.random.Generator, n: int) -> np.nd
     raw = cfg.l_min + x * (cfg.l_max - cfg.l_min)
     r = max(1, cfg.round_to)
     out = np.maximum(r, np.round(raw / r).astype(np.int64) * r)
-    return np.minimum(out, cfg.l_max)
+    return np.minimum(out, max(r, (cfg.l_max // r) * r))

@@ -69,6 +69,8 @@ def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> GroupAUC
     g = np.asarray(groups).reshape(-1)
     if not (y.shape == s.shape == g.shape):
         raise ValueError(f"labels {y.shape}, scores {s.shape}, groups {g.shape} differ in shape")
+    if g.size == 0:
+        return GroupAUC(float("nan"), float("nan"), 0, 0)
     order = np.argsort(g, kind="mergesort")
     g_sorted = g[order]
     cuts = np.flatnonzero(g_sorted[1:] != g_sorted[:-1]) + 1

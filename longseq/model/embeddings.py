@@ -35,7 +35,7 @@ TABLE_FEATURES: dict[str, list[str]] = {
 }
 
 
-def table_configs(sizes: TableSizes, dim: int, init_std: float = 0.02) -> list[EmbeddingConfig]:
+def table_configs(sizes: TableSizes, dim: int, init_std: float = 0.1) -> list[EmbeddingConfig]:
     """EmbeddingConfigs of the four tables (all of width ``dim``: an EC requirement)."""
     rows = {
         "item": sizes.num_items,
@@ -60,7 +60,9 @@ def table_configs(sizes: TableSizes, dim: int, init_std: float = 0.02) -> list[E
 
 
 def build_embedding_collection(
-    sizes: TableSizes, dim: int, device: torch.device | str = "cpu"
+    sizes: TableSizes, dim: int, device: torch.device | str = "cpu", init_std: float = 0.1
 ) -> EmbeddingCollection:
     """The unsharded EmbeddingCollection (``device="meta"`` to let sharding allocate it)."""
-    return EmbeddingCollection(tables=table_configs(sizes, dim), device=torch.device(device))
+    return EmbeddingCollection(
+        tables=table_configs(sizes, dim, init_std), device=torch.device(device)
+    )

@@ -18,7 +18,7 @@ from longseq.data.batch import RequestBatch
 from longseq.model.embeddings import TableSizes, build_embedding_collection
 from longseq.model.layers import jagged_to_padded, padded_to_jagged
 from longseq.model.stca import STCAConfig, STCATower
-from longseq.model.tokens import HistoryTokenizer, TargetTokenizer
+from longseq.model.tokens import Tokenizer
 
 
 @dataclass
@@ -27,6 +27,8 @@ class ModelConfig:
 
     Attributes:
         embedding_dim: width of every embedding table (EmbeddingCollection needs one width).
+        embedding_init_std: std of the normal initialisation of the tables. Too small (e.g.
+            0.02) and the ids' signal drowns under the position encoding in the fused tokens.
         pos_dim: width of the log-position encoding.
         stca: the tower (``d_model`` is the token width).
         head_hidden: hidden widths of the per-task MLP head over ``[z | x_t]``.
@@ -35,10 +37,21 @@ class ModelConfig:
     """
 
     embedding_dim: int = 32
+    embedding_init_std: float = 0.5
     pos_dim: int = 16
     stca: STCAConfig = field(default_factory=STCAConfig)
     head_hidden: list[int] = field(default_factory=lambda: [128, 64])
     loss_weighting: str = "impression"
+
+    def validate(self, prefix: str = "model") -> None:
+        """Raise ``ValueError`` naming the offending key."""
+        if self.loss_weighting not in ("impression", "request"):
+            raise ValueError(f"{prefix}.loss_weighting must be impression|request")
+        if self.pos_dim < 2 or self.pos_dim % 2:
+            raise ValueError(f"{prefix}.pos_dim must be even and >= 2, got {self.pos_dim}")
+        if self.embedding_dim < 1:
+            raise ValueError(f"{prefix}.embedding_dim must be >= 1, got {self.embedding_dim}")
+        self.stca.validate(f"{prefix}.stca")
 
 
 class SequenceInteraction(nn.Module):
@@ -47,8 +60,7 @@ class SequenceInteraction(nn.Module):
     def __init__(self, cfg: ModelConfig, num_tasks: int) -> None:
         super().__init__()
         d = cfg.stca.d_model
-        self.hist_tok = HistoryTokenizer(cfg.embedding_dim, cfg.pos_dim, d)
-        self.tgt_tok = TargetTokenizer(cfg.embedding_dim, d)
+        self.tokens = Tokenizer(cfg.embedding_dim, cfg.pos_dim, d)
         self.tower = STCATower(cfg.stca)
         layers: list[nn.Module] = []
         width = 2 * d
@@ -65,8 +77,10 @@ class SequenceInteraction(nn.Module):
             emb[k].values()
             for k in ("hist_item_id", "hist_category_id", "hist_action", "hist_dt_bucket")
         ]
-        x = self.hist_tok(parts, lengths)  # [E, d], once per request
-        xt = self.tgt_tok(emb["tgt_item_id"].values(), emb["tgt_category_id"].values())  # [N, d]
+        x = self.tokens.history(parts, lengths)  # [E, d], once per request
+        xt = self.tokens.target(
+            emb["tgt_item_id"].values(), emb["tgt_category_id"].values()
+        )  # [N, d]
         max_len = max(int(lengths.max()) if lengths.numel() else 0, 1)
         max_t = max(int(num_targets.max()) if num_targets.numel() else 0, 1)
         hist = jagged_to_padded(x, lengths, max_len)
@@ -94,10 +108,11 @@ class LongSeqModel(nn.Module):
         device: torch.device | str = "cpu",
     ) -> None:
         super().__init__()
-        if cfg.loss_weighting not in ("impression", "request"):
-            raise ValueError("model.loss_weighting must be impression|request")
+        cfg.validate()
         self.cfg, self.tasks = cfg, list(tasks)
-        self.ec = build_embedding_collection(sizes, cfg.embedding_dim, device)
+        self.ec = build_embedding_collection(
+            sizes, cfg.embedding_dim, device, cfg.embedding_init_std
+        )
         self.interaction = SequenceInteraction(cfg, len(tasks))
 
     def forward(self, batch: RequestBatch) -> torch.Tensor:

@@ -40,6 +40,8 @@ class STCAConfig:
         ffn_depth: SwiGLU blocks in each history FFN ("FFN depth" of the ablation).
         shared_hist_ffn: one history FFN for all layers (False = faithful per-layer FFN on raw X).
         fused_query_ln: LayerNorm on the fused query ``q_{i+1}`` (default True, matching ``q_1``).
+        ffn_residual: ``x + SwiGLU(x)`` in every FFN block (the paper leaves it open; without
+            it gradients to the history side vanish at initialisation, see `FFNStack`).
         attention: ``kv`` or ``absorbed`` (exactly equivalent; a speed/memory choice).
     """
 
@@ -50,10 +52,15 @@ class STCAConfig:
     ffn_depth: int = 1
     shared_hist_ffn: bool = False
     fused_query_ln: bool = True
+    ffn_residual: bool = True
     attention: str = "kv"
 
     def validate(self, prefix: str = "model.stca") -> None:
         """Raise ``ValueError`` naming the offending key."""
+        if self.num_heads < 1:
+            raise ValueError(f"{prefix}.num_heads must be >= 1, got {self.num_heads}")
+        if self.ffn_depth < 1:
+            raise ValueError(f"{prefix}.ffn_depth must be >= 1, got {self.ffn_depth}")
         if self.d_model % self.num_heads:
             raise ValueError(
                 f"{prefix}.d_model ({self.d_model}) must be divisible by "
@@ -143,22 +150,24 @@ class STCATower(nn.Module):
         d, m = cfg.d_model, cfg.num_layers
         n_hist = 1 if cfg.shared_hist_ffn else m
         self.hist_ffn = nn.ModuleList(
-            FFNStack(d, d, cfg.ffn_ratio, cfg.ffn_depth) for _ in range(n_hist)
+            FFNStack(d, d, cfg.ffn_ratio, cfg.ffn_depth, cfg.ffn_residual) for _ in range(n_hist)
         )
         self.hist_ln = nn.ModuleList(nn.LayerNorm(d) for _ in range(n_hist))
-        self.tgt_ffn = FFNStack(d, d, cfg.ffn_ratio, 1)
+        self.tgt_ffn = FFNStack(d, d, cfg.ffn_ratio, 1, cfg.ffn_residual)
         self.tgt_ln = nn.LayerNorm(d)
         self.attn = nn.ModuleList(
             TargetAttention(d, cfg.num_heads, cfg.attention) for _ in range(m)
         )
         # query fusion for layers 2..M: W_C_{i+1} in R^{(i+1)d x d}, then SwiGLU (+ LN)
         self.fuse_proj = nn.ModuleList(nn.Linear((i + 1) * d, d, bias=False) for i in range(1, m))
-        self.fuse_ffn = nn.ModuleList(FFNStack(d, d, cfg.ffn_ratio, 1) for _ in range(1, m))
+        self.fuse_ffn = nn.ModuleList(
+            FFNStack(d, d, cfg.ffn_ratio, 1, cfg.ffn_residual) for _ in range(1, m)
+        )
         self.fuse_ln = nn.ModuleList(
             nn.LayerNorm(d) if cfg.fused_query_ln else nn.Identity() for _ in range(1, m)
         )
         self.out_proj = nn.Linear((m + 1) * d, d, bias=False)
-        self.out_ffn = FFNStack(d, d, cfg.ffn_ratio, 1)
+        self.out_ffn = FFNStack(d, d, cfg.ffn_ratio, 1, cfg.ffn_residual)
 
     def encode_history(self, x: torch.Tensor) -> list[torch.Tensor]:
         """User side, once per request: ``[X̃_1 .. X̃_M]``, each ``[B, L, d]``."""

@@ -32,7 +32,8 @@ class LogPositionEncoding(nn.Module):
         super().__init__()
         if dim % 2:
             raise ValueError(f"position dim must be even, got {dim}")
-        freqs = torch.pi / max_log * torch.pow(2.0, torch.arange(dim // 2, dtype=torch.float32))
+        # geometric frequencies from 1 to 16 half-turns over [0, max_log]: smooth for any dim
+        freqs = torch.pi / max_log * torch.logspace(0, 4, dim // 2, base=2.0)
         self.register_buffer("freqs", freqs, persistent=False)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
@@ -40,26 +41,31 @@ class LogPositionEncoding(nn.Module):
         return torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1)
 
 
-class HistoryTokenizer(nn.Module):
-    """``[item | category | action | dt | pos]`` -> Linear -> ``x_j`` in ``R^d``."""
+class Tokenizer(nn.Module):
+    """History and target tokens in ONE token space.
+
+    ``x_t = LN(P [item | category])`` and
+    ``x_j = LN(P [item | category] + S [action | dt | pos])``: the item/category projection ``P``
+    is shared, so a history event and a target of the same item start as nearby tokens and the
+    target-to-history match is easy to learn; action, time delta and position are side
+    information added to the event's item token.
+    """
 
     def __init__(self, emb_dim: int, pos_dim: int, d_model: int) -> None:
         super().__init__()
         self.pos = LogPositionEncoding(pos_dim)
-        self.proj = nn.Linear(4 * emb_dim + pos_dim, d_model)
+        self.item_proj = nn.Linear(2 * emb_dim, d_model, bias=False)
+        self.side_proj = nn.Linear(2 * emb_dim + pos_dim, d_model, bias=False)
+        self.hist_norm = nn.LayerNorm(d_model)
+        self.tgt_norm = nn.LayerNorm(d_model)
 
-    def forward(self, parts: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
-        """``parts``: four ``[E, emb_dim]`` jagged value tensors; returns ``[E, d]``."""
+    def history(self, parts: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
+        """``parts`` = [item, category, action, dt] ``[E, emb_dim]`` values -> ``[E, d]``."""
+        item, category, action, dt = parts
         pos = self.pos(positions_from_most_recent(lengths))
-        return self.proj(torch.cat(parts + [pos], dim=-1))
+        x = self.item_proj(torch.cat([item, category], -1))
+        return self.hist_norm(x + self.side_proj(torch.cat([action, dt, pos], -1)))
 
-
-class TargetTokenizer(nn.Module):
-    """``[item | category]`` -> Linear -> ``x_t`` in ``R^d`` (same item/category tables)."""
-
-    def __init__(self, emb_dim: int, d_model: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(2 * emb_dim, d_model)
-
-    def forward(self, item: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
-        return self.proj(torch.cat([item, category], dim=-1))
+    def target(self, item: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
+        """``[N, emb_dim]`` item and category embeddings -> ``[N, d]``."""
+        return self.tgt_norm(self.item_proj(torch.cat([item, category], -1)))

@@ -160,7 +160,8 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    acc = torch.zeros(5, dtype=torch.float64)  # loss*targets, targets, requests, hist ids, all ids
+    # loss*targets, targets, requests, hist ids, all ids, requests read since the start
+    acc = torch.zeros(6, dtype=torch.float64)
     t0, values, last_ckpt = time.perf_counter(), {}, None
     it = iter(reader)
     dmp.train()
@@ -179,12 +180,20 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
         n_tgt = int(batch.num_targets.sum())
         hist_ids = int(batch.history_lengths().sum())
         acc += torch.tensor(
-            [loss.item() * n_tgt, n_tgt, table.num_rows, hist_ids, batch.sparse.values().numel()],
+            [
+                loss.item() * n_tgt,
+                n_tgt,
+                table.num_rows,
+                hist_ids,
+                batch.sparse.values().numel(),
+                0,
+            ],
             dtype=torch.float64,
         )
         bar.update(1)
         done = step + 1
         if done % tc.log_every == 0 or done == tc.max_steps:
+            acc[5] = reader.rows_emitted  # exact, across resumes (restored with the reader)
             dist.all_reduce(acc)
             dt = time.perf_counter() - t0
             values = {
@@ -194,7 +203,7 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
                 "requests_per_s": acc[2].item() / dt,
                 "input_ids_per_target": acc[4].item() / max(acc[1].item(), 1),
                 "hist_ids_per_target": acc[3].item() / max(acc[1].item(), 1),
-                "requests_seen": reader.rows_emitted * env.world_size,
+                "requests_seen": int(acc[5].item()),
             }
             logger.log(done, values)
             bar.set_postfix(loss=f"{values['loss']:.4f}")

@@ -1,0 +1,149 @@
+"""Import layering: what each layer may import, checked statically (ast) and in fresh processes.
+
+Layers, bottom up: ``data`` (no model/train/parallel), ``model`` (nothing distributed, no
+trainer), ``parallel``/``train``. The tower modules (``stca``, ``layers``, ``tokens``) are pure
+torch so they run where TorchRec/FBGEMM do not.
+
+Note: ``import torchrec`` itself imports ``torchrec.distributed`` (torchrec/__init__.py), so no
+module using TorchRec can avoid loading it; for ``longseq.model.model`` the check is therefore
+that it loads no distributed module beyond what a bare ``import torchrec`` loads.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "longseq"
+
+PROBE = """
+import json, sys
+before = set(sys.modules)
+{imports}
+print("@@" + json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def _new_modules(imports: str) -> tuple[list[str], str, str]:
+    """Modules newly loaded by ``imports`` in a fresh interpreter, plus any other output."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(imports=imports)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    head, _, payload = proc.stdout.rpartition("@@")
+    return json.loads(payload), head, proc.stderr
+
+
+def _under(mods: list[str], *prefixes: str) -> list[str]:
+    return [m for m in mods if any(m == p or m.startswith(p + ".") for p in prefixes)]
+
+
+def test_import_longseq_is_free_of_torch_and_silent():
+    mods, out, err = _new_modules("import longseq")
+    assert "longseq" in mods
+    assert _under(mods, "torch", "torchrec", "fbgemm_gpu", "numpy", "pyarrow") == []
+    assert out == "" and err == ""
+
+
+def test_tower_modules_load_plain_torch_only():
+    mods, out, err = _new_modules(
+        "import longseq.model.stca, longseq.model.layers, longseq.model.tokens"
+    )
+    assert "longseq.model.stca" in mods and "torch" in mods
+    assert _under(mods, "torchrec", "fbgemm_gpu", "longseq.data") == []
+    assert _under(mods, "longseq.train", "longseq.parallel", "longseq.eval") == []
+    assert out == "" and err == ""
+
+
+def test_model_loads_no_trainer_and_nothing_distributed_beyond_torchrec():
+    mods, out, _ = _new_modules(
+        "import torchrec\nbefore = set(sys.modules)\nimport longseq.model.model"
+    )
+    assert "longseq.model.model" in mods and "longseq.model.stca" in mods
+    assert _under(mods, "longseq.train", "longseq.parallel", "longseq.eval") == []
+    assert _under(mods, "torchrec.distributed", "torch.distributed") == []
+    assert out == ""
+
+
+# --------------------------------------------------------------------------- static (ast)
+
+
+def _imports(path: Path, pkg: Path = PKG) -> list[tuple[int, str]]:
+    """``(line, module)`` imported by ``path`` (relative imports resolved; for ``from m import
+    x`` both ``m`` and ``m.x``, so ``from torch import distributed`` is seen)."""
+    package = list(path.relative_to(pkg.parent).parts[:-1])
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.append((node.lineno, mod))
+            out += [(node.lineno, f"{mod}.{a.name}") for a in node.names]
+    return out
+
+
+def _violations(folder: str, forbidden: tuple[str, ...], pkg: Path = PKG) -> list[str]:
+    bad = []
+    files = sorted((pkg / folder).rglob("*.py"))
+    assert files, folder
+    for f in files:
+        for line, mod in _imports(f, pkg):
+            if _under([mod], *forbidden):
+                bad.append(f"{f.relative_to(pkg.parent)}:{line} imports {mod}")
+    return bad
+
+
+def test_static_model_layer():
+    forbidden = ("longseq.train", "longseq.parallel", "torch.distributed", "torchrec.distributed")
+    assert _violations("model", forbidden) == []
+
+
+def test_static_data_layer():
+    assert _violations("data", ("longseq.model", "longseq.train", "longseq.parallel")) == []
+
+
+@pytest.mark.parametrize("name", ["stca.py", "layers.py", "tokens.py"])
+def test_static_tower_modules_import_no_torchrec_or_fbgemm(name):
+    mods = [m for _, m in _imports(PKG / "model" / name)]
+    assert _under(mods, "torchrec", "fbgemm_gpu", "fbgemm") == []
+    # and they import only plain torch, the standard library and each other
+    longseq = {m for m in mods if m.startswith("longseq")}
+    assert longseq <= {"longseq.model.layers", "longseq.model.layers.FFNStack"}
+
+
+def test_static_checker_catches_violations(tmp_path):
+    """The checker itself: relative, aliased and from-imports are all seen."""
+    pkg = tmp_path / "longseq"
+    (pkg / "model" / "sub").mkdir(parents=True)
+    (pkg / "model" / "bad.py").write_text(
+        "from ..train import loop\n"
+        "from torch import distributed as d\n"
+        "import torchrec.distributed.types as t\n"
+        "from . import layers\n"
+    )
+    (pkg / "model" / "sub" / "deep.py").write_text("def f():\n    from ...parallel import wrap\n")
+    forbidden = ("longseq.train", "torch.distributed", "torchrec.distributed", "longseq.parallel")
+    bad = _violations("model", forbidden, pkg)
+    assert bad == [
+        "longseq/model/bad.py:1 imports longseq.train",
+        "longseq/model/bad.py:1 imports longseq.train.loop",
+        "longseq/model/bad.py:2 imports torch.distributed",
+        "longseq/model/bad.py:3 imports torchrec.distributed.types",
+        "longseq/model/sub/deep.py:2 imports longseq.parallel",
+        "longseq/model/sub/deep.py:2 imports longseq.parallel.wrap",
+    ]
