@@ -8,6 +8,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from longseq._quiet import quiet_known_warnings
 from longseq.config import CONFIG_DIR
 from longseq.train import config as train_config
 
@@ -19,6 +20,7 @@ def main(cfg: DictConfig) -> None:
     from longseq.parallel.env import destroy_distributed
     from longseq.train.loop import train
 
+    quiet_known_warnings()
     job: train_config.TrainJobConfig = OmegaConf.to_object(cfg)
     try:
         train(job)

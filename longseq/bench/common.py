@@ -1,0 +1,355 @@
+"""Benchmark plumbing: arguments, timing (warm-up, median of repetitions), environment, JSON.
+
+Plain torch only (no torchrec import), so the torch-only suites run on any accelerator machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SUITES = ("scaling", "rlb", "kernel", "serve")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+SCHEMA_VERSION = 1
+
+
+class BenchError(ValueError):
+    """A bad command-line value (the message names the key)."""
+
+
+@dataclass
+class BenchArgs:
+    """Command-line options (``key=value``).
+
+    Attributes:
+        suite: ``scaling``, ``rlb``, ``kernel``, ``serve`` or ``all``.
+        quick: small grid (all suites in a few minutes on 2 CPU cores).
+        device: ``cpu`` or ``cuda``.
+        out: result folder (``<out>/<suite>.json`` and ``.png``).
+        dtype: ``fp32``, ``bf16`` or ``auto`` (fp32 on CPU, bf16 on CUDA).
+        reps: timed repetitions per measurement (the median is reported; at least 5 by default).
+        warmup: untimed calls before timing.
+        threads: torch intra-op threads; 0 = auto: 1 on CPU (on a shared 2-core machine two
+            OpenMP workers stall each other when another process holds a core: measured 60x
+            slower), every usable core on CUDA (host side only).
+        tiny: test shapes only (checks the plumbing; numbers mean nothing).
+        report: after the run, regenerate this markdown file from ``out``'s parent folder.
+    """
+
+    suite: str = "all"
+    quick: bool = True
+    device: str = "cpu"
+    out: str = "benchmarks/results/cpu"
+    dtype: str = "auto"
+    reps: int = 5
+    warmup: int = 2
+    threads: int = 0
+    tiny: bool = False
+    report: str = ""
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The resolved torch dtype."""
+        return DTYPES[self.resolved_dtype]
+
+    @property
+    def resolved_dtype(self) -> str:
+        """``fp32``/``bf16`` with ``auto`` resolved by device."""
+        if self.dtype == "auto":
+            return "bf16" if self.device == "cuda" else "fp32"
+        return self.dtype
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    @property
+    def mode(self) -> str:
+        """``tiny``, ``quick`` or ``full``."""
+        return "tiny" if self.tiny else ("quick" if self.quick else "full")
+
+
+def _parse_bool(key: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("true", "1", "yes", "on"):
+        return True
+    if v in ("false", "0", "no", "off"):
+        return False
+    raise BenchError(f"{key}={value!r}: expected true or false")
+
+
+def parse_args(argv: list[str]) -> BenchArgs:
+    """Parse ``key=value`` arguments into `BenchArgs`; `BenchError` names any bad key or value."""
+    kinds = {f.name: f.type for f in fields(BenchArgs)}
+    values: dict[str, Any] = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("-").strip()
+        if not sep:
+            raise BenchError(f"argument {arg!r}: expected key=value (keys: {', '.join(kinds)})")
+        if key not in kinds:
+            raise BenchError(f"unknown key {key!r}; valid keys: {', '.join(kinds)}")
+        kind = kinds[key]
+        if kind in (bool, "bool"):
+            values[key] = _parse_bool(key, value)
+        elif kind in (int, "int"):
+            try:
+                values[key] = int(value)
+            except ValueError:
+                raise BenchError(f"{key}={value!r}: expected an integer") from None
+        else:
+            values[key] = value
+    args = BenchArgs(**values)
+    choices = {
+        "suite": (*SUITES, "all"),
+        "device": ("cpu", "cuda"),
+        "dtype": ("auto", *DTYPES),
+    }
+    for key, allowed in choices.items():
+        if getattr(args, key) not in allowed:
+            raise BenchError(f"{key}={getattr(args, key)!r}: choose one of {', '.join(allowed)}")
+    if args.reps < 1 or args.warmup < 0 or args.threads < 0:
+        raise BenchError("reps must be >= 1, warmup >= 0 and threads >= 0")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise BenchError("device=cuda: torch.cuda.is_available() is False on this machine")
+    if not args.out:
+        raise BenchError("out= must name a folder")
+    return args
+
+
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def setup_threads(args: BenchArgs) -> int:
+    """Set torch's intra-op threads from ``args.threads`` (0: see `BenchArgs`); return it."""
+    n = args.threads or (usable_cores() if args.device == "cuda" else 1)
+    torch.set_num_threads(n)
+    return n
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued device work (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Timing:
+    """Seconds of each timed repetition and their median."""
+
+    median_s: float
+    reps_s: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_interleaved(
+    fns: dict[str, Callable[[], Any]], reps: int, warmup: int, device: torch.device
+) -> dict[str, Timing]:
+    """Time several functions round-robin (one repetition of each in turn), so slow drifts of a
+    shared machine hit all of them alike; ``warmup`` untimed calls of each first."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync(device)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {k: Timing(statistics.median(v), v) for k, v in times.items()}
+
+
+def measure(fn: Callable[[], Any], reps: int, warmup: int, device: torch.device) -> Timing:
+    """Median of ``reps`` timed calls of ``fn`` after ``warmup`` untimed ones."""
+    return measure_interleaved({"fn": fn}, reps, warmup, device)["fn"]
+
+
+def time_once(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds of one call (used to skip configurations that would take too long)."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def fit_exponent(xs: list[float], ys: list[float]) -> float | None:
+    """Slope of ``log y`` against ``log x`` (least squares); None with fewer than 2 points."""
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if x > 0 and y > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist: str) -> str | None:
+    """Installed version of a distribution, without importing it."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git() -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        return {"commit": commit or None, "dirty": bool(dirty)}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def environment(args: BenchArgs) -> dict[str, Any]:
+    """Versions, machine and settings of this run."""
+    dev = args.torch_device
+    env: dict[str, Any] = {
+        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "numpy": _version("numpy"),
+        "pyarrow": _version("pyarrow"),
+        "torchrec": _version("torchrec"),
+        "fbgemm_gpu": _version("fbgemm_gpu") or _version("fbgemm-gpu"),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_model(),
+        "dtype": args.resolved_dtype,
+        "mode": args.mode,
+        "git": _git(),
+    }
+    return env
+
+
+def command_line(args: BenchArgs, suite: str) -> str:
+    """The command that regenerates one suite's result."""
+    parts = [f"suite={suite}", f"quick={str(args.quick).lower()}", f"device={args.device}"]
+    parts += [f"out={args.out}", f"dtype={args.resolved_dtype}"]
+    if args.tiny:
+        parts.append("tiny=true")
+    return "python -m longseq.bench " + " ".join(parts)
+
+
+def result_payload(
+    args: BenchArgs,
+    suite: str,
+    config: dict[str, Any],
+    results: list[dict[str, Any]],
+    summary: dict[str, Any],
+    notes: list[str],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The JSON document every suite writes."""
+    return {
+        "suite": suite,
+        "schema": SCHEMA_VERSION,
+        "command": command_line(args, suite),
+        "argv": sys.argv[1:],
+        "environment": environment(args),
+        "config": {"reps": args.reps, "warmup": args.warmup, **config},
+        "results": results,
+        "summary": summary,
+        "notes": notes,
+        **extra,
+    }
+
+
+def write_json(out: str | Path, suite: str, payload: dict[str, Any]) -> Path:
+    """Write ``<out>/<suite>.json`` (pretty, sorted keys kept in insertion order)."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{suite}.json"
+    path.write_text(json.dumps(payload, indent=1, default=_jsonable) + "\n")
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, torch.dtype | torch.device):
+        return str(obj)
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def saved_activation_bytes(
+    fn: Callable[[], torch.Tensor], exclude: list[torch.Tensor] | None = None
+) -> int:
+    """Bytes of the distinct storages autograd saves for backward while ``fn`` runs (its
+    activations; ``exclude`` e.g. the parameters). Device-independent: the CPU memory measure."""
+    skip = {t.untyped_storage().data_ptr() for t in exclude or []}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            st = t.untyped_storage()
+            ptr = st.data_ptr()
+            if ptr not in skip:
+                seen[ptr] = max(seen.get(ptr, 0), st.nbytes())
+        except (RuntimeError, NotImplementedError):  # tensors without storage
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(seen.values())
+
+
+def cuda_peak_bytes(fn: Callable[[], Any], device: torch.device) -> int | None:
+    """Peak allocated bytes above the starting level while ``fn`` runs (None off CUDA)."""
+    if device.type != "cuda":
+        return None
+    sync(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    sync(device)
+    return int(torch.cuda.max_memory_allocated(device) - base)

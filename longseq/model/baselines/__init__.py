@@ -1,0 +1,24 @@
+"""Baseline towers with the `STCATower` interface ``forward(hist, hist_mask, tgt) -> z [B,T,d]``.
+
+Each is pure torch (no torchrec/fbgemm) and request-level: whatever depends on the history only
+is computed once per request row and shared by that row's ``T`` targets.
+
+* `MeanPoolingTower`: masked mean of a projected history, fused with the target.
+* `DINTower`: DIN's activation unit (MLP over ``[h, t, h-t, h*t]``, no softmax), optionally over
+  the last ``N`` events only (the "DIN (Recent N)" baseline).
+* `TransformerTower`: a quadratic self-attention encoder over the history, then one STCA-style
+  target-attention readout per target: the paper's architectural foil.
+"""
+
+from longseq.model.baselines.din import DINConfig, DINTower
+from longseq.model.baselines.pooling import MeanPoolingConfig, MeanPoolingTower
+from longseq.model.baselines.transformer import TransformerConfig, TransformerTower
+
+__all__ = [
+    "DINConfig",
+    "DINTower",
+    "MeanPoolingConfig",
+    "MeanPoolingTower",
+    "TransformerConfig",
+    "TransformerTower",
+]
