@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
-from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.sharding_plan import (
     column_wise,
     construct_module_sharding_plan,
@@ -24,6 +24,8 @@ from torchrec.distributed.types import ShardingPlan
 from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
+#: always the fused kernel: the "dense" EC kernel breaks on CPU (stack.md trap 2)
+FUSED = "fused"
 SHARDING_TYPES = ("table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel")
 SPARSE_OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -90,6 +92,7 @@ def build_plan(
     world_size: int,
     device_type: str,
     local_world_size: int | None = None,
+    hbm_gb: float | None = None,
 ) -> ShardingPlan:
     """The ShardingPlan for ``model.ec`` (explicit per-table types, or the planner)."""
     cfg.validate(device_type)
@@ -99,18 +102,29 @@ def build_plan(
             world_size=world_size,
             compute_device=device_type,
             local_world_size=local_world_size or world_size,
+            **({"hbm_cap": int(hbm_gb * 1024**3)} if hbm_gb else {}),
         )
-        return EmbeddingShardingPlanner(topology=topo).plan(model, [sharder])
+        constraints = None
+        if device_type == "cpu":  # keep the planner off what breaks on CPU (stack.md traps 2, 3)
+            constraints = {
+                c.name: ParameterConstraints(
+                    sharding_types=["table_wise", "row_wise", "column_wise"],
+                    compute_kernels=["fused"],
+                )
+                for c in model.ec.embedding_configs()
+            }
+        planner = EmbeddingShardingPlanner(topology=topo, constraints=constraints)
+        return planner.plan(model, [sharder])
     per_param = {}
     names = [c.name for c in model.ec.embedding_configs()]
     for i, name in enumerate(names):
         kind = cfg.tables.get(name, "table_wise")
         if kind == "row_wise":
-            per_param[name] = row_wise()
+            per_param[name] = row_wise(compute_kernel=FUSED)
         elif kind == "column_wise":
-            per_param[name] = column_wise(ranks=list(range(world_size)))
+            per_param[name] = column_wise(ranks=list(range(world_size)), compute_kernel=FUSED)
         else:  # table_wise: spread tables over ranks round-robin
-            per_param[name] = table_wise(rank=i % world_size)
+            per_param[name] = table_wise(rank=i % world_size, compute_kernel=FUSED)
     module_plan = construct_module_sharding_plan(
         model.ec,
         per_param_sharding=per_param,

@@ -22,6 +22,13 @@ def main(cfg: DictConfig) -> None:
 
     quiet_known_warnings()
     job: train_config.TrainJobConfig = OmegaConf.to_object(cfg)
+    if job.dry_run:
+        from longseq.train.dry_run import dry_run
+        from longseq.train.loop import read_dataset_meta, table_sizes
+
+        meta = read_dataset_meta(job.data.path)
+        print(dry_run(job, job.dry_run_topology, table_sizes(meta), list(meta.get("tasks", []))))
+        return
     try:
         train(job)
     finally:

@@ -14,6 +14,7 @@ from longseq.data.windows import WindowConfig
 from longseq.model.model import ModelConfig
 from longseq.parallel.sharding import ShardingConfig
 from longseq.train.optim import DenseOptimConfig
+from longseq.train.topology import TopologyConfig
 
 
 @dataclass
@@ -39,13 +40,21 @@ class DataConfig:
 
 @dataclass
 class TrainerConfig:
-    """The loop: length, logging, checkpointing."""
+    """The loop: length, logging, checkpointing, evaluation.
+
+    ``eval_every`` (a multiple of ``checkpoint_every``; 0 = never mid-run) and ``eval_at_end``
+    evaluate checkpoints with the offline evaluation code at ``eval_windows`` on ``eval_split``.
+    """
 
     max_steps: int = 200
     log_every: int = 10
     checkpoint_every: int = 100
     keep_last: int = 3
     progress: bool = True
+    eval_every: int = 0
+    eval_at_end: bool = False
+    eval_windows: list[int] = field(default_factory=list)
+    eval_split: str = "test"
     dense: DenseOptimConfig = field(default_factory=DenseOptimConfig)
 
 
@@ -71,6 +80,8 @@ class TrainJobConfig:
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    dry_run: bool = False
+    dry_run_topology: TopologyConfig = field(default_factory=TopologyConfig)
 
 
 def register() -> None:

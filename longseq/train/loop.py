@@ -32,6 +32,7 @@ from longseq.parallel.env import DistEnv, init_distributed
 from longseq.parallel.wrap import shard_model
 from longseq.train.callbacks import Callback, LoopState
 from longseq.train.config import TrainJobConfig
+from longseq.train.eval_callback import EvalCallback
 from longseq.train.logging import MetricsLogger
 from longseq.train.optim import build_optimizer, dense_parameters, lr_factor, set_dense_lr
 
@@ -149,8 +150,26 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
         "pointwise": cfg.data.pointwise,
         "wandb_run_id": logger.run_id,
     }
-    preempt = _Preemption()
     tc = cfg.trainer
+    callbacks = list(callbacks or [])
+    if tc.eval_every > 0 or tc.eval_at_end:
+        if tc.eval_every > 0 and tc.eval_every % tc.checkpoint_every:
+            raise ValueError(
+                f"trainer.eval_every ({tc.eval_every}) must be a multiple of "
+                f"trainer.checkpoint_every ({tc.checkpoint_every}): evaluation reads checkpoints"
+            )
+        callbacks.append(
+            EvalCallback(
+                cfg.data.path,
+                tc.eval_windows,
+                tc.eval_every,
+                tc.eval_at_end,
+                tc.eval_split,
+                logger=logger,
+                rank=env.rank,
+            )
+        )
+    preempt = _Preemption()
     bar = tqdm(
         total=tc.max_steps,
         initial=start,
@@ -224,14 +243,14 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
                 )
             )
         state = LoopState(done, tc.max_steps, str(run_dir), values, last_ckpt)
-        for cb in callbacks or []:
+        for cb in callbacks:
             cb.on_step_end(state)
         if stop:
             if env.is_main:
                 print(f"[longseq] preempted: checkpointed step {done}", file=sys.stderr)
             break
     bar.close()
-    for cb in callbacks or []:
+    for cb in callbacks:
         cb.on_train_end(LoopState(tc.max_steps, tc.max_steps, str(run_dir), values, last_ckpt))
     logger.close()
     return values

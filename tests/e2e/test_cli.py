@@ -134,11 +134,21 @@ def test_single_process_python_m(tiny_data: Path, tmp_path: Path) -> None:
             f"run_dir={run}",
             "trainer.max_steps=4",
             "trainer.log_every=2",
+            "trainer.checkpoint_every=2",
+            "trainer.eval_every=2",
+            "trainer.eval_at_end=true",
+            "trainer.eval_windows=[100]",
             "trainer.progress=false",
         ]
     )
-    assert _steps(run) == [2, 4]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    assert [r["step"] for r in records if "loss" in r] == [2, 4]
+    # the evaluation callback ran the offline evaluation on each checkpoint and logged it
+    assert [r["step"] for r in records if "eval/auc/click@100" in r] == [2, 4]
     assert (run / "checkpoints" / "step_4" / "longseq.json").is_file()
+    final = json.loads((run / "eval" / "eval.json").read_text())
+    assert final["step"] == 4 and final["results"][0]["window"] == 100
+    assert (run / "eval" / "step_2" / "eval.json").is_file()
 
 
 def test_bad_data_path_names_the_file(tmp_path: Path) -> None:
@@ -157,3 +167,23 @@ def test_bad_data_path_names_the_file(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert "meta.json" in proc.stderr and "nope" in proc.stderr
+
+
+def test_dry_run_plans_a_declared_cluster_without_one(tiny_data: Path, tmp_path: Path) -> None:
+    """`dry_run=true` plans 2 nodes x 8 GPUs on this CPU box, prints the plan, trains nothing."""
+    proc = _run(
+        [
+            sys.executable,
+            "-m",
+            "longseq.train",
+            "experiment=tiny",
+            f"data.path={tiny_data}",
+            f"run_dir={tmp_path}/never",
+            "dry_run=true",
+            "sharding.planner=true",
+        ]
+    )
+    assert "2 nodes x 8 cuda" in proc.stdout
+    assert "rank:15/cuda:7" in proc.stdout or "[0, 1, 2, 3, 4, 5, 6, 7, 8" in proc.stdout
+    assert proc.stdout.count("| 15 |") == 1  # one memory line per rank of the 16
+    assert not (tmp_path / "never").exists()

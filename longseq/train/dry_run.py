@@ -1,0 +1,66 @@
+"""``dry_run=true``: plan the sharding for a declared topology and estimate memory, no cluster.
+
+Builds the model on the meta device (no table memory), runs the same plan builder as training
+(explicit per-table types or TorchRec's planner) for ``dry_run_topology``, prints the per-rank
+plan and the embedding memory per rank (weights + optimizer state), then exits.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from longseq.model.model import LongSeqModel
+from longseq.parallel.sharding import build_plan
+from longseq.train.config import TrainJobConfig
+from longseq.train.topology import TopologyConfig
+
+#: optimizer state bytes per table row (per element for Adam/Adagrad), fp32
+_STATE = {
+    "row_wise_adagrad": ("row", 1),
+    "adagrad": ("elem", 1),
+    "adam": ("elem", 2),
+    "sgd": ("elem", 0),
+}
+
+
+def dry_run(cfg: TrainJobConfig, topo: TopologyConfig, sizes: Any, tasks: list[str]) -> str:
+    """The printed report: the plan and the per-rank embedding memory estimate."""
+    model = LongSeqModel(cfg.model, sizes, tasks, device="meta")
+    world = topo.nodes * topo.gpus_per_node
+    plan = build_plan(
+        model,
+        cfg.sharding,
+        world,
+        topo.compute_device,
+        local_world_size=topo.gpus_per_node,
+        hbm_gb=topo.hbm_gb,
+    )
+    kind, per = _STATE.get(cfg.sharding.sparse_optimizer, ("elem", 0))
+    mem: dict[int, float] = defaultdict(float)
+    for table, ps in plan.plan["ec"].items():
+        if ps.sharding_spec is None:  # data parallel: a full copy everywhere
+            cfg_t = next(c for c in model.ec.embedding_configs() if c.name == table)
+            rows, cols = cfg_t.num_embeddings, cfg_t.embedding_dim
+            for r in range(world):
+                mem[r] += rows * cols * 4 * (1 + (per if kind == "elem" else 0))
+            continue
+        for shard in ps.sharding_spec.shards:
+            rows, cols = shard.shard_sizes
+            state = rows * per if kind == "row" else rows * cols * per
+            mem[shard.placement.rank()] += (rows * cols + state) * 4
+    dense = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("ec."))
+    lines = [
+        f"dry run: {topo.nodes} nodes x {topo.gpus_per_node} {topo.compute_device} "
+        f"({topo.hbm_gb:g} GB each), sparse optimizer {cfg.sharding.sparse_optimizer}",
+        str(plan),
+        "",
+        "| rank | embedding weights + optimizer state (GB) |",
+        "|---|---|",
+    ]
+    lines += [f"| {r} | {mem[r] / 1024**3:.3f} |" for r in range(world)]
+    lines.append(
+        f"\ndense parameters (replicated, + AdamW state x3): {dense:,} "
+        f"= {dense * 16 / 1024**3:.3f} GB per rank"
+    )
+    return "\n".join(lines)
