@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from longseq.data.collate import collate
 from longseq.data.reader import RequestReader
 from longseq.model.embeddings import TableSizes
 from longseq.model.model import LongSeqModel, ModelConfig
-from longseq.model.stca import STCAConfig
 
 
 @dataclass
@@ -47,9 +47,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def load_model(ckpt: Path, meta: dict[str, Any]) -> LongSeqModel:
     """Rebuild the model from ``longseq.json`` and load its weights (any writer world size)."""
-    mcfg = dict(meta["model"])
-    mcfg["stca"] = STCAConfig(**mcfg["stca"])
-    model = LongSeqModel(ModelConfig(**mcfg), TableSizes(**meta["tables"]), meta["tasks"])
+    mcfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), meta["model"]))
+    model = LongSeqModel(mcfg, TableSizes(**meta["tables"]), meta["tasks"])
     state = {"model": model.state_dict()}
     dcp.load(state, checkpoint_id=str(ckpt), no_dist=True)
     model.load_state_dict(state["model"])

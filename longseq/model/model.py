@@ -15,10 +15,26 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from longseq.data.batch import RequestBatch
+from longseq.model.baselines import (
+    DINConfig,
+    DINTower,
+    MeanPoolingConfig,
+    MeanPoolingTower,
+    TransformerConfig,
+    TransformerTower,
+)
 from longseq.model.embeddings import TableSizes, build_embedding_collection
 from longseq.model.layers import jagged_to_padded, padded_to_jagged
 from longseq.model.stca import STCAConfig, STCATower
 from longseq.model.tokens import Tokenizer
+
+#: ``model.tower`` -> tower class (its config is the ModelConfig attribute of the same name)
+TOWERS = {
+    "stca": STCATower,
+    "pooling": MeanPoolingTower,
+    "din": DINTower,
+    "transformer": TransformerTower,
+}
 
 
 @dataclass
@@ -30,7 +46,11 @@ class ModelConfig:
         embedding_init_std: std of the normal initialisation of the tables. Too small (e.g.
             0.02) and the ids' signal drowns under the position encoding in the fused tokens.
         pos_dim: width of the log-position encoding.
-        stca: the tower (``d_model`` is the token width).
+        tower: which sequence tower: ``stca`` (default), or a baseline under the same interface:
+            ``pooling`` (mean pooling), ``din`` (DIN; ``din.last_n=50`` for DIN over the last 50
+            events), ``transformer`` (quadratic self-attention + target readout).
+        stca / pooling / din / transformer: each tower's config; the selected one's
+            ``d_model`` is the token width.
         head_hidden: hidden widths of the per-task MLP head over ``[z | x_t]``.
         loss_weighting: ``impression`` (mean over targets: the pointwise objective exactly) or
             ``request`` (mean over requests of the mean over their targets, the paper's formula).
@@ -39,7 +59,11 @@ class ModelConfig:
     embedding_dim: int = 32
     embedding_init_std: float = 0.5
     pos_dim: int = 16
+    tower: str = "stca"
     stca: STCAConfig = field(default_factory=STCAConfig)
+    pooling: MeanPoolingConfig = field(default_factory=MeanPoolingConfig)
+    din: DINConfig = field(default_factory=DINConfig)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
     head_hidden: list[int] = field(default_factory=lambda: [128, 64])
     loss_weighting: str = "impression"
 
@@ -51,7 +75,14 @@ class ModelConfig:
             raise ValueError(f"{prefix}.pos_dim must be even and >= 2, got {self.pos_dim}")
         if self.embedding_dim < 1:
             raise ValueError(f"{prefix}.embedding_dim must be >= 1, got {self.embedding_dim}")
-        self.stca.validate(f"{prefix}.stca")
+        if self.tower not in TOWERS:
+            raise ValueError(f"{prefix}.tower={self.tower!r}: choose one of {sorted(TOWERS)}")
+        self.tower_config.validate(f"{prefix}.{self.tower}")
+
+    @property
+    def tower_config(self):  # noqa: ANN201 - one of the tower config dataclasses
+        """The config of the selected tower."""
+        return getattr(self, self.tower)
 
 
 class SequenceInteraction(nn.Module):
@@ -59,9 +90,9 @@ class SequenceInteraction(nn.Module):
 
     def __init__(self, cfg: ModelConfig, num_tasks: int) -> None:
         super().__init__()
-        d = cfg.stca.d_model
+        d = cfg.tower_config.d_model
         self.tokens = Tokenizer(cfg.embedding_dim, cfg.pos_dim, d)
-        self.tower = STCATower(cfg.stca)
+        self.tower = TOWERS[cfg.tower](cfg.tower_config)
         layers: list[nn.Module] = []
         width = 2 * d
         for h in cfg.head_hidden:
