@@ -1,0 +1,306 @@
+"""Validate request-level Parquet files without modifying them.
+
+    python -m longseq.data.validate path=<data set, split folder or file> [max_errors=N]
+
+Every row group of every file is checked with :func:`longseq.data.format.validate_table` (schema,
+nulls, parallel list lengths, history order, ``hist_ts < request_ts``, labels in {0, 1}, non-empty
+targets) and, here, for id ranges: ids must be >= 0 and, when the data set's ``meta.json`` is found
+(in ``path``, or up to two folders above it, i.e. next to the split folders), below its
+``num_items`` / ``num_categories`` / ``num_actions``; every task listed in ``meta.json`` must have
+its ``tgt_<task>`` column. Exit status 0 with a summary (files, requests, targets) when valid; 1
+with a message naming file, row group, row (and ``request_id``) and column otherwise. With
+``max_errors=1`` (default) the scan stops at the first problem; with ``max_errors=N`` it scans
+everything, prints up to N problems and counts all of them (one per row, column and check).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from omegaconf import MISSING
+
+from longseq.data.format import (
+    CORE_TYPES,
+    HIST_COLUMNS,
+    TGT_ID_COLUMNS,
+    dataset_files,
+    task_names,
+    validate_table,
+)
+
+#: Id columns checked against ``meta.json`` (column -> meta key of the vocabulary size).
+ID_LIMIT_KEYS: dict[str, str] = {
+    "hist_item_id": "num_items",
+    "tgt_item_id": "num_items",
+    "hist_category_id": "num_categories",
+    "tgt_category_id": "num_categories",
+    "hist_action": "num_actions",
+}
+
+
+@dataclass
+class ValidateConfig:
+    """Config of ``python -m longseq.data.validate`` (registered as ``validate_schema``).
+
+    Attributes:
+        path: a data set folder, a split folder or one Parquet file.
+        max_errors: problems to print; 1 stops at the first, N > 1 scans all and counts them.
+        meta: the data set's ``meta.json``; empty: looked up from ``path``.
+        progress: tqdm bar over files on stderr.
+    """
+
+    path: str = MISSING
+    max_errors: int = 1
+    meta: str = ""
+    progress: bool = True
+
+
+@dataclass
+class Report:
+    """Outcome of :func:`validate_path`."""
+
+    path: str
+    meta: str | None
+    files: int = 0
+    row_groups: int = 0
+    requests: int = 0
+    targets: int = 0
+    num_problems: int = 0
+    problems: list[str] = field(default_factory=list)  #: the first ``max_errors`` messages
+    stopped_early: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.num_problems == 0
+
+    def summary(self) -> str:
+        """One-paragraph human-readable outcome."""
+        ids = f"ids checked against {self.meta}" if self.meta else "no meta.json: ids only >= 0"
+        counts = (
+            f"{self.files} files, {self.row_groups} row groups, {self.requests:,} requests, "
+            f"{self.targets:,} targets"
+        )
+        if self.ok:
+            return f"OK {self.path}: {counts} ({ids})"
+        head = (
+            "INVALID: first problem (stopped; max_errors=N lists and counts all)"
+            if self.stopped_early
+            else f"INVALID: {self.num_problems} problem(s), first {len(self.problems)} shown"
+        )
+        return "\n".join([head, *self.problems, f"scanned {counts} ({ids})"])
+
+
+def find_meta(path: str | Path) -> Path | None:
+    """``meta.json`` in ``path`` (if a folder) or in one of its two parent folders, or None."""
+    p = Path(path).resolve()
+    cands = ([p] if p.is_dir() else []) + [p.parent, p.parent.parent]
+    return next((c / "meta.json" for c in cands if (c / "meta.json").is_file()), None)
+
+
+def id_limits(meta: dict[str, Any]) -> dict[str, int]:
+    """Exclusive upper bounds per id column from ``meta.json`` (columns without a key: none)."""
+    return {c: int(meta[k]) for c, k in ID_LIMIT_KEYS.items() if meta.get(k) is not None}
+
+
+def _offsets_values(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    off = arr.offsets.to_numpy().astype(np.int64)
+    return off - off[0], arr.values.to_numpy(zero_copy_only=False)[off[0] : off[-1]]
+
+
+def _rows(off: np.ndarray, bad_values: np.ndarray) -> np.ndarray:
+    """Rows (sorted, unique) holding at least one flagged element."""
+    row_of = np.repeat(np.arange(off.size - 1), np.diff(off))
+    return np.unique(row_of[bad_values])
+
+
+def _lens(col: pa.ChunkedArray) -> np.ndarray:
+    return pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False)
+
+
+def row_problems(table: pa.Table, limits: dict[str, int]) -> list[tuple[int, str, str]]:
+    """Every ``(row, column, problem)`` of a table whose schema is valid, sorted by row.
+
+    The row-level checks of ``validate_table`` plus the id ranges, vectorized, so that all
+    problems can be counted (``validate_table`` stops at the first).
+    """
+    out = format_problems(table) + id_problems(table, limits)
+    out.sort(key=lambda p: p[0])
+    return out
+
+
+def format_problems(table: pa.Table) -> list[tuple[int, str, str]]:
+    """The row-level problems ``validate_table`` checks, all of them: ``(row, column, what)``."""
+    out: list[tuple[int, str, str]] = []
+
+    def add(rows: np.ndarray, column: str, what: str) -> None:
+        out.extend((int(r), column, what) for r in rows)
+
+    tasks = task_names(table.schema)
+    tgt = [*TGT_ID_COLUMNS, *(f"tgt_{t}" for t in tasks)]
+    tgt += ["tgt_p_true"] if "tgt_p_true" in table.column_names else []
+    for name in dict.fromkeys([*CORE_TYPES, *tgt]):
+        col = table.column(name)
+        if col.null_count:
+            add(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)), name, "null value")
+        if pa.types.is_list(col.type) and pc.list_flatten(col).null_count:
+            parents = pc.list_parent_indices(col).to_numpy(zero_copy_only=False)
+            nulls = pc.list_flatten(col).is_null().to_numpy(zero_copy_only=False)
+            add(np.unique(parents[nulls]), name, "null element")
+    for group in (HIST_COLUMNS, tgt):
+        ref = _lens(table.column(group[0]))
+        for name in group[1:]:
+            lens = _lens(table.column(name))
+            for r in np.flatnonzero(lens != ref):
+                what = f"length {lens[r]} differs from {group[0]!r} length {ref[r]}"
+                out.append((int(r), name, what))
+    hoff, hts = _offsets_values(table.column("hist_ts"))
+    row_of = np.repeat(np.arange(table.num_rows), np.diff(hoff))
+    req = table.column("request_ts").fill_null(0).to_numpy(zero_copy_only=False)
+    add(np.unique(row_of[hts >= req[row_of]]), "hist_ts", "event timestamp >= request_ts")
+    dec = (row_of[1:] == row_of[:-1]) & (np.diff(hts) < 0)
+    add(np.unique(row_of[1:][dec]), "hist_ts", "history not sorted oldest to newest")
+    add(np.flatnonzero(_lens(table.column("tgt_item_id")) == 0), "tgt_item_id", "empty target list")
+    for task in tasks:
+        off, lab = _offsets_values(table.column(f"tgt_{task}"))
+        add(_rows(off, (lab != 0) & (lab != 1)), f"tgt_{task}", "label not in {0, 1}")
+    return out
+
+
+def id_problems(table: pa.Table, limits: dict[str, int]) -> list[tuple[int, str, str]]:
+    """Ids < 0, or >= the ``meta.json`` vocabulary size in ``limits``: ``(row, column, what)``."""
+    out: list[tuple[int, str, str]] = []
+    for name in ID_LIMIT_KEYS:
+        off, ids = _offsets_values(table.column(name))
+        checks = [(ids < 0, "negative id")]
+        if name in limits:
+            lim = limits[name]
+            checks.append((ids >= lim, f"id >= {ID_LIMIT_KEYS[name]}={lim} (meta.json)"))
+        for bad, what in checks:
+            out.extend((int(r), name, what) for r in _rows(off, bad))
+    out.sort(key=lambda p: p[0])
+    return out
+
+
+def _message(source: str, table: pa.Table, row: int, column: str, what: str) -> str:
+    rid = table.column("request_id")[row].as_py()
+    return f"{source}: column {column!r}, row {row} (request_id={rid}): {what}"
+
+
+def _schema_problem(schema: pa.Schema, source: str, tasks: list[str]) -> str | None:
+    """The file-level problem of ``schema`` (missing column, wrong type), or None."""
+    try:
+        validate_table(schema.empty_table(), source)
+    except ValueError as e:
+        return str(e)
+    missing = [t for t in tasks if f"tgt_{t}" not in schema.names]
+    if missing:
+        return f"{source}: column 'tgt_{missing[0]}': missing column (task listed in meta.json)"
+    return None
+
+
+def _check_file(
+    f: Path, rep: Report, limits: dict[str, int], tasks: list[str], stop: bool
+) -> Iterator[str]:
+    """Yield the problems of one file, updating the counts in ``rep``."""
+    try:
+        pf = pq.ParquetFile(f)
+        schema = pf.schema_arrow
+    except Exception as e:  # not Parquet, truncated footer, ...
+        yield f"{f}: cannot read as Parquet: {e}"
+        return
+    bad = _schema_problem(schema, str(f), tasks)
+    if bad:
+        yield bad
+        return
+    for g in range(pf.num_row_groups):
+        source = f"{f} (row group {g})"
+        try:
+            table = pf.read_row_group(g)
+        except Exception as e:
+            yield f"{source}: cannot read row group: {e}"
+            continue
+        rep.row_groups += 1
+        rep.requests += table.num_rows
+        rep.targets += int(_lens(table.column("tgt_item_id")).sum())
+        if stop:  # the first problem, with format.validate_table's own message
+            try:
+                validate_table(table, source)
+            except ValueError as e:
+                yield str(e)
+                return
+        found = id_problems(table, limits) if stop else row_problems(table, limits)
+        for row, column, what in found:
+            yield _message(source, table, row, column, what)
+
+
+def validate_path(
+    path: str | Path, max_errors: int = 1, meta: str | Path | None = None, progress: bool = False
+) -> Report:
+    """Validate every Parquet file under ``path``; never writes anything."""
+    from tqdm import tqdm
+
+    files = dataset_files(path)
+    meta_file = Path(meta) if meta else find_meta(path)
+    info = json.loads(meta_file.read_text()) if meta_file else {}
+    limits, tasks = id_limits(info), list(info.get("tasks") or [])
+    rep = Report(str(path), str(meta_file) if meta_file else None)
+    stop = max_errors <= 1
+    bar = tqdm(files, desc="validate", unit="file", file=sys.stderr, disable=not progress)
+    for f in bar:
+        rep.files += 1
+        for msg in _check_file(f, rep, limits, tasks, stop):
+            rep.num_problems += 1
+            if len(rep.problems) < max(max_errors, 1):
+                rep.problems.append(msg)
+            if stop:
+                rep.stopped_early = True
+                break
+        bar.set_postfix(problems=rep.num_problems)
+        if rep.stopped_early:
+            break
+    bar.close()
+    return rep
+
+
+def _register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="validate_schema", node=ValidateConfig)
+
+
+def _main() -> None:
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from longseq.config import CONFIG_DIR
+
+    _register()
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="validate")
+    def run(cfg: DictConfig) -> None:
+        conf = OmegaConf.to_object(cfg)
+        assert isinstance(conf, ValidateConfig)
+        try:
+            rep = validate_path(conf.path, conf.max_errors, conf.meta or None, conf.progress)
+        except (ValueError, FileNotFoundError, json.JSONDecodeError) as e:
+            print(f"validate: {e}", file=sys.stderr)
+            sys.exit(2)
+        print(rep.summary(), file=sys.stdout if rep.ok else sys.stderr, flush=True)
+        if not rep.ok:
+            sys.exit(1)
+
+    run()
+
+
+if __name__ == "__main__":
+    _main()

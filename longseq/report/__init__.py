@@ -1,0 +1,1 @@
+"""Run comparison: ``python -m longseq.report inputs=[<run or eval dirs>] out=<dir>``."""
