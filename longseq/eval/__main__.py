@@ -1,6 +1,12 @@
-"""``python -m longseq.eval checkpoint=<dir> data.path=<dir> out=<dir> [windows=[...]]``."""
+"""``python -m longseq.eval checkpoint=<dir> data.path=<dir> out=<dir> [windows=[...]]``.
+
+Under ``torchrun --nproc-per-node N`` the batches are dealt over N processes and gathered on
+rank 0 (bit-identical to one process).
+"""
 
 from __future__ import annotations
+
+import os
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -17,8 +23,16 @@ def main(cfg: DictConfig) -> None:
     from longseq.eval.evaluate import evaluate
 
     quiet_known_warnings()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        evaluate(OmegaConf.to_object(cfg))
+        return
+    from longseq.parallel.env import destroy_distributed, init_distributed
 
-    evaluate(OmegaConf.to_object(cfg))
+    init_distributed()
+    try:
+        evaluate(OmegaConf.to_object(cfg))
+    finally:
+        destroy_distributed()
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ class Predictions:
     labels: np.ndarray  #: [N, tasks]
     scores: np.ndarray  #: [N, tasks] probabilities
     served_len: np.ndarray  #: [N] history events served to each target's request
+    batch_index: np.ndarray  #: [N] index of the batch that scored the target (reading order)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -66,11 +67,21 @@ def predict(
     progress: bool = True,
     desc: str = "eval",
 ) -> Predictions:
-    """Score every target of this rank's share of ``split_dir`` with ``window`` events served."""
-    reader = RequestReader(split_dir, batch_size, rank, world_size, shuffle=False)
+    """Score the targets of ``split_dir`` with ``window`` events served.
+
+    With ``world_size > 1`` this rank scores batches ``rank, rank + world_size, ...`` of the same
+    unshuffled batch sequence a single process would score, so every request is scored in exactly
+    the same batch (same padding, same float reductions) as in a one-process run: gathered
+    predictions are bit-identical to the single-process ones. Rows carry ``batch_index`` order.
+    """
+    reader = RequestReader(split_dir, batch_size, 0, 1, shuffle=False)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in Predictions.__dataclass_fields__}
     total = -(-reader.num_rows() // batch_size)
-    for table in tqdm(reader, total=total, disable=not progress, desc=desc, file=sys.stderr):
+    bar = tqdm(total=total, disable=not progress, desc=desc, file=sys.stderr)
+    for i, table in enumerate(reader):
+        bar.update(1)
+        if i % world_size != rank:
+            continue
         wins = None if window is None else np.full(table.num_rows, window, dtype=np.int64)
         b = collate(table, model.tasks, wins)
         probs = torch.sigmoid(model(b)).numpy()
@@ -81,6 +92,32 @@ def predict(
         cols["labels"].append(b.labels.numpy())
         cols["scores"].append(probs)
         cols["served_len"].append(np.repeat(b.history_lengths().numpy(), nt))
-    if not cols["labels"]:
+        cols["batch_index"].append(np.full(int(nt.sum()), i, dtype=np.int64))
+    bar.close()
+    if not cols["labels"] and world_size == 1:
         raise ValueError(f"no requests to evaluate in {split_dir}")
-    return Predictions(**{k: np.concatenate(v) for k, v in cols.items()})
+    return Predictions(**{k: _cat(v, k) for k, v in cols.items()})
+
+
+def _cat(parts: list[np.ndarray], name: str) -> np.ndarray:
+    if parts:
+        return np.concatenate(parts)
+    return np.zeros((0, 0) if name in ("labels", "scores") else 0)
+
+
+def gather_predictions(p: Predictions) -> Predictions | None:
+    """All ranks' predictions on rank 0, in single-process order (None on other ranks)."""
+    import torch.distributed as dist
+
+    parts: list[Predictions] | None = (
+        [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    )
+    dist.gather_object(p, parts, dst=0)
+    if parts is None:
+        return None
+    parts = [q for q in parts if q.request_id.size]
+    merged = {
+        k: np.concatenate([getattr(q, k) for q in parts]) for k in Predictions.__dataclass_fields__
+    }
+    order = np.argsort(merged["batch_index"], kind="stable")  # batches back in reading order
+    return Predictions(**{k: v[order] for k, v in merged.items()})

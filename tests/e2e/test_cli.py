@@ -106,6 +106,41 @@ def test_train_resume_eval(tiny_data: Path, tmp_path: Path) -> None:
     assert result["results"][0]["oracle"] is None
     assert result["results"][1]["oracle"]["window"] == 256
     assert (out / "auc_vs_window.png").stat().st_size > 1000
+    # distributed evaluation under torchrun: bit-identical to the one-process numbers
+    out2 = tmp_path / "eval2"
+    _run(
+        [
+            str(BIN / "torchrun"),
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "longseq.eval",
+            f"checkpoint={run}",
+            f"data.path={tiny_data}",
+            f"out={out2}",
+            "windows=[16,256]",
+            "data.batch_size=8",
+            "progress=false",
+        ]
+    )
+    dist_result = json.loads((out2 / "eval.json").read_text())
+    assert dist_result["world_size"] == 2
+    one = _run(
+        [
+            sys.executable,
+            "-m",
+            "longseq.eval",
+            f"checkpoint={run}",
+            f"data.path={tiny_data}",
+            f"out={tmp_path / 'eval1'}",
+            "windows=[16,256]",
+            "data.batch_size=8",
+            "progress=false",
+        ]
+    )
+    assert "| window |" in one.stdout
+    single = json.loads((tmp_path / "eval1" / "eval.json").read_text())
+    assert dist_result["results"] == single["results"]
     import pyarrow.parquet as pq
 
     preds = pq.read_table(out / "predictions.parquet")

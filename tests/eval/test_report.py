@@ -62,6 +62,7 @@ def _eval_result(ckpt: Path, seed: int, windows: list[int] = WINDOWS) -> dict[st
             labels=labels,
             scores=np.clip(0.3 * labels + rng.random((n, 1)) * 0.7, 0, 1),
             served_len=np.full(n, min(w, 100)),
+            batch_index=np.arange(n) // 64,
         )
         for r in window_metrics(p, ["click"]):
             r["window"] = w
