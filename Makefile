@@ -53,6 +53,7 @@ demo: setup
 
 bench: setup
 	$(PY) -m longseq.bench suite=all quick=true device=cpu out=benchmarks/results/cpu
+	$(PY) -m longseq.bench.report
 
 clean:
 	rm -rf $(DEMO_RUN) $(DEMO_DATA) .pytest_cache .ruff_cache

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from longseq.bench.common import BenchArgs, measure, measure_interleaved, result_payload
+from longseq.bench.common import BenchArgs, result_payload
+from longseq.bench.timing import measure, measure_interleaved
 from longseq.model.stca import TargetAttention, _mask_scores
 
 MISSING_JAGGED = "no jagged (packed) TargetAttention exists in longseq.model.stca yet"
@@ -40,15 +41,21 @@ def grid(args: BenchArgs) -> dict[str, Any]:
                 matmul_n=8192 if cuda else 2048)  # fmt: skip
 
 
-def ceilings(args: BenchArgs, g: dict[str, Any]) -> dict[str, Any]:
-    """Measured memory-copy bandwidth and matmul throughput (same dtype, device, threads)."""
-    dev, dtype = args.torch_device, args.torch_dtype
-    n_el = g["copy_mib"] * 2**20 // torch.finfo(dtype).bits * 8
+def _copy_timings(n_el: int, args: BenchArgs, dev: torch.device, dtype: torch.dtype):
+    """``dst.copy_(src)`` into a preallocated tensor, and ``clone()`` (which also pays for
+    fresh pages on CPU) of an ``n_el``-element tensor."""
     src = torch.ones(n_el, device=dev, dtype=dtype)
     dst = torch.empty_like(src)
     copy = measure(lambda: dst.copy_(src), args.reps, args.warmup, dev)
     clone = measure(lambda: src.clone(), args.reps, args.warmup, dev)
-    del src, dst
+    return copy, clone
+
+
+def ceilings(args: BenchArgs, g: dict[str, Any]) -> dict[str, Any]:
+    """Measured memory-copy bandwidth and matmul throughput (same dtype, device, threads)."""
+    dev, dtype = args.torch_device, args.torch_dtype
+    n_el = g["copy_mib"] * 2**20 // torch.finfo(dtype).bits * 8
+    copy, clone = _copy_timings(n_el, args, dev, dtype)
     n = g["matmul_n"]
     a = torch.randn(n, n, device=dev, dtype=dtype)
     bm = torch.randn(n, n, device=dev, dtype=dtype)

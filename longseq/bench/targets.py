@@ -1,0 +1,143 @@
+"""Issue 7's performance targets, evaluated from result payloads (reported, never asserted).
+
+Each check returns what was measured, whether the target is met, and, when it is missed, why and
+what would close the gap (kept short and tied to the measured numbers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _scaling_ratio(p: dict[str, Any]) -> dict[str, Any]:
+    s = p["summary"]
+    ratios = {int(k): v for k, v in s["transformer_over_stca"].items()}
+    row = {"target": "STCA >= 10x cheaper than the Transformer per target at 8k (fwd+bwd)"}
+    if not ratios:
+        return {**row, "value": "not measured", "met": None}
+    at = 8192 if 8192 in ratios else max(ratios)
+    row["value"] = f"{ratios[at]:.1f}x at L={at}"
+    row["met"] = ratios[at] >= 10 if at >= 8192 else None
+    if at < 8192:
+        row["why"] = f"this run stopped at L={at}; run quick=false for 8k"
+    elif not row["met"]:
+        row["why"] = (
+            "at this width the per-event history FFN (O(L d^2)) is most of STCA's cost and the "
+            "Transformer's O(L^2 d) attention has not yet dominated; the gap widens ~linearly "
+            "with L (fitted exponents below)"
+        )
+    return row
+
+
+def _scaling_exponent(p: dict[str, Any]) -> dict[str, Any]:
+    s = p["summary"]
+    e, u = s["exponent"].get("stca"), s["exponent_upper_half"].get("stca")
+    m = s.get("exponent_of_minima", {}).get("stca")
+    t = s["exponent"].get("transformer")
+    row = {
+        "target": "STCA fitted cost exponent <= 1.15 (medians, all lengths)",
+        "value": f"{_fmt(e)}; upper half {_fmt(u)}, fastest repetitions {_fmt(m)}; "
+        f"Transformer {_fmt(t)}",
+        "met": None if e is None else e <= 1.15,
+    }
+    if row["met"] is False:
+        row["why"] = (
+            "noise from other jobs on the shared cores at the longest lengths (compare the fit of "
+            "the fastest repetitions) or cache misses once the history outgrows the cache"
+        )
+    elif row["met"] and u is not None and u > 1.15:
+        row["why"] = (
+            "the upper-half fit exceeds 1.15: the longest steps are the most exposed to other "
+            "jobs on this shared machine; the fit of the fastest repetitions is the cleaner one"
+        )
+    return row
+
+
+def _rlb(p: dict[str, Any]) -> dict[str, Any]:
+    sp = {k: v for k, v in p["summary"]["throughput_speedup"].items() if k.endswith(",T=16")}
+    row: dict[str, Any] = {"target": "RLB >= 4x the pointwise targets/s at T=16 on the trainer"}
+    if not sp:
+        why = p.get("skipped", {}).get("throughput", "T=16 not in this run")
+        return {**row, "value": "not measured", "met": None, "why": why}
+    row["value"] = ", ".join(f"{v:.1f}x at {k.split(',')[0]}" for k, v in sp.items())
+    row["met"] = all(v >= 4 for v in sp.values())
+    if not row["met"]:
+        row["why"] = (
+            "the speedup grows with L: at short histories the work RLB cannot share (target "
+            "FFN, query fusion, per-target attention, heads, dense AdamW, DDP all-reduce, gloo "
+            "latency) is a large share of the step; longer histories or more targets per step "
+            "close the gap"
+        )
+    return row
+
+
+def _kernel(p: dict[str, Any]) -> dict[str, Any]:
+    rows = [r for r in p["results"] if "skipped" not in r and r["variant"].startswith("step_")]
+    row: dict[str, Any] = {"target": "attention step >= 30% of the measured copy bandwidth at 10k"}
+    if not rows:
+        return {**row, "value": "not measured", "met": None}
+    longest = max(r["length"] for r in rows)
+    at = [r for r in rows if r["length"] == longest]
+    best = max(at, key=lambda r: r["fraction_of_copy_bw"])
+    einsum = max(
+        (r for r in at if r["variant"] != "step_kv_sdpa"), key=lambda r: r["fraction_of_copy_bw"]
+    )
+    row["value"] = (
+        f"{best['fraction_of_copy_bw']:.0%} ({best['variant']}, T={best['targets']}, "
+        f"L={longest}); einsum forms as in STCATower: {einsum['fraction_of_copy_bw']:.0%} "
+        f"({einsum['variant']}, T={einsum['targets']})"
+    )
+    row["met"] = best["fraction_of_copy_bw"] >= 0.3 and longest >= 10000
+    if best["fraction_of_copy_bw"] >= 0.3 and einsum["fraction_of_copy_bw"] < 0.3:
+        row["why"] = (
+            "met only by the fused kernel (scaled_dot_product_attention); STCATower's einsum + "
+            "masked softmax writes and re-reads the L-long scores, several times the compulsory "
+            "bytes: switching the kv form to SDPA (and a fused absorbed/jagged kernel) closes it"
+        )
+    elif not row["met"]:
+        row["why"] = "unfused score materialisation; a fused split-KV kernel would close it"
+    return row
+
+
+def _serve(p: dict[str, Any]) -> dict[str, Any]:
+    s = p["summary"]
+    length = p["config"]["length"]
+    best = min(s, key=lambda f: s[f]["cost_ratio_max_vs_1"])
+    k = s[best]["max_candidates"]
+    row = {
+        "target": f"a {k}-candidate request < 3x a 1-candidate request at 10k",
+        "value": ", ".join(f"{f}: {v['cost_ratio_max_vs_1']:.1f}x" for f, v in s.items())
+        + f" (L={length})",
+        "met": s[best]["cost_ratio_max_vs_1"] < 3 if length >= 10000 else None,
+    }
+    if row["met"] is False:
+        m, u = s[best]["marginal_s_per_candidate"], s[best]["user_side_s"]
+        row["why"] = (
+            f"each extra candidate costs {m * 1e3:.2f} ms against {u * 1e3:.0f} ms of user side "
+            f"({best}): the unfused einsum attention writes and re-reads a [heads, K, L] score "
+            "tensor per layer; a fused kernel that reads K/V once for all K candidates (SDPA for "
+            "the kv form measured several times faster in the kernel suite) makes the marginal "
+            "cost bandwidth-bound"
+        )
+    return row
+
+
+CHECKS = {
+    "scaling": (_scaling_ratio, _scaling_exponent),
+    "rlb": (_rlb,),
+    "kernel": (_kernel,),
+    "serve": (_serve,),
+}
+
+
+def evaluate(payloads: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per target with ``target``, ``value``, ``met`` (None: not measured here), ``why``."""
+    rows = []
+    for suite, checks in CHECKS.items():
+        if suite in payloads:
+            rows += [{"suite": suite, **check(payloads[suite])} for check in checks]
+    return rows

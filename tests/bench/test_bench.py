@@ -1,0 +1,193 @@
+"""Benchmark plumbing: the real CLI on tiny shapes, the JSON structure, the report, the
+torch-only import path and the argument errors. No timing value is asserted anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from longseq.bench.common import SUITES, BenchError, parse_args
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+REPS = 2
+
+
+def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "longseq.bench", *args],
+        capture_output=True, text=True, cwd=REPO, env=ENV, timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every suite through the real CLI, tiny shapes, into ``<tmp>/results/cpu``."""
+    out = tmp_path_factory.mktemp("bench") / "results" / "cpu"
+    proc = _cli("suite=all", "quick=true", "device=cpu", f"out={out}", "tiny=true",
+                f"reps={REPS}", "warmup=1")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def _load(out: Path, suite: str) -> dict:
+    return json.loads((out / f"{suite}.json").read_text())
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_every_suite_writes_json_and_a_plot(tiny_run, suite):
+    p = _load(tiny_run, suite)
+    assert p["suite"] == suite and p["schema"] == 1
+    assert p["command"].startswith(f"python -m longseq.bench suite={suite} ")
+    env = p["environment"]
+    for key in ("torch", "cpu_model", "torch_threads", "device", "device_name", "dtype", "malloc"):
+        assert key in env, key
+    assert env["torch_threads"] == 1 and env["device"] == "cpu" and env["mode"] == "tiny"
+    assert p["config"]["reps"] == REPS
+    assert p["results"] and isinstance(p["summary"], dict) and p["notes"]
+    for r in p["results"]:  # every timed row keeps its raw repetitions
+        for key in [k for k in r if k.endswith("reps_s")]:
+            assert len(r[key]) == REPS
+    assert (tiny_run / f"{suite}.png").stat().st_size > 1000
+
+
+def test_scaling_structure(tiny_run):
+    p = _load(tiny_run, "scaling")
+    towers = {"stca", "transformer", "din"}
+    assert {r["tower"] for r in p["results"]} == towers
+    assert {r["length"] for r in p["results"]} == set(p["config"]["lengths"])
+    for r in p["results"]:
+        assert r["saved_activation_bytes_per_target"] > 0
+        assert r["cuda_peak_bytes_per_target"] is None  # CPU: reported as absent, not zero
+    assert set(p["summary"]["exponent"]) == towers
+    assert "saved_activation_bytes" in p["memory_method"]
+
+
+def test_kernel_structure(tiny_run):
+    p = _load(tiny_run, "kernel")
+    variants = {r["variant"] for r in p["results"]}
+    assert {"step_kv", "step_kv_sdpa", "step_absorbed", "module_kv", "module_absorbed"} <= variants
+    assert all("skipped" in r for r in p["results"] if r["variant"] == "jagged")
+    for key in ("copy", "clone", "matmul"):
+        assert p["ceilings"][key]["median_s"] > 0
+    row = next(r for r in p["results"] if r["variant"] == "step_kv")
+    b, t, L = row["batch"], row["targets"], row["length"]
+    d, eb = p["config"]["d_model"], p["config"]["element_bytes"]
+    assert row["bytes"] == 2 * b * L * d * eb and row["flops"] == 4 * b * t * L * d
+
+
+def test_serve_structure(tiny_run):
+    p = _load(tiny_run, "serve")
+    assert set(p["summary"]) == {"absorbed", "kv"}
+    ks = p["config"]["candidates"]
+    for form in ("absorbed", "kv"):
+        got = sorted(
+            r["candidates"] for r in p["results"] if r["form"] == form and "candidates" in r
+        )
+        assert got == ks
+        assert p["summary"][form]["max_candidates"] == ks[-1]
+
+
+def test_rlb_counts_bytes_exactly(tiny_run):
+    p = _load(tiny_run, "rlb")
+    assert p["skipped"] == {}
+    parts = {r["part"] for r in p["results"]}
+    assert parts == {"stored", "h2d", "throughput", "a2a"}
+    length, t = p["config"]["count"]["lengths"][0], 4
+    a2a = next(r for r in p["results"] if r["part"] == "a2a" and r["targets"] == t)
+    # one request per rank: 4 history keys of L ids + 2 target keys of T ids, vs T rows of L+1
+    assert a2a["rlb_ids_per_target"] == (4 * length + 2 * t) / t
+    assert a2a["pointwise_ids_per_target"] == 4 * length + 2
+    assert a2a["ids_ratio"] == pytest.approx((4 * length + 2 * t) / (t * (4 * length + 2)))
+    assert a2a["rlb_fwd_int_per_target"] >= a2a["rlb_kjt_per_target"]  # ids + lengths + splits
+    one = next(r for r in p["results"] if r["part"] == "a2a" and r["targets"] == 1)
+    assert one["ids_ratio"] == one["fwd_float_ratio"] == one["bwd_float_ratio"] == 1.0
+    stored = [r for r in p["results"] if r["part"] == "stored" and r["targets"] == 1]
+    assert all(r["plain_ratio"] == 1.0 for r in stored)
+    tp = [r for r in p["results"] if r["part"] == "throughput"]
+    assert {r["targets"] for r in tp} == set(p["config"]["time"]["targets"])
+    assert all(r["world"] == 2 for r in tp)
+
+
+def test_report_from_the_results(tiny_run, tmp_path):
+    from longseq.bench.report import write_report
+
+    doc = write_report(
+        tiny_run.parent, tmp_path / "docs" / "benchmarks.md", tmp_path / "docs" / "img"
+    )
+    text = doc.read_text()
+    assert "No GPU run has been made yet" in text and "benchmarks/gpu.sh" in text
+    assert "Targets of issue 7" in text
+    for suite in SUITES:
+        assert f"`cpu` / {suite}:" in text
+        assert f"(img/cpu_{suite}.png)" in text
+        assert (tmp_path / "docs" / "img" / f"cpu_{suite}.png").is_file()
+    assert "Command: `python -m longseq.bench suite=rlb" in text
+    with pytest.raises(FileNotFoundError):
+        write_report(tmp_path / "empty", tmp_path / "x.md")
+
+
+def test_rlb_without_torchrec_records_what_it_skipped(monkeypatch, tmp_path):
+    import importlib.util
+
+    from longseq.bench import rlb
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torchrec" else real(name, *a)
+    )
+    p = rlb.run(parse_args(["suite=rlb", "tiny=true", f"out={tmp_path}", "reps=1"]))
+    assert set(p["skipped"]) == {"h2d", "throughput", "a2a"}
+    assert all("torchrec not installed" in v for v in p["skipped"].values())
+    assert {r["part"] for r in p["results"] if "skipped" not in r} == {"stored"}
+
+
+def test_torch_only_suites_do_not_import_torchrec():
+    """kernel, scaling, serve, the baselines, the report and the CLI (and the rlb module itself,
+    before it runs) load no torchrec/fbgemm: they must run on a torch-only GPU machine."""
+    code = (
+        "import sys\n"
+        "import longseq.bench.__main__, longseq.bench.common, longseq.bench.report\n"
+        "import longseq.bench.kernel, longseq.bench.scaling, longseq.bench.serve\n"
+        "import longseq.bench.rlb, longseq.model.baselines\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torchrec', 'fbgemm_gpu'))\n"
+        "assert not bad, bad\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, env=ENV, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, key",
+    [
+        (["suit=all"], "suit"),
+        (["suite=nope"], "suite"),
+        (["quick=maybe"], "quick"),
+        (["reps=x"], "reps"),
+        (["dtype=fp16"], "dtype"),
+        (["device"], "device"),
+    ],
+)
+def test_argument_errors_name_the_key(argv, key):
+    with pytest.raises(BenchError, match=key):
+        parse_args(argv)
+
+
+def test_cli_exits_2_on_a_bad_argument():
+    proc = _cli("suite=all", "colour=blue", timeout=120)
+    assert proc.returncode == 2
+    assert "unknown key 'colour'" in proc.stderr and "suite" in proc.stderr
+
+
+def test_defaults_and_dtype_resolution():
+    args = parse_args([])
+    assert (args.suite, args.quick, args.device, args.reps) == ("all", True, "cpu", 5)
+    assert args.resolved_dtype == "fp32" and args.mode == "quick"
+    assert parse_args(["dtype=bf16", "quick=false"]).mode == "full"
