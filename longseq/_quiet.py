@@ -15,5 +15,7 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"`broadcast_buffers` is deprecated")
     # torch.fx helper used by torchrec on every forward
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+    # torchrec 1.8 shards tables as ShardedTensor; the deprecation is theirs to act on
+    warnings.filterwarnings("ignore", message=r"Please use DTensor instead and we are deprecating")
     # a one-process DCP load (evaluation) is intended, not a mistake
     warnings.filterwarnings("ignore", message=r"torch.distributed is disabled, unavailable")

@@ -21,6 +21,7 @@ from torchrec.distributed.sharding_plan import (
     table_wise,
 )
 from torchrec.distributed.types import ShardingPlan
+from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
@@ -75,6 +76,14 @@ class ShardingConfig:
                 )
 
 
+def find_embedding_collection(model: nn.Module) -> tuple[str, EmbeddingCollection]:
+    """The (fully qualified name, module) of the model's EmbeddingCollection."""
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, EmbeddingCollection)]
+    if len(found) != 1:
+        raise ValueError(f"expected exactly one EmbeddingCollection, found {[n for n, _ in found]}")
+    return found[0]
+
+
 def attach_sparse_optimizer(ec: nn.Module, cfg: ShardingConfig) -> None:
     """Apply the fused sparse optimizer in backward to every table weight of ``ec``."""
     params = list(ec.parameters())
@@ -94,7 +103,9 @@ def build_plan(
     local_world_size: int | None = None,
     hbm_gb: float | None = None,
 ) -> ShardingPlan:
-    """The ShardingPlan for ``model.ec`` (explicit per-table types, or the planner)."""
+    """The ShardingPlan for the model's EmbeddingCollection (explicit per-table types, or the
+    planner)."""
+    path, ec = find_embedding_collection(model)
     cfg.validate(device_type)
     sharder = EmbeddingCollectionSharder()
     if cfg.planner:
@@ -111,12 +122,12 @@ def build_plan(
                     sharding_types=["table_wise", "row_wise", "column_wise"],
                     compute_kernels=["fused"],
                 )
-                for c in model.ec.embedding_configs()
+                for c in ec.embedding_configs()
             }
         planner = EmbeddingShardingPlanner(topology=topo, constraints=constraints)
         return planner.plan(model, [sharder])
     per_param = {}
-    names = [c.name for c in model.ec.embedding_configs()]
+    names = [c.name for c in ec.embedding_configs()]
     for i, name in enumerate(names):
         kind = cfg.tables.get(name, "table_wise")
         if kind == "row_wise":
@@ -126,11 +137,11 @@ def build_plan(
         else:  # table_wise: spread tables over ranks round-robin
             per_param[name] = table_wise(rank=i % world_size, compute_kernel=FUSED)
     module_plan = construct_module_sharding_plan(
-        model.ec,
+        ec,
         per_param_sharding=per_param,
         sharder=sharder,
         local_size=local_world_size or world_size,
         world_size=world_size,
         device_type=device_type,
     )
-    return ShardingPlan({"ec": module_plan})
+    return ShardingPlan({path: module_plan})

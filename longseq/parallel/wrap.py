@@ -14,7 +14,12 @@ from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.types import ShardingEnv
 
-from longseq.parallel.sharding import ShardingConfig, attach_sparse_optimizer, build_plan
+from longseq.parallel.sharding import (
+    ShardingConfig,
+    attach_sparse_optimizer,
+    build_plan,
+    find_embedding_collection,
+)
 
 
 def shard_model(
@@ -26,7 +31,7 @@ def shard_model(
     """Attach the fused sparse optimizer, plan, and wrap ``model`` in DMP (dense part in DDP)."""
     pg = pg or dist.group.WORLD
     world = dist.get_world_size(pg)
-    attach_sparse_optimizer(model.ec, cfg)
+    attach_sparse_optimizer(find_embedding_collection(model)[1], cfg)
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     plan = build_plan(model, cfg, world, device.type, local_world_size=local)
     return DistributedModelParallel(

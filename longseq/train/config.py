@@ -42,6 +42,8 @@ class DataConfig:
 class TrainerConfig:
     """The loop: length, logging, checkpointing, evaluation.
 
+    ``pipeline``: TorchRec's TrainPipelineSparseDist (input all-to-all of the next batch
+    overlapped with this one; an error if it cannot pipeline the embeddings), or the plain loop.
     ``eval_every`` (a multiple of ``checkpoint_every``; 0 = never mid-run) and ``eval_at_end``
     evaluate checkpoints with the offline evaluation code at ``eval_windows`` on ``eval_split``.
     """
@@ -51,6 +53,7 @@ class TrainerConfig:
     checkpoint_every: int = 100
     keep_last: int = 3
     progress: bool = True
+    pipeline: bool = True
     eval_every: int = 0
     eval_at_end: bool = False
     eval_windows: list[int] = field(default_factory=list)

@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from longseq.model.model import LongSeqModel
-from longseq.parallel.sharding import build_plan
+from longseq.parallel.sharding import build_plan, find_embedding_collection
 from longseq.train.config import TrainJobConfig
 from longseq.train.topology import TopologyConfig
 
@@ -38,9 +38,10 @@ def dry_run(cfg: TrainJobConfig, topo: TopologyConfig, sizes: Any, tasks: list[s
     )
     kind, per = _STATE.get(cfg.sharding.sparse_optimizer, ("elem", 0))
     mem: dict[int, float] = defaultdict(float)
-    for table, ps in plan.plan["ec"].items():
+    path, ec = find_embedding_collection(model)
+    for table, ps in plan.plan[path].items():
         if ps.sharding_spec is None:  # data parallel: a full copy everywhere
-            cfg_t = next(c for c in model.ec.embedding_configs() if c.name == table)
+            cfg_t = next(c for c in ec.embedding_configs() if c.name == table)
             rows, cols = cfg_t.num_embeddings, cfg_t.embedding_dim
             for r in range(world):
                 mem[r] += rows * cols * 4 * (1 + (per if kind == "elem" else 0))

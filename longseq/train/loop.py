@@ -17,9 +17,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from longseq.data.collate import collate
 from longseq.data.reader import RequestReader
-from longseq.data.windows import sample_windows
 from longseq.model.embeddings import TableSizes
 from longseq.model.model import LongSeqModel
 from longseq.parallel.checkpoint import (
@@ -34,7 +32,9 @@ from longseq.train.callbacks import Callback, LoopState
 from longseq.train.config import TrainJobConfig
 from longseq.train.eval_callback import EvalCallback
 from longseq.train.logging import MetricsLogger
-from longseq.train.optim import build_optimizer, dense_parameters, lr_factor, set_dense_lr
+from longseq.train.optim import build_optimizer, lr_factor, set_dense_lr
+from longseq.train.stepper import BatchStream, PipelinedStepper, PlainStepper
+from longseq.train.task import TrainTask, load_model_state_dict, model_state_dict
 
 log = logging.getLogger("longseq.train")
 
@@ -100,7 +100,7 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
     cfg.data.window.validate("data.window")
     torch.manual_seed(cfg.seed)
     model = LongSeqModel(cfg.model, sizes, tasks, device="meta")
-    dmp = shard_model(model, cfg.sharding, env.device)
+    dmp = shard_model(TrainTask(model), cfg.sharding, env.device)
     opt = build_optimizer(dmp, cfg.trainer.dense)
     reader = RequestReader(
         Path(cfg.data.path) / cfg.data.split,
@@ -117,9 +117,9 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
     ckpt = _resolve_resume(cfg)
     if ckpt is not None:
         opt.init_state()
-        state = {"model": dmp.state_dict(), "optim": opt.state_dict()}
+        state = {"model": model_state_dict(dmp), "optim": opt.state_dict()}
         cmeta = load_checkpoint(ckpt, state)
-        dmp.load_state_dict(state["model"])
+        load_model_state_dict(dmp, state["model"])
         opt.load_state_dict(state["optim"])
         start, wandb_id = int(cmeta["step"]), cmeta.get("wandb_run_id")
         rstate = load_rank_state(ckpt, env.rank)
@@ -179,40 +179,29 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
         file=sys.stderr,
         dynamic_ncols=True,
     )
+    stream = BatchStream(reader, rng, cfg.data.window, tasks, cfg.data.pointwise, env.device)
+    if tc.pipeline:
+        stepper = PipelinedStepper(dmp, opt, stream, env.device)
+    else:
+        stepper = PlainStepper(dmp, opt, stream)
     # loss*targets, targets, requests, hist ids, all ids, requests read since the start
     acc = torch.zeros(6, dtype=torch.float64)
     t0, values, last_ckpt = time.perf_counter(), {}, None
-    it = iter(reader)
     dmp.train()
     for step in range(start, tc.max_steps):
-        table = next(it)
-        windows = sample_windows(cfg.data.window, rng, table.num_rows)
-        batch = collate(table, tasks, windows, pointwise=cfg.data.pointwise).to(env.device)
         set_dense_lr(opt, tc.dense.lr * lr_factor(step, tc.max_steps, tc.dense))
-        logits = dmp(batch)
-        loss = model.loss(logits, batch)
-        loss.backward()
-        if tc.dense.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(dense_parameters(dmp), tc.dense.grad_clip)
-        opt.step()
-        opt.zero_grad()
-        n_tgt = int(batch.num_targets.sum())
-        hist_ids = int(batch.history_lengths().sum())
-        acc += torch.tensor(
-            [
-                loss.item() * n_tgt,
-                n_tgt,
-                table.num_rows,
-                hist_ids,
-                batch.sparse.values().numel(),
-                0,
-            ],
-            dtype=torch.float64,
-        )
+        c = stepper.step()  # [loss, targets, requests, hist ids, input ids]
+        acc[:5] += torch.stack([c[0] * c[1], c[1], c[2], c[3], c[4]])
+        if step == start and tc.pipeline and stepper.pipelined_modules() == 0:
+            raise RuntimeError(
+                "trainer.pipeline=true but TrainPipelineSparseDist pipelines no sharded module "
+                "(it fell back to no overlap); fix the model or set trainer.pipeline=false"
+            )
         bar.update(1)
         done = step + 1
         if done % tc.log_every == 0 or done == tc.max_steps:
-            acc[5] = reader.rows_emitted  # exact, across resumes (restored with the reader)
+            # exact, across resumes: rows of the batches trained so far (not the prefetched ones)
+            acc[5] = stream.position_after(done - start)["reader"]["rows_emitted"]
             dist.all_reduce(acc)
             dt = time.perf_counter() - t0
             values = {
@@ -231,12 +220,12 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
         stop = preempt.agreed(env)
         last_ckpt = None
         if done % tc.checkpoint_every == 0 or done == tc.max_steps or stop:
-            rank_state = {"reader": reader.state_dict(), "rng": rng.bit_generator.state}
+            rank_state = stream.position_after(done - start)
             last_ckpt = str(
                 save_checkpoint(
                     run_dir,
                     done,
-                    {"model": dmp.state_dict(), "optim": opt.state_dict()},
+                    {"model": model_state_dict(dmp), "optim": opt.state_dict()},
                     ckpt_meta,
                     rank_state,
                     keep_last=tc.keep_last,

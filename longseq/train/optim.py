@@ -23,8 +23,26 @@ class DenseOptimConfig:
     grad_clip: float = 1.0
 
 
+class ClippedOptimizer(CombinedOptimizer):
+    """`CombinedOptimizer` that clips the dense gradients' global norm before each step.
+
+    Clipping inside ``step`` keeps it in effect when TorchRec's train pipeline drives the
+    optimizer. (Sparse rows are updated in backward by the fused optimizer: never clipped.)
+    """
+
+    def __init__(self, optims: list, clip_params: list[torch.Tensor], max_norm: float) -> None:
+        super().__init__(optims)
+        self._clip_params, self._max_norm = clip_params, max_norm
+
+    def step(self, closure=None) -> None:  # noqa: ANN001 - torch's optimizer signature
+        if self._max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self._clip_params, self._max_norm)
+        super().step(closure)
+
+
 def build_optimizer(dmp: nn.Module, cfg: DenseOptimConfig) -> CombinedOptimizer:
-    """The DMP's fused sparse optimizer combined with AdamW over the dense parameters."""
+    """The DMP's fused sparse optimizer combined with AdamW over the dense parameters (dense
+    gradients clipped to ``cfg.grad_clip`` before each step)."""
     dense = dict(in_backward_optimizer_filter(dmp.named_parameters()))
     adamw = KeyedOptimizerWrapper(
         dense,
@@ -32,7 +50,11 @@ def build_optimizer(dmp: nn.Module, cfg: DenseOptimConfig) -> CombinedOptimizer:
             params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas)
         ),
     )
-    return CombinedOptimizer([("sparse", dmp.fused_optimizer), ("dense", adamw)])
+    return ClippedOptimizer(
+        [("sparse", dmp.fused_optimizer), ("dense", adamw)],
+        list(dense.values()),
+        cfg.grad_clip,
+    )
 
 
 def dense_parameters(dmp: nn.Module) -> list[torch.Tensor]:
