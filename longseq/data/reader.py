@@ -9,6 +9,7 @@ resumed run continues with the next unread batch.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,3 +157,34 @@ class RequestReader:
         self.epoch = int(state["epoch"])
         self.batches_emitted = int(state["batches_emitted"])
         self.rows_emitted = int(state["rows_emitted"])
+
+
+def planned_requests(
+    split_dir: str | Path,
+    batch_size: int,
+    world_size: int,
+    steps: int,
+    shuffle_buffer: int = 4096,
+    seed: int = 0,
+) -> int:
+    """Requests that ``world_size`` training ranks read in their first ``steps`` batches.
+
+    The trainer's readers are deterministic, so this is exact: use it to size ``max_steps``
+    for a number of epochs, or to check a run read every planned request once. Reads only the
+    ``request_id`` column.
+    """
+    total = 0
+    for rank in range(world_size):
+        reader = RequestReader(
+            split_dir,
+            batch_size,
+            rank,
+            world_size,
+            shuffle=True,
+            shuffle_buffer=shuffle_buffer,
+            seed=seed,
+            infinite=True,
+            columns=["request_id"],
+        )
+        total += sum(t.num_rows for t in itertools.islice(iter(reader), steps))
+    return total

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from longseq.data.reader import RequestReader
+from longseq.data.reader import planned_requests
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -30,25 +29,6 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("data") / "tiny"
     _run([sys.executable, "-m", "longseq.data.synth", "preset=tiny", f"out={out}", "seed=1"])
     return out
-
-
-def planned_requests(split: Path, batch: int, world: int, steps: int) -> int:
-    """Requests that ``world`` ranks read in their first ``steps`` batches (trainer's reader)."""
-    total = 0
-    for rank in range(world):
-        reader = RequestReader(
-            split,
-            batch,
-            rank,
-            world,
-            shuffle=True,
-            shuffle_buffer=64,
-            seed=0,
-            infinite=True,
-            columns=["request_id"],
-        )
-        total += sum(t.num_rows for t in itertools.islice(iter(reader), steps))
-    return total
 
 
 def _steps(run_dir: Path) -> list[int]:
@@ -77,7 +57,9 @@ def test_train_resume_eval(tiny_data: Path, tmp_path: Path) -> None:
     records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
     assert all(r["loss"] > 0 for r in records)
     # the trainer consumed exactly each rank's first 20 batches across the resume
-    assert records[-1]["requests_seen"] == planned_requests(tiny_data / "train", 8, 2, 20)
+    assert records[-1]["requests_seen"] == planned_requests(
+        tiny_data / "train", 8, 2, 20, shuffle_buffer=64
+    )
 
     out = tmp_path / "eval"
     proc = _run(

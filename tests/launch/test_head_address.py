@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shlex
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 from slurm_cluster import require_tool
 
-from longseq.data.reader import RequestReader
+from longseq.data.reader import planned_requests
 
 REPO = Path(__file__).resolve().parents[2]
 COMMON = REPO / "launch/slurm/common.sh"
@@ -314,20 +313,7 @@ def test_elastic_restart_resumes_from_latest_checkpoint(tmp_path: Path, tiny_dat
     records = [json.loads(x) for x in metrics.read_text().splitlines()]
     assert records[-1]["step"] == max_steps
     # every rank consumed exactly its first max_steps batches: none lost or repeated
-    expected = 0
-    for rank in range(world):
-        reader = RequestReader(
-            tiny_data / "train",
-            batch,
-            rank,
-            world,
-            shuffle=True,
-            shuffle_buffer=64,
-            seed=0,
-            infinite=True,
-            columns=["request_id"],
-        )
-        expected += sum(t.num_rows for t in itertools.islice(iter(reader), max_steps))
+    expected = planned_requests(tiny_data / "train", batch, world, max_steps, shuffle_buffer=64)
     assert records[-1]["requests_seen"] == expected, records[-1]
     # after the restart the steps continue right after the checkpoint
     restart_at = int(resume_from.removeprefix("step_"))
