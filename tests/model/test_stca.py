@@ -65,13 +65,16 @@ def test_attention_forms_match_reference(reqs, heads, dh, seed):
     x, mask, q, tmask = _ragged(hist_lens, n_tgt, d, seed)
     kv, absorbed = _attn_pair(d, heads, seed)
     ref = reference_attention(kv, q, x, mask)
-    for attn in (kv, absorbed):
+    sdpa = TargetAttention(d, heads, "sdpa").double()
+    sdpa.load_state_dict(kv.state_dict())
+    for attn in (kv, absorbed, sdpa):
         out = attn(q, x, mask)
         assert out.shape == q.shape
         torch.testing.assert_close(out[tmask], ref[tmask], atol=1e-10, rtol=1e-10)
     # a request without history attends to nothing: exactly zero output (w_o has no bias)
     empty = torch.tensor(hist_lens) == 0
     assert torch.equal(kv(q, x, mask)[empty], torch.zeros_like(q[empty]))
+    assert torch.equal(sdpa(q, x, mask)[empty], torch.zeros_like(q[empty]))
 
 
 def test_reference_is_not_trivially_equal():
@@ -114,7 +117,7 @@ def test_tower_kv_equals_absorbed(reqs, layers, shared, fused_ln, seed):
 
 
 @HYP
-@given(reqs=requests, form=st.sampled_from(["kv", "absorbed"]), seed=st.integers(0, 99))
+@given(reqs=requests, form=st.sampled_from(["kv", "absorbed", "sdpa"]), seed=st.integers(0, 99))
 def test_padding_values_do_not_change_the_output(reqs, form, seed):
     """History and target padding filled with large garbage instead of zeros."""
     cfg = STCAConfig(d_model=8, num_heads=2, num_layers=2, attention=form)
@@ -170,7 +173,7 @@ def sizes(tiny_meta: dict) -> TableSizes:
     return TableSizes(tiny_meta["num_items"], tiny_meta["num_categories"], tiny_meta["num_actions"])
 
 
-@pytest.mark.parametrize("form", ["kv", "absorbed"])
+@pytest.mark.parametrize("form", ["kv", "absorbed", "sdpa"])
 @pytest.mark.parametrize("weighting", ["impression", "request"])
 def test_request_level_rows_equal_pointwise_rows(requests_table, sizes, form, weighting):
     """A request's targets scored in one row == the same targets as separate (pointwise) rows:
