@@ -44,6 +44,7 @@ class TrainerConfig:
 
     ``pipeline``: TorchRec's TrainPipelineSparseDist (input all-to-all of the next batch
     overlapped with this one; an error if it cannot pipeline the embeddings), or the plain loop.
+    ``profile``: a torch.profiler trace of steps 4-6 to ``<run_dir>/profile/``.
     ``eval_every`` (a multiple of ``checkpoint_every``; 0 = never mid-run) and ``eval_at_end``
     evaluate checkpoints with the offline evaluation code at ``eval_windows`` on ``eval_split``.
     """
@@ -54,6 +55,7 @@ class TrainerConfig:
     keep_last: int = 3
     progress: bool = True
     pipeline: bool = True
+    profile: bool = False
     eval_every: int = 0
     eval_at_end: bool = False
     eval_windows: list[int] = field(default_factory=list)

@@ -33,6 +33,7 @@ from longseq.train.config import TrainJobConfig
 from longseq.train.eval_callback import EvalCallback
 from longseq.train.logging import MetricsLogger
 from longseq.train.optim import build_optimizer, lr_factor, set_dense_lr
+from longseq.train.profiling import maybe_profiler
 from longseq.train.stepper import BatchStream, PipelinedStepper, PlainStepper
 from longseq.train.task import TrainTask, load_model_state_dict, model_state_dict
 
@@ -188,56 +189,58 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
     acc = torch.zeros(6, dtype=torch.float64)
     t0, values, last_ckpt = time.perf_counter(), {}, None
     dmp.train()
-    for step in range(start, tc.max_steps):
-        set_dense_lr(opt, tc.dense.lr * lr_factor(step, tc.max_steps, tc.dense))
-        c = stepper.step()  # [loss, targets, requests, hist ids, input ids]
-        acc[:5] += torch.stack([c[0] * c[1], c[1], c[2], c[3], c[4]])
-        if step == start and tc.pipeline and stepper.pipelined_modules() == 0:
-            raise RuntimeError(
-                "trainer.pipeline=true but TrainPipelineSparseDist pipelines no sharded module "
-                "(it fell back to no overlap); fix the model or set trainer.pipeline=false"
-            )
-        bar.update(1)
-        done = step + 1
-        if done % tc.log_every == 0 or done == tc.max_steps:
-            # exact, across resumes: rows of the batches trained so far (not the prefetched ones)
-            acc[5] = stream.position_after(done - start)["reader"]["rows_emitted"]
-            dist.all_reduce(acc)
-            dt = time.perf_counter() - t0
-            values = {
-                "loss": acc[0].item() / max(acc[1].item(), 1),
-                "lr": tc.dense.lr * lr_factor(step, tc.max_steps, tc.dense),
-                "targets_per_s": acc[1].item() / dt,
-                "requests_per_s": acc[2].item() / dt,
-                "input_ids_per_target": acc[4].item() / max(acc[1].item(), 1),
-                "hist_ids_per_target": acc[3].item() / max(acc[1].item(), 1),
-                "requests_seen": int(acc[5].item()),
-            }
-            logger.log(done, values)
-            bar.set_postfix(loss=f"{values['loss']:.4f}")
-            acc.zero_()
-            t0 = time.perf_counter()
-        stop = preempt.agreed(env)
-        last_ckpt = None
-        if done % tc.checkpoint_every == 0 or done == tc.max_steps or stop:
-            rank_state = stream.position_after(done - start)
-            last_ckpt = str(
-                save_checkpoint(
-                    run_dir,
-                    done,
-                    {"model": model_state_dict(dmp), "optim": opt.state_dict()},
-                    ckpt_meta,
-                    rank_state,
-                    keep_last=tc.keep_last,
+    with maybe_profiler(tc.profile, str(run_dir), env.rank) as prof:
+        for step in range(start, tc.max_steps):
+            prof.step()
+            set_dense_lr(opt, tc.dense.lr * lr_factor(step, tc.max_steps, tc.dense))
+            c = stepper.step()  # [loss, targets, requests, hist ids, input ids]
+            acc[:5] += torch.stack([c[0] * c[1], c[1], c[2], c[3], c[4]])
+            if step == start and tc.pipeline and stepper.pipelined_modules() == 0:
+                raise RuntimeError(
+                    "trainer.pipeline=true but TrainPipelineSparseDist pipelines no sharded module "
+                    "(it fell back to no overlap); fix the model or set trainer.pipeline=false"
                 )
-            )
-        state = LoopState(done, tc.max_steps, str(run_dir), values, last_ckpt)
-        for cb in callbacks:
-            cb.on_step_end(state)
-        if stop:
-            if env.is_main:
-                print(f"[longseq] preempted: checkpointed step {done}", file=sys.stderr)
-            break
+            bar.update(1)
+            done = step + 1
+            if done % tc.log_every == 0 or done == tc.max_steps:
+                # exact, across resumes: rows of the batches trained so far (not the prefetched ones)
+                acc[5] = stream.position_after(done - start)["reader"]["rows_emitted"]
+                dist.all_reduce(acc)
+                dt = time.perf_counter() - t0
+                values = {
+                    "loss": acc[0].item() / max(acc[1].item(), 1),
+                    "lr": tc.dense.lr * lr_factor(step, tc.max_steps, tc.dense),
+                    "targets_per_s": acc[1].item() / dt,
+                    "requests_per_s": acc[2].item() / dt,
+                    "input_ids_per_target": acc[4].item() / max(acc[1].item(), 1),
+                    "hist_ids_per_target": acc[3].item() / max(acc[1].item(), 1),
+                    "requests_seen": int(acc[5].item()),
+                }
+                logger.log(done, values)
+                bar.set_postfix(loss=f"{values['loss']:.4f}")
+                acc.zero_()
+                t0 = time.perf_counter()
+            stop = preempt.agreed(env)
+            last_ckpt = None
+            if done % tc.checkpoint_every == 0 or done == tc.max_steps or stop:
+                rank_state = stream.position_after(done - start)
+                last_ckpt = str(
+                    save_checkpoint(
+                        run_dir,
+                        done,
+                        {"model": model_state_dict(dmp), "optim": opt.state_dict()},
+                        ckpt_meta,
+                        rank_state,
+                        keep_last=tc.keep_last,
+                    )
+                )
+            state = LoopState(done, tc.max_steps, str(run_dir), values, last_ckpt)
+            for cb in callbacks:
+                cb.on_step_end(state)
+            if stop:
+                if env.is_main:
+                    print(f"[longseq] preempted: checkpointed step {done}", file=sys.stderr)
+                break
     bar.close()
     for cb in callbacks:
         cb.on_train_end(LoopState(tc.max_steps, tc.max_steps, str(run_dir), values, last_ckpt))

@@ -204,3 +204,24 @@ def test_dry_run_plans_a_declared_cluster_without_one(tiny_data: Path, tmp_path:
     assert "rank:15/cuda:7" in proc.stdout or "[0, 1, 2, 3, 4, 5, 6, 7, 8" in proc.stdout
     assert proc.stdout.count("| 15 |") == 1  # one memory line per rank of the 16
     assert not (tmp_path / "never").exists()
+
+
+def test_profile_writes_a_trace(tiny_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "prof"
+    proc = _run(
+        [
+            sys.executable,
+            "-m",
+            "longseq.train",
+            "experiment=tiny",
+            f"data.path={tiny_data}",
+            f"run_dir={run}",
+            "trainer.max_steps=7",
+            "trainer.progress=false",
+            "trainer.profile=true",
+        ]
+    )
+    traces = list((run / "profile").glob("trace_rank0_step*.json"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 10_000
+    assert json.loads(traces[0].read_text())["traceEvents"]
+    assert "profiler trace" in proc.stderr
