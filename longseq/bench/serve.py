@@ -18,7 +18,7 @@ from longseq.bench.common import BenchArgs, result_payload
 from longseq.bench.timing import measure_interleaved
 from longseq.model.stca import STCAConfig, STCATower
 
-FORMS = ("absorbed", "kv")
+FORMS = ("absorbed", "kv", "sdpa")
 
 
 def grid(args: BenchArgs) -> dict[str, Any]:

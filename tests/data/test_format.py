@@ -192,3 +192,13 @@ def test_split_writer_layout_and_empty_split(tmp_path):
     assert validate_dataset(tmp_path / "x") == 7
     empty = SplitWriter(tmp_path / "y").close()
     assert len(empty) == 1 and pq.read_table(empty[0]).schema.equals(REQUEST_SCHEMA)
+
+
+def test_committed_schema_file_matches_the_code():
+    """data/schema/request.schema.txt documents REQUEST_SCHEMA; it must not drift."""
+    from pathlib import Path
+
+    from longseq.data.format import REQUEST_SCHEMA
+
+    committed = Path(__file__).resolve().parents[2] / "data" / "schema" / "request.schema.txt"
+    assert committed.read_text().strip() == str(REQUEST_SCHEMA).strip()
