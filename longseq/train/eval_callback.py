@@ -1,9 +1,10 @@
 """Evaluation during training, as a callback that runs the offline evaluation code.
 
 At every ``eval_every`` steps that coincide with a checkpoint (and at the end when
-``eval_at_end``), rank 0 evaluates that checkpoint exactly as ``python -m longseq.eval`` would,
+``eval_at_end``), all training ranks evaluate that checkpoint together exactly as
+``torchrun -m longseq.eval`` would (batches dealt over the ranks, gathered on rank 0), rank 0
 writes ``<run_dir>/eval/step_<n>/`` (the final one also to ``<run_dir>/eval/``) and logs
-``eval/auc@<window>`` etc. to ``metrics.jsonl``; the other ranks wait at a barrier.
+``eval/auc/<task>@<window>`` etc. to ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -48,13 +49,12 @@ class EvalCallback:
         if state.checkpoint is None:
             return
         out = Path(state.run_dir) / "eval" / f"step_{state.step}"
-        if self.rank == 0:
-            if state.step not in self._done:
-                self._evaluate(state, out)
-            if final:  # the final numbers also live at <run_dir>/eval/ (what reports read)
-                for name in ("eval.json", "eval.md", "auc_vs_window.png"):
-                    if (out / name).exists():
-                        shutil.copy(out / name, Path(state.run_dir) / "eval" / name)
+        if state.step not in self._done:
+            self._evaluate(state, out)  # collective: every rank scores its share of the batches
+        if self.rank == 0 and final:  # the final numbers also live at <run_dir>/eval/
+            for name in ("eval.json", "eval.md", "auc_vs_window.png"):
+                if (out / name).exists():
+                    shutil.copy(out / name, Path(state.run_dir) / "eval" / name)
         self._done.add(state.step)
         if dist.is_initialized():
             dist.barrier()
@@ -69,8 +69,8 @@ class EvalCallback:
             progress=False,
             data=EvalDataConfig(path=self.data_path, split=self.split, batch_size=self.batch_size),
         )
-        result = evaluate(cfg)
-        if self.logger is not None:
+        result = evaluate(cfg)  # distributed over the training ranks; rank 0 gets the result
+        if self.rank == 0 and self.logger is not None:
             values = {}
             for r in result["results"]:
                 key = f"{r['task']}@{r['window']}"

@@ -54,8 +54,14 @@ def maybe_profiler(enabled: bool, run_dir: str, rank: int) -> AbstractContextMan
     if enabled:
         return StepProfiler(run_dir, rank)
 
-    class _Off(nullcontext):
-        def step(self) -> None:
-            pass
+    return _NoProfiler()
 
-    return _Off()
+
+class _NoProfiler(nullcontext):
+    """No-op stand-in with the `StepProfiler` interface."""
+
+    def __enter__(self) -> _NoProfiler:
+        return self
+
+    def step(self) -> None:
+        pass

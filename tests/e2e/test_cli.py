@@ -51,10 +51,24 @@ def test_train_resume_eval(tiny_data: Path, tmp_path: Path) -> None:
     first = json.loads((run / "checkpoints/step_10/longseq.json").read_text())
     assert first["world_size"] == 2 and first["step"] == 10
 
-    resumed = _run(torchrun + common + ["trainer.max_steps=20", "resume=auto"])
+    # the resumed run also evaluates at the end: collectively over both training ranks
+    resumed = _run(
+        torchrun
+        + common
+        + [
+            "trainer.max_steps=20",
+            "resume=auto",
+            "trainer.eval_at_end=true",
+            "trainer.eval_windows=[64]",
+        ]
+    )
     assert "resumed from" in resumed.stderr and "step_10" in resumed.stderr
-    assert _steps(run) == [5, 10, 15, 20]  # continues, does not restart at step 5
+    assert _steps(run) == [5, 10, 15, 20, 20]  # continues at 15; the last line is the eval
+    in_training = json.loads((run / "eval" / "eval.json").read_text())
+    assert in_training["world_size"] == 2 and in_training["results"][0]["window"] == 64
     records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    assert "eval/auc/click@64" in records[-1]
+    records = [r for r in records if "loss" in r]
     assert all(r["loss"] > 0 for r in records)
     # the trainer consumed exactly each rank's first 20 batches across the resume
     assert records[-1]["requests_seen"] == planned_requests(
