@@ -83,7 +83,7 @@ def test_kernel_structure(tiny_run):
 
 def test_serve_structure(tiny_run):
     p = _load(tiny_run, "serve")
-    assert set(p["summary"]) == {"absorbed", "kv"}
+    assert set(p["summary"]) == {"absorbed", "kv", "sdpa"}
     ks = p["config"]["candidates"]
     for form in ("absorbed", "kv"):
         got = sorted(
