@@ -17,5 +17,7 @@ def quiet_known_warnings() -> None:
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     # torchrec 1.8 shards tables as ShardedTensor; the deprecation is theirs to act on
     warnings.filterwarnings("ignore", message=r"Please use DTensor instead and we are deprecating")
+    # the planner's default storage reservation warns on every dry run; we report its estimate
+    warnings.filterwarnings("ignore", message=r"HeuristicalStorageReservation is known to cause")
     # a one-process DCP load (evaluation) is intended, not a mistake
     warnings.filterwarnings("ignore", message=r"torch.distributed is disabled, unavailable")
