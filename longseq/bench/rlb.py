@@ -157,7 +157,7 @@ def run(args: BenchArgs) -> dict[str, Any]:
         skipped.update(h2d=why, throughput=why, a2a=why)
     else:
         from longseq.bench import rlb_worker
-        from longseq.bench.spawn import RankFailure, run_ranks
+        from longseq.parallel.spawn import RankError, RankTimeout, run_ranks
 
         results += _h2d(g["stored"])
         base = {"model": g["model"], "dtype": args.resolved_dtype}
@@ -172,8 +172,11 @@ def run(args: BenchArgs) -> dict[str, Any]:
             )  # fmt: skip
         for name, (world, backend, spec) in runs.items():
             try:
-                out = run_ranks(world, rlb_worker.worker, spec, backend=backend)
-            except RankFailure as e:  # keep the other parts (e.g. on a machine set up oddly)
+                out = run_ranks(world, rlb_worker.worker, spec, backend=backend, timeout=600)
+            except (
+                RankError,
+                RankTimeout,
+            ) as e:  # keep the other parts (e.g. on a machine set up oddly)
                 for part in name.split("+"):
                     skipped[part] = f"failed: {str(e)[-2000:]}"
                 continue

@@ -1,6 +1,6 @@
 """Rank side of the ``rlb`` suite: trainer steps and all-to-all byte counts (uses torchrec).
 
-Run through `longseq.bench.spawn.run_ranks`. Each rank builds its own synthetic requests,
+Run through `longseq.parallel.spawn.run_ranks`. Each rank builds its own synthetic requests,
 collates them request-level and pointwise, and
 
 * ``time``: times the trainer's step (sharded `LongSeqModel` via `shard_model`, fused sparse

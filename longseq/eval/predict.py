@@ -73,6 +73,8 @@ def predict(
     unshuffled batch sequence a single process would score, so every request is scored in exactly
     the same batch (same padding, same float reductions) as in a one-process run: gathered
     predictions are bit-identical to the single-process ones. Rows carry ``batch_index`` order.
+    The price: every rank reads the whole split's Arrow data (only its own batches are collated
+    and scored), which is small next to scoring.
     """
     reader = RequestReader(split_dir, batch_size, 0, 1, shuffle=False)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in Predictions.__dataclass_fields__}

@@ -46,7 +46,7 @@ class STCAConfig:
         fused_query_ln: LayerNorm on the fused query ``q_{i+1}`` (default True, matching ``q_1``).
         ffn_residual: ``x + SwiGLU(x)`` in every FFN block (the paper leaves it open; without
             it gradients to the history side vanish at initialisation, see `FFNStack`).
-        attention: ``kv`` or ``absorbed`` (exactly equivalent; a speed/memory choice).
+        attention: ``kv``, ``absorbed`` or ``sdpa`` (exactly equivalent; a speed/memory choice).
     """
 
     d_model: int = 64

@@ -26,7 +26,7 @@ from longseq.parallel.checkpoint import (
     load_rank_state,
     save_checkpoint,
 )
-from longseq.parallel.env import DistEnv, init_distributed
+from longseq.parallel.env import init_distributed
 from longseq.parallel.wrap import shard_model
 from longseq.train.callbacks import Callback, LoopState
 from longseq.train.config import TrainJobConfig
@@ -61,6 +61,27 @@ def table_sizes(meta: dict[str, Any]) -> TableSizes:
         raise KeyError(f"meta.json lacks {e.args[0]!r}") from None
 
 
+def checkpoint_meta(
+    cfg: TrainJobConfig,
+    sizes: TableSizes,
+    tasks: list[str],
+    world_size: int,
+    wandb_run_id: str | None = None,
+) -> dict[str, Any]:
+    """What a checkpoint's ``longseq.json`` describes (besides its step): enough for
+    ``longseq.eval`` to rebuild the model without the training config."""
+    return {
+        "model": OmegaConf.to_container(OmegaConf.structured(cfg.model)),
+        "tables": asdict(sizes),
+        "tasks": tasks,
+        "world_size": world_size,
+        "data_path": str(cfg.data.path),
+        "window": asdict(cfg.data.window),
+        "pointwise": cfg.data.pointwise,
+        "wandb_run_id": wandb_run_id,
+    }
+
+
 class _Preemption:
     """SIGTERM/SIGUSR1 set a flag; the loop checkpoints and exits at the next step boundary."""
 
@@ -72,7 +93,7 @@ class _Preemption:
     def _handler(self, signum: int, frame: object) -> None:
         self.flag = True
 
-    def agreed(self, env: DistEnv) -> bool:
+    def agreed(self) -> bool:
         t = torch.tensor([1.0 if self.flag else 0.0])
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
@@ -141,16 +162,7 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
         config=OmegaConf.to_container(OmegaConf.structured(cfg)),
         name=cfg.name,
     )
-    ckpt_meta = {
-        "model": OmegaConf.to_container(OmegaConf.structured(cfg.model)),
-        "tables": asdict(sizes),
-        "tasks": tasks,
-        "world_size": env.world_size,
-        "data_path": str(cfg.data.path),
-        "window": asdict(cfg.data.window),
-        "pointwise": cfg.data.pointwise,
-        "wandb_run_id": logger.run_id,
-    }
+    ckpt_meta = checkpoint_meta(cfg, sizes, tasks, env.world_size, logger.run_id)
     tc = cfg.trainer
     callbacks = list(callbacks or [])
     if tc.eval_every > 0 or tc.eval_at_end:
@@ -220,7 +232,7 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
                 acc.zero_()
                 t0 = time.perf_counter()
-            stop = preempt.agreed(env)
+            stop = preempt.agreed()
             last_ckpt = None
             if done % tc.checkpoint_every == 0 or done == tc.max_steps or stop:
                 rank_state = stream.position_after(done - start)

@@ -57,11 +57,6 @@ def build_optimizer(dmp: nn.Module, cfg: DenseOptimConfig) -> CombinedOptimizer:
     )
 
 
-def dense_parameters(dmp: nn.Module) -> list[torch.Tensor]:
-    """Parameters trained by the dense optimizer (for gradient clipping)."""
-    return [p for _, p in in_backward_optimizer_filter(dmp.named_parameters())]
-
-
 def lr_factor(step: int, max_steps: int, cfg: DenseOptimConfig) -> float:
     """Linear warm-up for ``warmup_steps``, then cosine decay to ``min_lr_ratio``."""
     if step < cfg.warmup_steps:

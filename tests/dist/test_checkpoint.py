@@ -9,57 +9,27 @@ each rank's batch exactly as that rank's DMP does.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
-from harness import run_ranks
+from dist_common import BATCH, WORLD, model_cfg, rank_batch, sizes
+
+from longseq.parallel.spawn import run_ranks
 
 pytestmark = pytest.mark.dist
 
-WORLD = 2
-BATCH = 6
 TABLES = {"item": "row_wise", "category": "column_wise"}
 
 
-def _model_cfg():
-    from longseq.model.model import ModelConfig
-    from longseq.model.stca import STCAConfig
-
-    return ModelConfig(
-        embedding_dim=8,
-        pos_dim=4,
-        stca=STCAConfig(d_model=16, num_heads=2, num_layers=2),
-        head_hidden=[16],
-    )
-
-
-def _sizes(data: Path):
-    from longseq.train.loop import read_dataset_meta, table_sizes
-
-    return table_sizes(read_dataset_meta(data))
-
-
-def _rank_batch(data: Path, rank: int):
-    from longseq.data.collate import collate
-    from longseq.data.reader import RequestReader
-
-    reader = RequestReader(data / "train", BATCH, rank, WORLD, shuffle=False)
-    return collate(next(iter(reader)), ["click"])
-
-
 def _ckpt_meta(data: Path) -> dict:
-    """What `longseq.train.loop.train` writes as ``ckpt_meta`` (the keys `load_model` reads)."""
-    from omegaconf import OmegaConf
+    """The trainer's own ``longseq.json`` content for this model (the keys `load_model` reads)."""
+    from longseq.train.config import TrainJobConfig
+    from longseq.train.loop import checkpoint_meta
 
-    return {
-        "model": OmegaConf.to_container(OmegaConf.structured(_model_cfg())),
-        "tables": asdict(_sizes(data)),
-        "tasks": ["click"],
-        "world_size": WORLD,
-        "data_path": str(data),
-    }
+    cfg = TrainJobConfig(run_dir="unused", model=model_cfg())
+    cfg.data.path = str(data)
+    return checkpoint_meta(cfg, sizes(data), ["click"], WORLD)
 
 
 def _save_worker(rank: int, world: int, data: Path, run_dir: Path, meta: dict) -> dict:
@@ -72,10 +42,10 @@ def _save_worker(rank: int, world: int, data: Path, run_dir: Path, meta: dict) -
     from longseq.train.optim import DenseOptimConfig, build_optimizer
 
     torch.manual_seed(3)
-    model = LongSeqModel(_model_cfg(), _sizes(data), ["click"], device="meta")  # as the trainer
+    model = LongSeqModel(model_cfg(), sizes(data), ["click"], device="meta")  # as the trainer
     dmp = shard_model(model, ShardingConfig(tables=TABLES), torch.device("cpu"))
     opt = build_optimizer(dmp, DenseOptimConfig(lr=1e-2, warmup_steps=0))
-    batch = _rank_batch(data, rank)
+    batch = rank_batch(data, rank)
     model.loss(dmp(batch), batch).backward()
     opt.step()
     opt.zero_grad()
@@ -138,7 +108,7 @@ def test_two_rank_checkpoint_loads_into_one_unsharded_process(saved, tiny_data: 
 
     for rank in range(WORLD):
         with torch.no_grad():
-            logits = model(_rank_batch(tiny_data, rank))
+            logits = model(rank_batch(tiny_data, rank))
         torch.testing.assert_close(logits, got[rank]["logits"], atol=1e-5, rtol=0)
 
 
@@ -151,7 +121,7 @@ def test_checkpoint_holds_the_trained_step_not_the_init(saved, tiny_data: Path):
     ckpt = run_dir / "checkpoints" / "step_1"
     loaded = load_model(ckpt, json.loads((ckpt / "longseq.json").read_text())).state_dict()
     torch.manual_seed(3)
-    fresh = LongSeqModel(_model_cfg(), _sizes(tiny_data), ["click"]).state_dict()
+    fresh = LongSeqModel(model_cfg(), sizes(tiny_data), ["click"]).state_dict()
     differ = [k for k in fresh if not torch.equal(fresh[k], loaded[k])]
     assert "interaction.tower.out_proj.weight" in differ
     assert "ec.embeddings.item.weight" in differ

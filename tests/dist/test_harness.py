@@ -8,7 +8,8 @@ import time
 import pytest
 import torch
 import torch.distributed as dist
-from harness import RankError, RankTimeout, run_ranks
+
+from longseq.parallel.spawn import RankError, RankTimeout, run_ranks
 
 pytestmark = pytest.mark.dist
 

@@ -14,51 +14,23 @@ each rank reads (the reader is deterministic with ``shuffle=False``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from harness import run_ranks
+from dist_common import WORLD, model_cfg, rank_batch, sizes
+
+from longseq.parallel.spawn import run_ranks
 
 pytestmark = pytest.mark.dist
 
-WORLD = 2
-BATCH = 6
 LR = 10.0  # large: a history-only row's gradient is ~1e-9 at init
 SHARDINGS = {
     "item_row_wise": {"item": "row_wise"},
     "item_table_wise": {"item": "table_wise"},
     "item_column_wise": {"item": "column_wise"},
 }
-
-
-def _model_cfg():
-    from longseq.model.model import ModelConfig
-    from longseq.model.stca import STCAConfig
-
-    return ModelConfig(
-        embedding_dim=8,
-        pos_dim=4,
-        stca=STCAConfig(d_model=16, num_heads=2, num_layers=2),
-        head_hidden=[16],
-    )
-
-
-def _sizes(data: Path):
-    from longseq.model.embeddings import TableSizes
-
-    meta = json.loads((data / "meta.json").read_text())
-    return TableSizes(meta["num_items"], meta["num_categories"], meta["num_actions"])
-
-
-def _rank_batch(data: Path, rank: int):
-    from longseq.data.collate import collate
-    from longseq.data.reader import RequestReader
-
-    reader = RequestReader(data / "train", BATCH, rank, WORLD, shuffle=False)
-    return collate(next(iter(reader)), ["click"])
 
 
 def _local_shards(dmp) -> dict[str, list[tuple[list[int], torch.Tensor]]]:
@@ -80,11 +52,11 @@ def _parity_worker(rank: int, world: int, data: Path, ref_state: dict, lr: float
     from longseq.parallel.sharding import ShardingConfig
     from longseq.parallel.wrap import shard_model
 
-    batch = _rank_batch(data, rank)
+    batch = rank_batch(data, rank)
     results = {}
     for name, tables in SHARDINGS.items():
         torch.manual_seed(1000 + rank)  # not the reference's weights (and not equal across ranks)
-        model = LongSeqModel(_model_cfg(), _sizes(data), ["click"])
+        model = LongSeqModel(model_cfg(), sizes(data), ["click"])
         cfg = ShardingConfig(tables=tables, sparse_optimizer="sgd", sparse_lr=lr)
         dmp = shard_model(model, cfg, torch.device("cpu"))
         with torch.no_grad():
@@ -122,9 +94,9 @@ def parity_run(tiny_data: Path):
     from longseq.model.model import LongSeqModel
 
     torch.manual_seed(7)
-    ref = LongSeqModel(_model_cfg(), _sizes(tiny_data), ["click"])
+    ref = LongSeqModel(model_cfg(), sizes(tiny_data), ["click"])
     state = {k: v.detach().clone() for k, v in ref.state_dict().items()}
-    batches = [_rank_batch(tiny_data, r) for r in range(WORLD)]
+    batches = [rank_batch(tiny_data, r) for r in range(WORLD)]
     with torch.no_grad():
         want = [ref(b) for b in batches]
     # TorchRec averages the table gradients over ranks, like DDP does for the dense ones

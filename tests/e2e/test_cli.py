@@ -31,6 +31,12 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _train1(data: Path, run_dir: str, *overrides: str) -> subprocess.CompletedProcess:
+    """``python -m longseq.train experiment=tiny`` with one process."""
+    cmd = [sys.executable, "-m", "longseq.train", "experiment=tiny", f"data.path={data}"]
+    return _run([*cmd, run_dir, *overrides])
+
+
 def _steps(run_dir: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").open()]
 
@@ -155,22 +161,16 @@ def test_train_resume_eval(tiny_data: Path, tmp_path: Path) -> None:
 def test_single_process_python_m(tiny_data: Path, tmp_path: Path) -> None:
     """`python -m longseq.train` runs the same code path with one process."""
     run = tmp_path / "run1"
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "longseq.train",
-            "experiment=tiny",
-            f"data.path={tiny_data}",
-            f"run_dir={run}",
-            "trainer.max_steps=4",
-            "trainer.log_every=2",
-            "trainer.checkpoint_every=2",
-            "trainer.eval_every=2",
-            "trainer.eval_at_end=true",
-            "trainer.eval_windows=[100]",
-            "trainer.progress=false",
-        ]
+    _train1(
+        tiny_data,
+        f"run_dir={run}",
+        "trainer.max_steps=4",
+        "trainer.log_every=2",
+        "trainer.checkpoint_every=2",
+        "trainer.eval_every=2",
+        "trainer.eval_at_end=true",
+        "trainer.eval_windows=[100]",
+        "trainer.progress=false",
     )
     records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
     assert [r["step"] for r in records if "loss" in r] == [2, 4]
@@ -202,17 +202,11 @@ def test_bad_data_path_names_the_file(tmp_path: Path) -> None:
 
 def test_dry_run_plans_a_declared_cluster_without_one(tiny_data: Path, tmp_path: Path) -> None:
     """`dry_run=true` plans 2 nodes x 8 GPUs on this CPU box, prints the plan, trains nothing."""
-    proc = _run(
-        [
-            sys.executable,
-            "-m",
-            "longseq.train",
-            "experiment=tiny",
-            f"data.path={tiny_data}",
-            f"run_dir={tmp_path}/never",
-            "dry_run=true",
-            "sharding.planner=true",
-        ]
+    proc = _train1(
+        tiny_data,
+        f"run_dir={tmp_path}/never",
+        "dry_run=true",
+        "sharding.planner=true",
     )
     assert "2 nodes x 8 cuda" in proc.stdout
     assert "rank:15/cuda:7" in proc.stdout or "[0, 1, 2, 3, 4, 5, 6, 7, 8" in proc.stdout
@@ -222,18 +216,12 @@ def test_dry_run_plans_a_declared_cluster_without_one(tiny_data: Path, tmp_path:
 
 def test_profile_writes_a_trace(tiny_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "prof"
-    proc = _run(
-        [
-            sys.executable,
-            "-m",
-            "longseq.train",
-            "experiment=tiny",
-            f"data.path={tiny_data}",
-            f"run_dir={run}",
-            "trainer.max_steps=7",
-            "trainer.progress=false",
-            "trainer.profile=true",
-        ]
+    proc = _train1(
+        tiny_data,
+        f"run_dir={run}",
+        "trainer.max_steps=7",
+        "trainer.progress=false",
+        "trainer.profile=true",
     )
     traces = list((run / "profile").glob("trace_rank0_step*.json"))
     assert len(traces) == 1 and traces[0].stat().st_size > 10_000

@@ -1,6 +1,9 @@
-"""Run a function on N gloo ranks in spawned processes and collect what each rank returns.
+"""Run a function on N ranks in spawned processes and collect what each rank returns.
 
-    from harness import run_ranks
+The reusable multi-process harness of the tests (tests/dist/) and the benchmarks (the RLB
+all-to-all accounting). ::
+
+    from longseq.parallel.spawn import run_ranks
 
     def _work(rank: int, world_size: int, x: int) -> int:  # top level: it is pickled by name
         t = torch.tensor([rank + x])
@@ -12,7 +15,8 @@
 Each rank is a fresh ``spawn`` process with deterministic settings (``torch.manual_seed(seed)``,
 NumPy seeded, one intra-op thread) and the torchrun-style environment (``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``) that TorchRec/longseq read.
-The default process group is gloo over a `FileStore` in a private temporary folder (no port to
+The default process group (gloo, or NCCL with ``backend="nccl"``, one GPU per rank) runs over a
+`FileStore` in a private temporary folder (no port to
 race for). Results and tracebacks come back through one pickle file per rank. When a rank fails,
 the others are given a short grace period and then killed (they are usually blocked in a
 collective), and `RankError` re-raises the failing rank's traceback in the parent, naming the rank.
@@ -66,6 +70,7 @@ def _entry(
     port: int,
     seed: int,
     timeout: float,
+    backend: str,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
 ) -> None:
@@ -89,9 +94,11 @@ def _entry(
         torch.set_num_threads(1)
         torch.manual_seed(seed)
         np.random.seed(seed)
+        if backend == "nccl":
+            torch.cuda.set_device(rank)
         store = dist.FileStore(str(Path(workdir) / "store"), world_size)
         dist.init_process_group(
-            "gloo",
+            backend,
             store=store,
             rank=rank,
             world_size=world_size,
@@ -119,8 +126,9 @@ def run_ranks(
     *args: Any,
     timeout: float = 120.0,
     seed: int = 0,
+    backend: str = "gloo",
 ) -> list[Any]:
-    """Run ``fn(rank, world_size, *args)`` on ``world_size`` gloo ranks; return values by rank.
+    """Run ``fn(rank, world_size, *args)`` on ``world_size`` ranks; return values by rank.
 
     ``fn`` and ``args`` must be picklable (``fn`` a top-level function of an importable module).
     Raises `RankError` with the traceback of the rank that failed first (the others are then
@@ -135,7 +143,7 @@ def run_ranks(
         procs = [
             ctx.Process(
                 target=_entry,
-                args=(r, world_size, workdir, port, seed, timeout, fn, args),
+                args=(r, world_size, workdir, port, seed, timeout, backend, fn, args),
                 name=f"rank{r}",
                 daemon=True,
             )
