@@ -11,13 +11,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from longseq.data.reader import RequestReader
+from longseq.data.stream import build_train_stream
 from longseq.model.embeddings import TableSizes
 from longseq.model.model import LongSeqModel
 from longseq.parallel.checkpoint import (
@@ -34,7 +33,7 @@ from longseq.train.eval_callback import EvalCallback
 from longseq.train.logging import MetricsLogger
 from longseq.train.optim import build_optimizer, lr_factor, set_dense_lr
 from longseq.train.profiling import maybe_profiler
-from longseq.train.stepper import BatchStream, PipelinedStepper, PlainStepper
+from longseq.train.stepper import PipelinedStepper, PlainStepper
 from longseq.train.task import TrainTask, load_model_state_dict, model_state_dict
 
 log = logging.getLogger("longseq.train")
@@ -124,17 +123,7 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
     model = LongSeqModel(cfg.model, sizes, tasks, device="meta")
     dmp = shard_model(TrainTask(model), cfg.sharding, env.device)
     opt = build_optimizer(dmp, cfg.trainer.dense)
-    reader = RequestReader(
-        Path(cfg.data.path) / cfg.data.split,
-        cfg.data.batch_size,
-        env.rank,
-        env.world_size,
-        shuffle=True,
-        shuffle_buffer=cfg.data.shuffle_buffer,
-        seed=cfg.seed,
-        infinite=True,
-    )
-    rng = np.random.default_rng([cfg.seed, env.rank])
+    stream = build_train_stream(cfg.data, env.rank, env.world_size, cfg.seed, tasks, env.device)
     start, wandb_id = 0, None
     ckpt = _resolve_resume(cfg)
     if ckpt is not None:
@@ -146,8 +135,7 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
         start, wandb_id = int(cmeta["step"]), cmeta.get("wandb_run_id")
         rstate = load_rank_state(ckpt, env.rank)
         if rstate is not None and cmeta.get("world_size") == env.world_size:
-            reader.load_state_dict(rstate["reader"])
-            rng.bit_generator.state = rstate["rng"]
+            stream.load_position(rstate)
         if env.is_main:
             print(f"[longseq] resumed from {ckpt} at step {start}", file=sys.stderr, flush=True)
     if env.is_main:
@@ -192,7 +180,6 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    stream = BatchStream(reader, rng, cfg.data.window, tasks, cfg.data.pointwise, env.device)
     if tc.pipeline:
         stepper = PipelinedStepper(dmp, opt, stream, env.device)
     else:
