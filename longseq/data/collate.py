@@ -94,7 +94,7 @@ def collate(
         values.append(hist_cols[key][hist_idx])
         lengths.append(r_keep)
     tgt_cat = _list_parts(table.column("tgt_category_id"))[1]
-    for key, vals in zip(TARGET_KEYS, (t_item, tgt_cat)):
+    for _key, vals in zip(TARGET_KEYS, (t_item, tgt_cat), strict=True):
         values.append(vals[tgt_idx])
         lengths.append(tgt_lengths)
 
@@ -115,7 +115,9 @@ def collate(
         sparse=kjt,
         num_targets=torch.from_numpy(tgt_lengths.astype(np.int64)),
         labels=torch.from_numpy(label_mat),
-        request_ids=torch.from_numpy(table.column("request_id").to_numpy()[row_req].astype(np.int64)),
+        request_ids=torch.from_numpy(
+            table.column("request_id").to_numpy()[row_req].astype(np.int64)
+        ),
         user_ids=torch.from_numpy(table.column("user_id").to_numpy()[row_req].astype(np.int64)),
         dense=torch.zeros(len(row_req), 0),
     )

@@ -8,6 +8,9 @@ from omegaconf import MISSING
 
 from longseq.data.windows import WindowConfig
 
+#: Values of ``data.on_bad_row``.
+POLICIES: tuple[str, ...] = ("error", "skip")
+
 
 @dataclass
 class DataConfig:
@@ -16,10 +19,21 @@ class DataConfig:
     Attributes:
         path: data set folder holding ``train/``, ``test/`` and ``meta.json``.
         batch_size: requests per rank per step (pointwise: rows = targets per rank per step).
+            With ``max_tokens`` it is the most requests a batch may hold.
         pointwise: one target per row with the history repeated (the baseline layout).
-        shuffle_buffer: rows in each rank's shuffle buffer.
+        shuffle_buffer: rows each reader loads and shuffles at a time (its window).
         window: training-time history window (length extrapolation).
         split: split to train on.
+        num_workers: data-loader worker processes per rank that read, sample windows and
+            collate (0: in the training process). Each reads its own part of the rank's share.
+        prefetch_factor: batches each worker prepares ahead (``num_workers > 0``).
+        on_bad_row: ``error`` (stop, naming file, row group, row, request_id and column) or
+            ``skip`` (drop the request, count it and report it to ``bad_rows_log`` and stderr).
+        bad_rows_log: JSON-lines file receiving every skipped request (empty: the trainer uses
+            ``<run_dir>/bad_rows.rank<r>.jsonl``; other readers report to stderr only).
+        max_tokens: token-budget batching: a batch stops before its served history tokens
+            (pointwise: times its targets) would pass this (always at least one request);
+            0 = off (``batch_size`` requests per batch).
     """
 
     path: str = MISSING
@@ -28,3 +42,24 @@ class DataConfig:
     shuffle_buffer: int = 2048
     window: WindowConfig = field(default_factory=WindowConfig)
     split: str = "train"
+    num_workers: int = 0
+    prefetch_factor: int = 2
+    on_bad_row: str = "error"
+    bad_rows_log: str = ""
+    max_tokens: int = 0
+
+    def validate(self, prefix: str = "data") -> None:
+        """Raise ``ValueError`` naming the offending key."""
+        if self.batch_size <= 0:
+            raise ValueError(f"{prefix}.batch_size must be > 0, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"{prefix}.num_workers must be >= 0, got {self.num_workers}")
+        if self.prefetch_factor < 1:
+            raise ValueError(f"{prefix}.prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        if self.on_bad_row not in POLICIES:
+            raise ValueError(
+                f"{prefix}.on_bad_row must be {'|'.join(POLICIES)}, got {self.on_bad_row!r}"
+            )
+        if self.max_tokens < 0:
+            raise ValueError(f"{prefix}.max_tokens must be >= 0 (0 = off), got {self.max_tokens}")
+        self.window.validate(f"{prefix}.window")

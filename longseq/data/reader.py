@@ -1,69 +1,57 @@
-"""Streaming, rank-sharded, resumable reader of request-level Parquet.
+"""Streaming, rank- and worker-sharded, resumable reader of request-level Parquet.
 
-Work is split into *units* (a Parquet row group, or a contiguous slice of one when a split has
-fewer row groups than ranks). Each epoch the units are shuffled with a seed shared by all ranks and
-dealt round-robin, so every request is read by exactly one rank exactly once per epoch. Within a
-rank, rows pass through a bounded shuffle buffer. ``state_dict()`` records the position so a
-resumed run continues with the next unread batch.
+Each epoch the split's rows are cut into one contiguous part per (rank, data-loader worker)
+(`longseq.data.shards`): every request is read by exactly one reader exactly once per epoch, and
+rank shares differ by at most one request. A reader loads its part one *window* (at least
+``shuffle_buffer`` rows) at a time, validates it (`longseq.data.bad_rows`), shuffles it and emits
+its rows; ``take(n)`` / ``peek(n)`` cut the resulting row stream into batches.
+
+* ``infinite=False`` (evaluation, one pass): batches of ``batch_size`` rows, the last one of the
+  epoch shorter.
+* ``infinite=True`` (training): the row stream runs on through the epochs, so **every batch has
+  exactly ``batch_size`` rows** on every rank (a batch may hold the end of epoch ``e`` and the start
+  of ``e + 1``): every rank takes part in every step, with equal batch shapes, for ever.
+
+The position (``state_dict()``: epoch, window, offset in the window, counters) identifies the next
+row; resuming loads only the window it is in (no replay of the epoch).
 """
 
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from longseq.data.bad_rows import BadRow, BadRowLog, RowChecker
+from longseq.data.shards import Piece, ShardPlan, list_parquet_files, row_groups
 
-@dataclass(frozen=True)
-class _Unit:
-    path: str
-    row_group: int
-    start: int  # row offset inside the row group
-    stop: int
+__all__ = ["RequestReader", "list_parquet_files", "planned_requests"]
 
-
-def list_parquet_files(split_dir: str | Path) -> list[str]:
-    """Sorted Parquet files of a split folder; a clear error if there are none."""
-    d = Path(split_dir)
-    if not d.is_dir():
-        raise FileNotFoundError(f"data split folder not found: {d}")
-    files = sorted(str(p) for p in d.rglob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no .parquet files under {d}")
-    return files
-
-
-def _units(files: list[str], world: int) -> list[_Unit]:
-    groups = []
-    for f in files:
-        md = pq.ParquetFile(f).metadata
-        groups += [(f, g, md.row_group(g).num_rows) for g in range(md.num_row_groups)]
-    split = len(groups) < 4 * world
-    out = []
-    for f, g, n in groups:
-        parts = world if split else 1
-        bounds = np.linspace(0, n, parts + 1).astype(int)
-        out += [_Unit(f, g, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    return out
+STATE_VERSION = 2
 
 
 class RequestReader:
-    """Iterate a split as Arrow tables of ``batch_size`` requests for one rank.
+    """Iterate one (rank, worker) share of a split as Arrow tables of ``batch_size`` requests.
 
     Args:
         split_dir: folder of Parquet files (e.g. ``<data>/train``).
         batch_size: requests per yielded table.
-        rank / world_size: this reader's share of the units.
-        shuffle: shuffle units per epoch and rows through a buffer of ``shuffle_buffer`` rows.
-        infinite: loop over epochs forever (training); otherwise one epoch. Either way the last
-            batch of an epoch may be smaller: no request is dropped or repeated, and the position
-            (epoch, batches consumed) is all a resume needs.
-        columns: columns to read (``None``: all).
+        rank / world_size: this reader's rank and the number of ranks.
+        shuffle: shuffle the row-group order per epoch and rows within each window of
+            ``shuffle_buffer`` rows.
+        infinite: run through epochs for ever with full batches; otherwise one epoch.
+        columns: columns to yield (``None``: all).
+        worker / num_workers: this reader's data-loader worker among the rank's workers (each
+            reads its own part of the rank's share).
+        on_bad_row: ``error`` (raise, naming file, row group, row, request_id and column) or
+            ``skip`` (drop, count in ``bad_rows`` and report to ``bad_rows_log`` / stderr).
+            Rows are validated unless ``columns`` leaves out core columns under ``error``.
+        bad_rows_log: JSON-lines file for skipped requests (empty: stderr only).
     """
 
     def __init__(
@@ -77,86 +65,190 @@ class RequestReader:
         seed: int = 0,
         infinite: bool = False,
         columns: list[str] | None = None,
+        *,
+        worker: int = 0,
+        num_workers: int = 1,
+        on_bad_row: str = "error",
+        bad_rows_log: str = "",
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        if not 0 <= rank < world_size or not 0 <= worker < max(num_workers, 1):
+            raise ValueError(f"rank {rank}/{world_size}, worker {worker}/{num_workers}: bad ids")
+        self.split_dir = str(split_dir)
         self.files = list_parquet_files(split_dir)
         self.batch_size = batch_size
         self.rank, self.world_size = rank, world_size
-        self.shuffle, self.shuffle_buffer = shuffle, max(shuffle_buffer, batch_size)
-        self.seed, self.infinite, self.columns = seed, infinite, columns
-        self.units = _units(self.files, world_size)
+        self.worker, self.num_workers = worker, max(num_workers, 1)
+        self.shuffle, self.seed, self.infinite, self.columns = shuffle, seed, infinite, columns
+        self.checker = RowChecker(split_dir, on_bad_row)
+        self.log = BadRowLog(bad_rows_log)
+        core = {"request_id", "user_id", "request_ts", "hist_item_id", "tgt_item_id"}
+        self._validate = on_bad_row == "skip" or columns is None or core <= set(columns)
+        groups = row_groups(self.files)  # reads every footer: names an unreadable file
+        if self._validate:
+            self.checker.check_schemas(self.files)
+        part = rank * self.num_workers + worker
+        parts = world_size * self.num_workers
+        window_rows = max(shuffle_buffer, batch_size) if shuffle else 1
+        self.plan = ShardPlan(groups, part, parts, shuffle, seed, window_rows)
+        if infinite and self.plan.share == 0:
+            raise ValueError(
+                f"{split_dir}: {self.plan.total_rows} requests cannot feed {world_size} ranks x "
+                f"{self.num_workers} workers (rank {rank} worker {worker} gets none): use fewer "
+                "ranks or data.num_workers"
+            )
+        self._files: dict[str, pq.ParquetFile] = {}
+        self._windows: dict[tuple[int, int], tuple[pa.Table, list[BadRow]]] = {}
         self.epoch = 0
-        self.batches_emitted = 0  # within the current epoch
+        self.window = 0  # window of `epoch` holding the next row
+        self.offset = 0  # rows of that window already emitted
         self.rows_emitted = 0  # over all epochs
+        self.batches_emitted = 0  # tables yielded by iteration / take, over all epochs
+        self.bad_rows = 0  # requests skipped so far (windows the position has entered)
 
+    # ----------------------------------------------------------------- share and position
     def num_rows(self) -> int:
-        """Rows this rank reads per epoch."""
-        return sum(u.stop - u.start for u in self._my_units(0))
+        """Rows of this reader's share per epoch (before any skipped bad rows)."""
+        return self.plan.share
 
-    def _my_units(self, epoch: int) -> list[_Unit]:
-        order = np.arange(len(self.units))
-        if self.shuffle:
-            np.random.default_rng([self.seed, epoch]).shuffle(order)
-        return [self.units[i] for i in order[self.rank :: self.world_size]]
+    def state_dict(self) -> dict[str, Any]:
+        """Position of the next row (plain ints: JSON-serialisable)."""
+        return {
+            "version": STATE_VERSION,
+            "part": [self.plan.part, self.plan.parts],
+            "epoch": self.epoch,
+            "window": self.window,
+            "offset": self.offset,
+            "rows_emitted": self.rows_emitted,
+            "batches_emitted": self.batches_emitted,
+            "bad_rows": self.bad_rows,
+        }
 
-    def _read(self, u: _Unit) -> pa.Table:
-        t = pq.ParquetFile(u.path).read_row_group(u.row_group, columns=self.columns)
-        return t.slice(u.start, u.stop - u.start)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue at the position recorded by `state_dict` (before iterating)."""
+        self.rows_emitted = int(state["rows_emitted"])
+        self.batches_emitted = int(state.get("batches_emitted", 0))
+        self.bad_rows = int(state.get("bad_rows", 0))
+        self.epoch = int(state["epoch"])
+        if "window" not in state:  # a position written before per-window plans
+            warnings.warn(
+                "reader position from an older longseq (no 'window'): resuming at the start "
+                f"of epoch {self.epoch}",
+                stacklevel=2,
+            )
+            self.window = self.offset = 0
+            return
+        part = list(state.get("part", [self.plan.part, self.plan.parts]))
+        if part != [self.plan.part, self.plan.parts]:
+            raise ValueError(
+                f"reader position was recorded for part {part[0]} of {part[1]} (ranks x "
+                f"workers); this reader is part {self.plan.part} of {self.plan.parts}: resume "
+                "with the same world size and data.num_workers"
+            )
+        self.window, self.offset = int(state["window"]), int(state["offset"])
+        self._windows.clear()
 
-    def _epoch_batches(self, epoch: int) -> Iterator[pa.Table]:
-        rng = np.random.default_rng([self.seed, epoch, self.rank, 7])
-        buf: list[pa.Table] = []
-        buffered = 0
+    # ----------------------------------------------------------------- loading windows
+    def _parquet(self, path: str) -> pq.ParquetFile:
+        if path not in self._files:
+            self._files[path] = pq.ParquetFile(path)
+        return self._files[path]
 
-        def drain(limit: int) -> Iterator[pa.Table]:
-            nonlocal buf, buffered
-            if not buf:
-                return
-            t = pa.concat_tables(buf)
-            if self.shuffle:
-                t = t.take(rng.permutation(t.num_rows))
-            while t.num_rows >= max(limit, 1) and t.num_rows >= self.batch_size:
-                yield t.slice(0, self.batch_size)
-                t = t.slice(self.batch_size)
-            buf, buffered = ([t], t.num_rows) if t.num_rows else ([], 0)
+    def _read_piece(self, p: Piece, epoch: int) -> tuple[pa.Table | None, list[BadRow]]:
+        cols = None if self._validate else self.columns
+        try:
+            t = self._parquet(p.path).read_row_group(p.row_group, columns=cols)
+        except Exception as e:  # noqa: BLE001 - corrupt page, I/O error: named, then policy
+            return None, [self.checker.unreadable(p.path, p.row_group, p.rows, e)]
+        t = t.slice(p.start, p.rows)
+        bad: list[BadRow] = []
+        if self._validate:
+            t, bad = self.checker.filter(t, p.path, p.row_group, p.start)
+            if self.columns is not None:
+                t = t.select(self.columns)
+        for r in bad:
+            r.epoch, r.rank, r.worker = epoch, self.rank, self.worker
+        return t, bad
 
-        for u in self._my_units(epoch):
-            buf.append(self._read(u))
-            buffered += u.stop - u.start
-            if buffered >= self.shuffle_buffer:
-                yield from drain(self.shuffle_buffer // 2)
-        yield from drain(0)
-        if buf and buffered:
-            yield pa.concat_tables(buf)  # the partial tail of the epoch
+    def _load(self, epoch: int, window: int) -> tuple[pa.Table, list[BadRow]]:
+        key = (epoch, window)
+        if key not in self._windows:
+            tables, bad = [], []
+            for p in self.plan.windows(epoch)[window]:
+                t, b = self._read_piece(p, epoch)
+                bad += b
+                if t is not None:
+                    tables.append(t)
+            t = self._concat(tables)  # no table: every piece unreadable
+            t = t.take(self.plan.window_permutation(epoch, window, t.num_rows))
+            self._windows[key] = (t, bad)
+        return self._windows[key]
+
+    # ----------------------------------------------------------------- the row stream
+    def _walk(self, n: int, commit: bool) -> list[pa.Table]:
+        """The next ``n`` rows (fewer at the end of a finite epoch); move there if ``commit``."""
+        e, w, off = self.epoch, self.window, self.offset
+        out: list[pa.Table] = []
+        need, got_at_last_epoch = n, None
+        while need > 0:
+            if w >= len(self.plan.windows(e)):
+                if not self.infinite:
+                    break
+                got = n - need
+                if got_at_last_epoch == got:  # a whole epoch without one valid request
+                    raise ValueError(
+                        f"{self.split_dir}: rank {self.rank} worker {self.worker} found no valid "
+                        "request in a whole epoch of its share (all skipped as bad rows)"
+                    )
+                got_at_last_epoch = got
+                e, w, off = e + 1, 0, 0
+                continue
+            table, bad = self._load(e, w)
+            if off == 0 and commit:  # entering this window: count and report its bad rows
+                self.bad_rows += sum(r.rows for r in bad)
+                self.log.report(bad)
+            k = min(need, table.num_rows - off)
+            if k > 0:
+                out.append(table.slice(off, k))
+                off += k
+                need -= k
+            if need > 0:
+                w, off = w + 1, 0
+        if commit:
+            self.epoch, self.window, self.offset = e, w, off
+            self.rows_emitted += n - need
+            for key in [k for k in self._windows if k < (e, w)]:
+                del self._windows[key]
+        return out
+
+    def _concat(self, parts: list[pa.Table]) -> pa.Table:
+        if len(parts) == 1:
+            return parts[0]
+        if parts:
+            return pa.concat_tables(parts)
+        t = self._parquet(self.files[0]).schema_arrow.empty_table()
+        return t.select(self.columns) if self.columns is not None else t
+
+    def peek(self, n: int) -> pa.Table:
+        """The next ``n`` rows without consuming them (fewer at the end of a finite epoch)."""
+        return self._concat(self._walk(n, commit=False))
+
+    def take(self, n: int) -> pa.Table:
+        """Consume and return the next ``n`` rows (fewer, or none, at a finite epoch's end)."""
+        t = self._concat(self._walk(n, commit=True))
+        if t.num_rows:
+            self.batches_emitted += 1
+        return t
 
     def __iter__(self) -> Iterator[pa.Table]:
         while True:
-            skip = self.batches_emitted
-            for i, t in enumerate(self._epoch_batches(self.epoch)):
-                if i < skip:
-                    continue  # resuming: batches already consumed before the checkpoint
-                self.batches_emitted = i + 1
-                self.rows_emitted += t.num_rows
-                yield t
-            self.epoch += 1
-            self.batches_emitted = 0
-            if not self.infinite:
+            t = self.take(self.batch_size)
+            if t.num_rows == 0:  # only at the end of a finite epoch
+                self.epoch, self.window, self.offset = self.epoch + 1, 0, 0
+                self._windows.clear()
                 return
-
-    def state_dict(self) -> dict[str, int]:
-        """Position to resume from (epoch and batches consumed in it)."""
-        return {
-            "epoch": self.epoch,
-            "batches_emitted": self.batches_emitted,
-            "rows_emitted": self.rows_emitted,
-        }
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue after the position recorded by `state_dict`."""
-        self.epoch = int(state["epoch"])
-        self.batches_emitted = int(state["batches_emitted"])
-        self.rows_emitted = int(state["rows_emitted"])
+            yield t
 
 
 def planned_requests(
@@ -170,8 +262,9 @@ def planned_requests(
     """Requests that ``world_size`` training ranks read in their first ``steps`` batches.
 
     The trainer's readers are deterministic, so this is exact: use it to size ``max_steps``
-    for a number of epochs, or to check a run read every planned request once. Reads only the
-    ``request_id`` column.
+    for a number of epochs, or to check a run read every planned request once. Training batches
+    are always full, so this is ``world_size * steps * batch_size``; the readers are run anyway
+    (``request_id`` only) so that the number is measured, not assumed.
     """
     total = 0
     for rank in range(world_size):

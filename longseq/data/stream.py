@@ -1,10 +1,16 @@
 """The training input: a position-tracking stream of collated `RequestBatch`es.
 
-`BatchStream` turns the reader's Arrow tables into `RequestBatch`es (window sampling +
-collation) and remembers the reader/RNG position after every batch it produces, so a checkpoint
-records the position after the last *trained* batch even when a pipeline has already prefetched
-the next ones. `build_train_stream` is what the trainer calls: everything about how data is read
-and batched lives here, in the data package.
+`BatchStream` produces the rank's batches, in the training process (``num_workers=0``) or in
+data-loader worker processes (`longseq.data.workers`), and remembers after every produced batch
+the position of every logical worker, so a checkpoint records the position after the last
+*trained* batch even when a pipeline (or the workers) already prepared the next ones.
+`build_train_stream` is what the trainer calls: everything about how data is read and batched
+lives here, in the data package.
+
+Guarantees (tested in tests/data/test_stream.py and test_workers.py): every batch has
+``batch_size`` requests on every rank (no epoch tail; token-budget batching excepted); every
+request of the split is read once per epoch over all ranks x workers; a stream resumed from
+``position_after(c)`` yields exactly the batches after the first ``c``.
 """
 
 from __future__ import annotations
@@ -13,36 +19,52 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from longseq.data.batch import RequestBatch
-from longseq.data.collate import collate
+from longseq.data.batcher import Batcher, StreamSpec
 from longseq.data.config import DataConfig
-from longseq.data.reader import RequestReader
-from longseq.data.windows import WindowConfig, sample_windows
+from longseq.data.reader import STATE_VERSION
+
+#: Position format of `BatchStream.position_after`.
+POSITION_VERSION = 2
 
 
 class BatchStream:
-    """Iterator of `RequestBatch` that records the position after each produced batch."""
+    """Iterator of `RequestBatch` that records every worker's position after each batch.
 
-    def __init__(
-        self,
-        reader: RequestReader,
-        rng: np.random.Generator,
-        window: WindowConfig,
-        tasks: list[str],
-        pointwise: bool,
-        device: torch.device,
-    ) -> None:
-        self.reader, self.rng, self.window = reader, rng, window
-        self.tasks, self.pointwise, self.device = tasks, pointwise, device
+    Args:
+        spec: the rank's stream (split, batch size, rank, workers, windows, ...).
+        device: batches are moved there (``non_blocking``; pinned first under workers on CUDA).
+        prefetch_factor: batches each worker prepares ahead (``num_workers > 0``).
+    """
+
+    def __init__(self, spec: StreamSpec, device: torch.device, prefetch_factor: int = 2) -> None:
+        self.spec, self.device, self.prefetch_factor = spec, device, prefetch_factor
+        self.streams = spec.streams
+        self._batcher: Batcher | None = None if spec.num_workers else spec.batcher(0)
         self._it: Iterator | None = None  # created on first use, after any load_position
+        self._loaded: list[dict[str, Any]] | None = None
+        self.start = 0  # logical worker due first
         self.produced = 0
-        self._positions: dict[int, dict[str, Any]] = {0: self._position()}
+        self._workers = [self._initial(w) for w in range(self.streams)]
+        self._positions: dict[int, list[dict[str, Any]]] = {0: list(self._workers)}
 
-    def _position(self) -> dict[str, Any]:
-        return {"reader": self.reader.state_dict(), "rng": self.rng.bit_generator.state}
+    def _initial(self, worker: int) -> dict[str, Any]:
+        if self._batcher is not None:
+            return self._batcher.position()
+        parts = self.spec.world_size * self.streams
+        reader = {
+            "version": STATE_VERSION,
+            "part": [self.spec.rank * self.streams + worker, parts],
+            "epoch": 0,
+            "window": 0,
+            "offset": 0,
+            "rows_emitted": 0,
+            "batches_emitted": 0,
+            "bad_rows": 0,
+        }
+        return {"reader": reader, "rng": self.spec.rng(worker).bit_generator.state}
 
     def __iter__(self) -> Iterator[RequestBatch]:
         return self
@@ -51,26 +73,72 @@ class BatchStream:
         """Resume from a position returned by `position_after` (before the first batch)."""
         if self.produced or self._it is not None:
             raise RuntimeError("BatchStream.load_position must be called before iterating")
-        self.reader.load_state_dict(position["reader"])
-        self.rng.bit_generator.state = position["rng"]
-        self._positions = {0: self._position()}
+        if "workers" not in position:  # a one-stream position written before workers existed
+            workers, start = [{"reader": position["reader"], "rng": position["rng"]}], 0
+            if self.streams != 1:
+                raise ValueError(
+                    "the checkpoint's data position was written without data.num_workers: "
+                    "resume it with data.num_workers=0 (or 1)"
+                )
+        else:
+            workers, start = list(position["workers"]), int(position["next_worker"])
+            if len(workers) != self.streams:
+                raise ValueError(
+                    f"the checkpoint's data position has {len(workers)} reader stream(s) "
+                    f"(data.num_workers={position.get('num_workers')}), this run "
+                    f"{self.streams} (data.num_workers={self.spec.num_workers}): resume with "
+                    "the same data.num_workers (0 and 1 are interchangeable)"
+                )
+        if self._batcher is not None:
+            self._batcher.load_position(workers[0])
+            workers = [self._batcher.position()]
+        self._loaded, self.start = workers, start
+        self._workers = list(workers)
+        self._positions = {0: list(self._workers)}
 
     def __next__(self) -> RequestBatch:
-        if self._it is None:
-            self._it = iter(self.reader)
-        table = next(self._it)
-        windows = sample_windows(self.window, self.rng, table.num_rows)
-        batch = collate(table, self.tasks, windows, pointwise=self.pointwise)
+        if self._batcher is not None:
+            batch = self._batcher.next_batch()
+            worker, pos = 0, self._batcher.position()
+        else:
+            if self._it is None:
+                from longseq.data.workers import worker_loader
+
+                self._it = worker_loader(
+                    self.spec, self._loaded, self.start, self.device, self.prefetch_factor
+                )
+            batch, worker, pos = next(self._it)
+            expected = (self.start + self.produced) % self.streams
+            if worker != expected:  # would break exact resumption: never silently
+                raise RuntimeError(f"batch from worker {worker}, expected worker {expected}")
+        self._workers[worker] = pos
         self.produced += 1
-        self._positions[self.produced] = self._position()
+        self._positions[self.produced] = list(self._workers)
         return batch.to(self.device, non_blocking=True)
 
     def position_after(self, consumed: int) -> dict[str, Any]:
-        """Reader + RNG state after the first ``consumed`` batches (older ones are dropped)."""
-        pos = self._positions[consumed]
+        """Every worker's reader + RNG state after the first ``consumed`` batches (older ones
+        are dropped). ``["reader"]`` sums the counters: ``rows_emitted`` = requests in those
+        batches, ``bad_rows`` = requests skipped by ``on_bad_row=skip`` so far."""
+        workers = self._positions[consumed]
         for k in [k for k in self._positions if k < consumed]:
             del self._positions[k]
-        return pos
+        readers = [w["reader"] for w in workers]
+        total = {
+            k: sum(int(r.get(k, 0)) for r in readers)
+            for k in ("rows_emitted", "batches_emitted", "bad_rows")
+        }
+        return {
+            "version": POSITION_VERSION,
+            "num_workers": self.spec.num_workers,
+            "next_worker": (self.start + consumed) % self.streams,
+            "workers": workers,
+            "reader": {**total, "epoch": min(int(r["epoch"]) for r in readers)},
+        }
+
+    def close(self) -> None:
+        """Stop the worker processes (if any)."""
+        self._it = None
 
 
 def build_train_stream(
@@ -82,15 +150,20 @@ def build_train_stream(
     device: torch.device,
 ) -> BatchStream:
     """The trainer's input for one rank: an endless, shuffled, resumable `BatchStream`."""
-    reader = RequestReader(
-        Path(cfg.path) / cfg.split,
-        cfg.batch_size,
-        rank,
-        world_size,
-        shuffle=True,
-        shuffle_buffer=cfg.shuffle_buffer,
+    cfg.validate("data")
+    spec = StreamSpec(
+        split_dir=str(Path(cfg.path) / cfg.split),
+        batch_size=cfg.batch_size,
+        rank=rank,
+        world_size=world_size,
         seed=seed,
-        infinite=True,
+        tasks=list(tasks),
+        shuffle_buffer=cfg.shuffle_buffer,
+        window=cfg.window,
+        pointwise=cfg.pointwise,
+        num_workers=cfg.num_workers,
+        max_tokens=cfg.max_tokens,
+        on_bad_row=cfg.on_bad_row,
+        bad_rows_log=cfg.bad_rows_log,
     )
-    rng = np.random.default_rng([seed, rank])
-    return BatchStream(reader, rng, cfg.window, tasks, cfg.pointwise, device)
+    return BatchStream(spec, device, cfg.prefetch_factor)

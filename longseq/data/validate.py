@@ -196,7 +196,7 @@ def _message(source: str, table: pa.Table, row: int, column: str, what: str) -> 
     return f"{source}: column {column!r}, row {row} (request_id={rid}): {what}"
 
 
-def _schema_problem(schema: pa.Schema, source: str, tasks: list[str]) -> str | None:
+def schema_problem(schema: pa.Schema, source: str, tasks: list[str]) -> str | None:
     """The file-level problem of ``schema`` (missing column, wrong type), or None."""
     try:
         validate_table(schema.empty_table(), source)
@@ -218,7 +218,7 @@ def _check_file(
     except Exception as e:  # not Parquet, truncated footer, ...
         yield f"{f}: cannot read as Parquet: {e}"
         return
-    bad = _schema_problem(schema, str(f), tasks)
+    bad = schema_problem(schema, str(f), tasks)
     if bad:
         yield bad
         return

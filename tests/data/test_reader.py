@@ -166,17 +166,17 @@ def test_resume_infinite_reader_within_the_first_epoch(many_groups, world, rank,
     assert all(len(b) == 3 for b in full)
 
 
-def test_infinite_reader_loops_epochs_with_only_epoch_tails_short(few_groups):
+def test_infinite_reader_has_full_batches_and_carries_epoch_tails(few_groups):
+    """Training batches never shrink: the end of epoch e and the start of e + 1 share a batch."""
     reader = RequestReader(few_groups, 5, 0, 1, shuffle=True, shuffle_buffer=8, infinite=True)
-    per_epoch = -(-N_ROWS // 5)
-    batches = _ids(list(itertools.islice(iter(reader), 3 * per_epoch)))
-    sizes = [len(b) for b in batches]
-    tail = N_ROWS - 5 * (N_ROWS // 5)
-    assert sizes == ([5] * (N_ROWS // 5) + [tail]) * 3  # one short batch per epoch, no carry
+    n = 3 * N_ROWS // 5
+    batches = _ids(list(itertools.islice(iter(reader), n)))
+    assert [len(b) for b in batches] == [5] * n
     flat = [i for b in batches for i in b]
     assert sorted(flat[:N_ROWS]) == list(range(N_ROWS))  # epoch 0 exactly once, then epoch 1
     assert sorted(flat[N_ROWS : 2 * N_ROWS]) == list(range(N_ROWS))
-    assert reader.epoch >= 2
+    assert flat[:N_ROWS] != flat[N_ROWS : 2 * N_ROWS]  # reshuffled
+    assert reader.epoch == 2 and reader.rows_emitted == 5 * n
 
 
 def test_resume_infinite_reader_after_an_epoch_boundary(few_groups):
