@@ -20,6 +20,7 @@ from typing import Any
 
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 
 _STEP = re.compile(r"^step_(\d+)$")
 
@@ -96,8 +97,27 @@ def load_checkpoint(path: str | Path, state: dict[str, Any]) -> dict[str, Any]:
     meta_file = path / "longseq.json"
     if not meta_file.is_file():
         raise FileNotFoundError(f"{path} is not a complete longseq checkpoint (no longseq.json)")
-    dcp.load(state, checkpoint_id=str(path))
+    try:
+        dcp.load(state, checkpoint_id=str(path))
+    except CheckpointException as e:  # a BaseException: name what cannot reshard, and why
+        if "Size mismatch" in str(e) and "momentum" in str(e):
+            raise ValueError(
+                f"{path}: an optimizer state has another global size than in the checkpoint "
+                f"({_first_line(e)}). Row-wise Adagrad keeps one momentum per row *per column "
+                "shard*, so a column_wise table's sparse optimizer state loads only into the "
+                "same number of column shards (the same world size); use row_wise or table_wise "
+                "for that table to change the world size"
+            ) from None
+        raise
     return json.loads(meta_file.read_text())
+
+
+def _first_line(e: BaseException) -> str:
+    """The 'Size mismatch ...' line of a DCP failure (it is repeated once per rank)."""
+    for line in str(e).splitlines():
+        if "Size mismatch" in line:
+            return line.strip().removeprefix("ValueError: ")
+    return str(e).splitlines()[0]
 
 
 def load_rank_state(path: str | Path, rank: int) -> dict[str, Any] | None:

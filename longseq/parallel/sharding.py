@@ -46,15 +46,21 @@ class ShardingConfig:
         planner: use TorchRec's planner instead of ``tables``.
         sparse_optimizer: fused optimizer in backward: sgd | adagrad | row_wise_adagrad | adam.
         sparse_lr: its learning rate.
+        dense: data parallelism of the dense (non-embedding) part: ``ddp`` (TorchRec's
+            default, replicated weights) or ``fsdp2`` (``fully_shard``: weights, gradients and
+            AdamW state sharded over the ranks; `longseq.parallel.dense`).
     """
 
     tables: dict[str, str] = field(default_factory=lambda: {"item": "row_wise"})
     planner: bool = False
     sparse_optimizer: str = "row_wise_adagrad"
     sparse_lr: float = 0.05
+    dense: str = "ddp"
 
     def validate(self, device_type: str, prefix: str = "sharding") -> None:
         """Raise ``ValueError`` naming the key for combinations that cannot work here."""
+        if self.dense not in ("ddp", "fsdp2"):
+            raise ValueError(f"{prefix}.dense={self.dense!r}: choose one of ('ddp', 'fsdp2')")
         if self.sparse_optimizer not in SPARSE_OPTIMIZERS:
             raise ValueError(
                 f"{prefix}.sparse_optimizer={self.sparse_optimizer!r}: "

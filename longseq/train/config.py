@@ -26,6 +26,10 @@ class TrainerConfig:
     ``profile``: a torch.profiler trace of steps 4-6 to ``<run_dir>/profile/``.
     ``eval_every`` (a multiple of ``checkpoint_every``; 0 = never mid-run) and ``eval_at_end``
     evaluate checkpoints with the offline evaluation code at ``eval_windows`` on ``eval_split``.
+    ``precision``: ``fp32``, or ``bf16`` (autocast around the model's forward, loss in float32;
+    meant for GPUs, on CPU it runs torch's CPU autocast).
+    ``activation_checkpointing``: ``none``, or ``stca_layers`` (recompute the STCA tower's
+    per-layer history FFN, attention and query-fusion FFN in backward; `longseq.parallel.ac`).
     """
 
     max_steps: int = 200
@@ -39,7 +43,21 @@ class TrainerConfig:
     eval_at_end: bool = False
     eval_windows: list[int] = field(default_factory=list)
     eval_split: str = "test"
+    precision: str = "fp32"
+    activation_checkpointing: str = "none"
     dense: DenseOptimConfig = field(default_factory=DenseOptimConfig)
+
+    def validate(self, device_type: str, prefix: str = "trainer") -> None:
+        """Raise ``ValueError`` naming the key for settings that cannot work here."""
+        from longseq.parallel.ac import AC_MODES
+        from longseq.train.task import validate_precision
+
+        validate_precision(self.precision, device_type, f"{prefix}.precision")
+        if self.activation_checkpointing not in AC_MODES:
+            raise ValueError(
+                f"{prefix}.activation_checkpointing={self.activation_checkpointing!r}: "
+                f"choose one of {AC_MODES}"
+            )
 
 
 @dataclass

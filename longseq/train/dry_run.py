@@ -60,8 +60,12 @@ def dry_run(cfg: TrainJobConfig, topo: TopologyConfig, sizes: Any, tasks: list[s
         "|---|---|",
     ]
     lines += [f"| {r} | {mem[r] / 1024**3:.3f} |" for r in range(world)]
+    if cfg.sharding.dense == "fsdp2":  # weights, grads and AdamW states sharded over all ranks
+        how, per_rank = f"FSDP2-sharded over {world} ranks", dense * 16 / world
+    else:
+        how, per_rank = "DDP-replicated", dense * 16
     lines.append(
-        f"\ndense parameters (replicated, + AdamW state x3): {dense:,} "
-        f"= {dense * 16 / 1024**3:.3f} GB per rank"
+        f"\ndense parameters ({how}; weights + grads + AdamW state x2): {dense:,} "
+        f"= {per_rank / 1024**3:.3f} GB per rank"
     )
     return "\n".join(lines)

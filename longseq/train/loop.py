@@ -19,9 +19,9 @@ from tqdm import tqdm
 from longseq.data.stream import build_train_stream
 from longseq.model.embeddings import TableSizes
 from longseq.model.model import LongSeqModel
+from longseq.parallel.ac import apply_activation_checkpointing
 from longseq.parallel.checkpoint import (
     latest_checkpoint,
-    load_checkpoint,
     load_rank_state,
     save_checkpoint,
 )
@@ -33,8 +33,9 @@ from longseq.train.eval_callback import EvalCallback
 from longseq.train.logging import MetricsLogger
 from longseq.train.optim import build_optimizer, lr_factor, set_dense_lr
 from longseq.train.profiling import maybe_profiler
+from longseq.train.resume import restore_training_state, training_state
 from longseq.train.stepper import PipelinedStepper, PlainStepper
-from longseq.train.task import TrainTask, load_model_state_dict, model_state_dict
+from longseq.train.task import TrainTask
 
 log = logging.getLogger("longseq.train")
 
@@ -119,19 +120,21 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
     tasks = list(meta.get("tasks", ["click"]))
     sizes = table_sizes(meta)
     cfg.data.window.validate("data.window")
+    cfg.trainer.validate(env.device.type)
+    cfg.sharding.validate(env.device.type)
     torch.manual_seed(cfg.seed)
     model = LongSeqModel(cfg.model, sizes, tasks, device="meta")
-    dmp = shard_model(TrainTask(model), cfg.sharding, env.device)
+    apply_activation_checkpointing(model, cfg.trainer.activation_checkpointing)
+    task = TrainTask(model, cfg.trainer.precision, env.device.type)
+    dmp = shard_model(task, cfg.sharding, env.device)
     opt = build_optimizer(dmp, cfg.trainer.dense)
+    if cfg.data.on_bad_row == "skip" and not cfg.data.bad_rows_log:  # skipped rows: on record
+        cfg.data.bad_rows_log = str(run_dir / f"bad_rows.rank{env.rank}.jsonl")
     stream = build_train_stream(cfg.data, env.rank, env.world_size, cfg.seed, tasks, env.device)
     start, wandb_id = 0, None
     ckpt = _resolve_resume(cfg)
     if ckpt is not None:
-        opt.init_state()
-        state = {"model": model_state_dict(dmp), "optim": opt.state_dict()}
-        cmeta = load_checkpoint(ckpt, state)
-        load_model_state_dict(dmp, state["model"])
-        opt.load_state_dict(state["optim"])
+        cmeta = restore_training_state(dmp, opt, ckpt)
         start, wandb_id = int(cmeta["step"]), cmeta.get("wandb_run_id")
         rstate = load_rank_state(ckpt, env.rank)
         if rstate is not None and cmeta.get("world_size") == env.world_size:
@@ -227,7 +230,7 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
                     save_checkpoint(
                         run_dir,
                         done,
-                        {"model": model_state_dict(dmp), "optim": opt.state_dict()},
+                        training_state(dmp, opt),
                         ckpt_meta,
                         rank_state,
                         keep_last=tc.keep_last,

@@ -3,6 +3,10 @@
 TorchRec's train pipelines call ``model(batch)`` and expect ``(loss, output)``; keeping the loss
 inside the wrapped module lets `TrainPipelineSparseDist` run forward, backward and the optimizer
 step itself while it overlaps the next batch's input all-to-all. The model stays a plain module.
+
+``trainer.precision=bf16`` runs the model's forward under ``torch.autocast(bfloat16)``; the logits
+are cast back to float32 and the loss is computed outside autocast, in float32. Weights, gradients
+and optimizer states stay float32.
 """
 
 from __future__ import annotations
@@ -13,18 +17,43 @@ from torch import nn
 from longseq.data.batch import RequestBatch
 from longseq.model.model import LongSeqModel
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def validate_precision(precision: str, device_type: str, key: str = "trainer.precision") -> None:
+    """Raise ``ValueError`` naming ``key`` for an unknown precision or one this device lacks."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{key}={precision!r}: choose one of {PRECISIONS}")
+    if precision == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"{key}=bf16: this GPU does not support bfloat16; use fp32")
+
 
 class TrainTask(nn.Module):
     """``forward(batch) -> (loss, counters)``; counters = ``[targets, requests, history ids,
-    input ids]`` of the batch (float64), for throughput and all-to-all accounting."""
+    input ids]`` of the batch (float64), for throughput and all-to-all accounting.
 
-    def __init__(self, model: LongSeqModel) -> None:
+    Args:
+        model: the model.
+        precision: ``fp32``, or ``bf16`` (autocast around the model's forward; on CPU this is
+            torch's CPU autocast: it works, but is meant for testing the path, not for speed).
+        device_type: ``cuda`` or ``cpu``: the autocast device (fixed here, not read from the
+            batch, so that TorchRec's fx tracing of this forward sees no device lookups).
+    """
+
+    def __init__(
+        self, model: LongSeqModel, precision: str = "fp32", device_type: str = "cpu"
+    ) -> None:
         super().__init__()
+        validate_precision(precision, device_type)
         self.model = model
+        self.precision, self.device_type = precision, device_type
 
     def forward(self, batch: RequestBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(batch)
-        loss = self.model.loss(logits, batch)
+        with torch.autocast(
+            self.device_type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+        ):
+            logits = self.model(batch)
+        loss = self.model.loss(logits.float(), batch)  # float32, outside autocast
         counters = torch.stack(
             [
                 batch.num_targets.sum(),

@@ -1,5 +1,7 @@
 """Resume is exact: k steps + resume + k steps == 2k uninterrupted steps (weights and requests),
-and the pipelined loop computes the same weights as the plain one. 2 processes, gloo, CPU."""
+and the pipelined loop computes the same weights as the plain one. 2 processes, gloo, CPU.
+Also: a 1-process run resumes on 2 processes (1 -> 2 reshard) with FSDP2, activation
+checkpointing and bf16 autocast switched on through the CLI."""
 
 from __future__ import annotations
 
@@ -18,13 +20,12 @@ pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
 
 
-def _train(data: Path, run: Path, steps: int, *extra: str) -> None:
+def _train(data: Path, run: Path, steps: int, *extra: str, nproc: int = 2) -> str:
+    """Train with ``nproc`` processes (torchrun; ``python -m`` for 1); returns stderr."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    launch = [str(BIN / "torchrun"), "--nproc-per-node", str(nproc), "-m"]
     args = [
-        str(BIN / "torchrun"),
-        "--nproc-per-node",
-        "2",
-        "-m",
+        *(launch if nproc > 1 else [sys.executable, "-m"]),
         "longseq.train",
         "experiment=tiny",
         f"data.path={data}",
@@ -37,6 +38,7 @@ def _train(data: Path, run: Path, steps: int, *extra: str) -> None:
     ]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stderr
 
 
 def _weights(run: Path, step: int) -> dict[str, torch.Tensor]:
@@ -64,3 +66,20 @@ def test_resume_and_pipeline_change_nothing(tiny_data: Path, tmp_path: Path) -> 
     # and training moved the weights at all (the comparison is not between two initialisations)
     init = _weights(resumed, 4)
     assert any(not torch.allclose(init[k], a[k]) for k in a)
+
+
+def test_one_process_run_resumes_on_two_with_fsdp2_ac_bf16(tiny_data: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    _train(tiny_data, run, 4, nproc=1)
+    extra = ("sharding.dense=fsdp2", "trainer.activation_checkpointing=stca_layers")
+    err = _train(tiny_data, run, 8, "resume=auto", *extra, "trainer.precision=bf16")
+    assert "resumed from" in err and "at step 4" in err
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").open()] == [4, 8]
+    meta = json.loads((run / "checkpoints" / "step_8" / "longseq.json").read_text())
+    assert meta["world_size"] == 2
+    before, after = _weights(run, 4), _weights(run, 8)
+    assert before.keys() == after.keys()
+    assert not torch.equal(before["interaction.tower.out_proj.weight"],
+                           after["interaction.tower.out_proj.weight"])  # fmt: skip
+    losses = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").open()]
+    assert all(0 < x < 2 for x in losses)
