@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 HIST_COLUMNS: tuple[str, ...] = ("hist_item_id", "hist_category_id", "hist_action", "hist_ts")
 TGT_ID_COLUMNS: tuple[str, ...] = ("tgt_item_id", "tgt_category_id")
 #: ``tgt_*`` columns that are not task labels.
-TGT_NON_LABEL: frozenset[str] = frozenset({*TGT_ID_COLUMNS, "tgt_p_true"})
+TGT_NON_LABEL: frozenset[str] = frozenset({*TGT_ID_COLUMNS, "tgt_p_true", "tgt_is_sampled"})
 LABEL_TYPE: pa.DataType = pa.list_(pa.int8())
 
 _I64, _L64 = pa.int64(), pa.list_(pa.int64())
@@ -105,6 +105,10 @@ def validate_table(table: pa.Table, source: str = "<table>") -> None:
         if table.schema.field("tgt_p_true").type != pa.list_(pa.float64()):
             raise _fail(source, table, None, "tgt_p_true", "expected list<double>")
         tgt_cols.append("tgt_p_true")
+    if "tgt_is_sampled" in table.column_names:
+        if table.schema.field("tgt_is_sampled").type != LABEL_TYPE:
+            raise _fail(source, table, None, "tgt_is_sampled", f"expected {LABEL_TYPE}")
+        tgt_cols.append("tgt_is_sampled")
     for name in [*CORE_TYPES, *tgt_cols]:
         col = table.column(name)
         if col.null_count:

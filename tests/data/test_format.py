@@ -64,6 +64,19 @@ def test_valid_table_and_tasks():
     assert task_names(REQUEST_SCHEMA) == ["click"]
     schema = REQUEST_SCHEMA.append(pa.field("tgt_like", pa.list_(pa.int8())))
     assert task_names(schema) == ["click", "like"]
+    sampled = schema.append(pa.field("tgt_is_sampled", pa.list_(pa.int8())))
+    assert task_names(sampled) == ["click", "like"]  # a marker, not a task
+
+
+def test_is_sampled_marker_is_checked_like_a_target_list():
+    t = table(make_rows(3))
+    flags = pa.array(
+        [[0] * len(v) for v in t.column("tgt_item_id").to_pylist()], pa.list_(pa.int8())
+    )
+    validate_table(t.append_column("tgt_is_sampled", flags), "ok")
+    short = pa.array([[0] for _ in range(3)], pa.list_(pa.int8()))
+    with pytest.raises(ValueError, match="tgt_is_sampled"):
+        validate_table(t.append_column("tgt_is_sampled", short), "bad")
 
 
 @pytest.mark.parametrize("column", list(CORE_TYPES))

@@ -1,0 +1,268 @@
+"""The shared out-of-core pipeline: raw CSV -> user buckets (pass 1) -> requests (pass 2).
+
+Memory is bounded by one CSV block (pass 1) and one bucket plus one history chunk (pass 2):
+``bucket_mb`` of raw input per bucket, ``hist_chunk_events`` history events gathered at a
+time. Output is deterministic: events are ordered by (user, time, sub-second time, input row),
+buckets are processed in order, sampling is a hash of the request's first input row.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from longseq.data.convert.base import Context, Converter
+from longseq.data.convert.config import SPLITS, ConvertConfig, SplitConfig
+from longseq.data.convert.csvsource import iter_blocks
+from longseq.data.convert.hashing import hash_uniform
+from longseq.data.convert.partition import Partitioner, event_schema, num_buckets, read_bucket
+from longseq.data.convert.requests import Events, group, history_bounds, request_table
+from longseq.data.convert.stats import SplitStats
+from longseq.data.convert.writer import PartWriter
+from longseq.data.format import REQUEST_SCHEMA
+
+_SAMPLE_SALT = 0x5A3D
+
+
+def output_schema(conv: Converter) -> pa.Schema:
+    """The request-level schema with this data set's label and extra columns."""
+    core = [f for f in REQUEST_SCHEMA if f.name not in ("tgt_click", "tgt_p_true")]
+    labels = [pa.field(f"tgt_{t}", pa.list_(pa.int8())) for t in conv.tasks]
+    extra = [pa.field(f"tgt_{e}", pa.list_(pa.int8())) for e in conv.extra_columns]
+    return pa.schema([*core, *labels, *extra])
+
+
+def resolve_cutoffs(split: SplitConfig, hours: np.ndarray, counts: np.ndarray) -> dict[str, int]:
+    """``train_start``/``valid_start``/``test_start`` in Unix seconds (explicit, or derived from
+    the fractions over the hourly histogram of target events)."""
+    cdf = np.cumsum(counts)
+
+    def at(frac_before: float) -> int:
+        if cdf.size == 0:
+            return 0
+        i = int(np.searchsorted(cdf, frac_before * cdf[-1], side="left"))
+        return int(hours[min(i + 1, hours.size - 1)] * 3600)
+
+    test = split.test_start or at(1.0 - split.test_fraction)
+    valid = split.valid_start or (
+        at(1.0 - split.test_fraction - split.valid_fraction) if split.valid_fraction else test
+    )
+    out = {"train_start": int(split.train_start), "valid_start": int(valid), "test_start": test}
+    if not out["train_start"] <= out["valid_start"] <= out["test_start"]:
+        raise ValueError(
+            f"convert config: split needs train_start <= valid_start <= test_start, got {out}"
+        )
+    return out
+
+
+def assign_splits(
+    kind: int, ts: np.ndarray, cut: dict[str, int], random_start: int | None
+) -> np.ndarray:
+    """Split index (into ``SPLITS``) per request, -1 = not written."""
+    if kind == 1:
+        if random_start is None:
+            return np.full(ts.size, -1)
+        return np.where(ts >= random_start, SPLITS.index("test_random"), -1)
+    s = np.full(ts.size, -1)
+    s[(ts >= cut["train_start"]) & (ts < cut["valid_start"])] = 0
+    s[(ts >= cut["valid_start"]) & (ts < cut["test_start"])] = 1
+    s[ts >= cut["test_start"]] = 2
+    return s
+
+
+class _Progress:
+    def __init__(self, enabled: bool, **kw: Any) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(file=sys.stderr, disable=not enabled, **kw)
+
+    def __enter__(self):
+        return self.bar
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+def convert(cfg: ConvertConfig, conv: Converter) -> dict[str, Any]:
+    """Run the conversion ``cfg`` with the data set's converter ``conv``; return the stats."""
+    cfg.validate()
+    t0 = time.perf_counter()
+    src, out = Path(cfg.src), Path(cfg.out)
+    specs = conv.inputs(src)
+    conv.prepare(src)
+    opts = conv.opts
+    out.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:  # parts of an earlier run would mix with this one
+        for stale in (out / split).glob("part-*.parquet"):
+            stale.unlink()
+    tmp = Path(cfg.tmp) if cfg.tmp else out / "_buckets"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    input_bytes = sum(s.path.stat().st_size for s in specs)
+    n = num_buckets(input_bytes, cfg.bucket_mb)
+    part = Partitioner(tmp, n, event_schema(conv.label_names))
+
+    # pass 1: stream every raw file into user buckets
+    seq = 0
+    with _Progress(
+        cfg.progress, total=input_bytes, unit="B", unit_scale=True, desc="pass 1/2 read"
+    ) as bar:
+        for spec in specs:
+            for batch, line in iter_blocks(spec, int(cfg.block_mb * 2**20), bar.update):
+                part.add(conv.normalize(batch, spec, line, seq))
+                seq += batch.num_rows
+    buckets = part.close()
+    item_vocab, cat_vocab = part.items.values(), part.cats.values()
+    if part.rows == 0:
+        raise ValueError(f"{src}: no events read from {[str(s.path) for s in specs]}")
+    cut = resolve_cutoffs(opts.split, *part.hours.items())
+    ctx = Context(buckets, item_vocab, cat_vocab, cut)
+    conv.after_pass1(ctx)
+    random_start = _random_start(conv, cut)
+
+    # pass 2: one bucket at a time -> requests -> split writers
+    schema = output_schema(conv)
+    kinds_splits = ["train", "valid", "test"] + (
+        ["test_random"] if random_start is not None else []
+    )
+    writers = {
+        s: PartWriter(out / s, schema, cfg.rows_per_file, cfg.row_group_size, cfg.compression)
+        for s in kinds_splits
+    }
+    stats = {s: SplitStats() for s in kinds_splits}
+    rates = {s: getattr(opts.sample, s) for s in SPLITS}
+    next_id = 0
+    hist_max = 0
+    with _Progress(
+        cfg.progress, total=len(buckets), unit="bucket", desc="pass 2/2 requests"
+    ) as bar:
+        for path in buckets:
+            ev = Events.from_table(read_bucket(path), item_vocab, cat_vocab)
+            hist = ev.subset(conv.history_mask(ev))
+            for kind in conv.request_kinds:
+                reqs = group(ev.subset(ev.kind == kind), opts, kind)
+                if len(reqs) == 0:
+                    continue
+                tg = conv.targets(reqs)
+                t_start = np.searchsorted(tg.req, np.arange(len(reqs)), side="left")
+                t_end = np.searchsorted(tg.req, np.arange(len(reqs)), side="right")
+                r_user, r_ts = reqs.user, reqs.ts
+                split = assign_splits(kind, r_ts, cut, random_start)
+                u = hash_uniform(cfg.seed, _SAMPLE_SALT, reqs.key)
+                for si, name in enumerate(SPLITS):
+                    sel = np.flatnonzero((split == si) & (u < rates[name]) & (t_end > t_start))
+                    if sel.size == 0:
+                        continue
+                    h_start, h_end = history_bounds(hist, r_user[sel], r_ts[sel], opts.max_hist_len)
+                    hist_max = max(hist_max, int((h_end - h_start).max()))
+                    _add_stats(
+                        stats[name], tg, r_user[sel], t_start[sel], t_end[sel], h_end - h_start
+                    )
+                    ids = np.arange(next_id, next_id + sel.size, dtype=np.int64)
+                    next_id += sel.size
+                    for a, b in _chunks(h_end - h_start, cfg.hist_chunk_events):
+                        s = sel[a:b]
+                        writers[name].add(
+                            request_table(
+                                schema, ids[a:b], r_user[s], r_ts[s], hist, h_start[a:b],
+                                h_end[a:b], tg, t_start[s], t_end[s],
+                            )
+                        )  # fmt: skip
+            bar.update(1)
+    files = {s: w.close() for s, w in writers.items()}
+    if not cfg.keep_tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
+    meta = _meta(
+        cfg, conv, specs, item_vocab, cat_vocab, cut, random_start, stats, files, hist_max, out
+    )
+    _write_vocab(out, item_vocab, cat_vocab)
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    result = {
+        "dataset": cfg.dataset,
+        "variant": conv.variant,
+        "input": {"files": [s.path.name for s in specs], "bytes": input_bytes, "rows": seq, "events": part.rows,
+                  "dropped": dict(sorted(conv.dropped.items())), "buckets": n},
+        "items": int(item_vocab.size),
+        "categories": int(cat_vocab.size),
+        "cutoffs": cut,
+        "splits": {s: st.to_dict() for s, st in stats.items()},
+        "run": {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": _peak_rss_mb()},
+    }  # fmt: skip
+    (out / "stats.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _random_start(conv: Converter, cut: dict[str, int]) -> int | None:
+    if 1 not in conv.request_kinds:
+        return None
+    frm = getattr(conv.opts, "random_from", "none")
+    return {"test": cut["test_start"], "valid": cut["valid_start"], "all": -(2**62)}.get(frm)
+
+
+def _chunks(hlen: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive ``[a, b)`` request ranges of at most ``budget`` history events (>= 1 row)."""
+    out, a, n = [], 0, hlen.size
+    csum = np.concatenate(([0], np.cumsum(hlen)))
+    while a < n:
+        b = int(np.searchsorted(csum, csum[a] + budget, side="right")) - 1
+        b = min(max(b, a + 1), n)
+        out.append((a, b))
+        a = b
+    return out
+
+
+def _add_stats(st: SplitStats, tg, users, t_start, t_end, hlen) -> None:
+    from longseq.data.convert.requests import ranges
+
+    idx, _ = ranges(t_start, t_end)
+    sums = {k: int(v[idx].sum()) for k, v in {**tg.labels, **tg.extra}.items()}
+    st.add(users, t_end - t_start, hlen, sums)
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _meta(cfg, conv, specs, item_vocab, cat_vocab, cut, random_start, stats, files, hist_max, out):
+    opts = conv.opts
+    cfg_dict = asdict(cfg)
+    for other in ("kuairand", "taobao", "movielens"):
+        if other != cfg.dataset:
+            cfg_dict.pop(other)
+    return {
+        "format": "longseq.request.v1",
+        "dataset": cfg.dataset,
+        "variant": conv.variant,
+        "source_files": [s.path.name for s in specs],
+        "tasks": list(conv.tasks),
+        "extra_columns": {f"tgt_{k}": v for k, v in conv.extra_columns.items()},
+        "num_items": int(item_vocab.size),
+        "num_categories": int(cat_vocab.size),
+        "num_actions": int(conv.num_actions),
+        "targets_per_request": int(max((s.tpr.size - 1 for s in stats.values()), default=0)),
+        "hist_len_max": int(opts.max_hist_len or hist_max),
+        "num_requests": {s: st.requests for s, st in stats.items()},
+        "split_cutoffs": cut,
+        "test_cutoff_ts": cut["test_start"],
+        "test_random_start": random_start if random_start is None or random_start > 0 else 0,
+        "files": {s: [str(p.relative_to(out)) for p in fs] for s, fs in files.items()},
+        "vocab": {"items": "vocab/items.npy", "categories": "vocab/categories.npy"},
+        "config": cfg_dict,
+    }
+
+
+def _write_vocab(out: Path, items: np.ndarray, cats: np.ndarray) -> None:
+    """``vocab/items.npy``: the raw id of each dense item id (its index); same for categories.
+    (Not Parquet: every ``.parquet`` under a data set is read as requests.)"""
+    (out / "vocab").mkdir(exist_ok=True)
+    np.save(out / "vocab" / "items.npy", items)
+    np.save(out / "vocab" / "categories.npy", cats)
