@@ -16,8 +16,9 @@ from pathlib import Path
 
 from longseq.bench.common import SUITES, BenchError, parse_args, setup_threads, write_json
 
-#: ``all`` runs the torch-only suites first, ``rlb`` (torchrec, spawned ranks) last.
-ORDER = ("scaling", "kernel", "serve", "rlb")
+#: ``all`` runs the torch-only suites first, then those that load torchrec (``reader`` through
+#: collation, ``rlb`` with spawned ranks) and last ``trainer`` (the real torchrun trainer).
+ORDER = ("scaling", "kernel", "serve", "reader", "rlb", "trainer")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-SUITES = ("scaling", "rlb", "kernel", "serve")
+SUITES = ("scaling", "rlb", "kernel", "serve", "reader", "trainer")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SCHEMA_VERSION = 1
 
@@ -32,7 +32,7 @@ class BenchArgs:
     """Command-line options (``key=value``).
 
     Attributes:
-        suite: ``scaling``, ``rlb``, ``kernel``, ``serve`` or ``all``.
+        suite: ``scaling``, ``rlb``, ``kernel``, ``serve``, ``reader``, ``trainer`` or ``all``.
         quick: small grid (all suites in a few minutes on 2 CPU cores).
         device: ``cpu`` or ``cuda``.
         out: result folder (``<out>/<suite>.json`` and ``.png``).

@@ -115,7 +115,26 @@ def _serve(payload: dict[str, Any], axes: Any) -> None:
         ax.grid(True, which="both", alpha=0.3)
 
 
-PLOTTERS = {"scaling": _scaling, "rlb": _rlb, "kernel": _kernel, "serve": _serve}
+def _reader(payload: dict[str, Any], axes: Any) -> None:
+    from longseq.bench.reader import plot
+
+    plot(payload, axes)
+
+
+def _trainer(payload: dict[str, Any], axes: Any) -> None:
+    from longseq.bench.trainer import plot
+
+    plot(payload, axes)
+
+
+PLOTTERS = {
+    "scaling": _scaling,
+    "rlb": _rlb,
+    "kernel": _kernel,
+    "serve": _serve,
+    "reader": _reader,
+    "trainer": _trainer,
+}
 
 
 def plot_suite(payload: dict[str, Any], path: str | Path) -> Path | None:

@@ -122,7 +122,7 @@ def test_report_from_the_results(tiny_run, tmp_path):
     )
     text = doc.read_text()
     assert "No GPU run has been made yet" in text and "benchmarks/gpu.sh" in text
-    assert "Targets of issue 7" in text
+    assert "Targets of issues 5 and 7" in text
     for suite in SUITES:
         assert f"`cpu` / {suite}:" in text
         assert f"(img/cpu_{suite}.png)" in text
