@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchrec.sparse.jagged_tensor import JaggedTensor
+from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from longseq.data.batch import RequestBatch
 from longseq.model.baselines import (
@@ -20,6 +20,8 @@ from longseq.model.baselines import (
     DINTower,
     MeanPoolingConfig,
     MeanPoolingTower,
+    SIMConfig,
+    SIMTower,
     TransformerConfig,
     TransformerTower,
 )
@@ -34,6 +36,7 @@ TOWERS = {
     "pooling": MeanPoolingTower,
     "din": DINTower,
     "transformer": TransformerTower,
+    "sim": SIMTower,
 }
 
 
@@ -48,8 +51,9 @@ class ModelConfig:
         pos_dim: width of the log-position encoding.
         tower: which sequence tower: ``stca`` (default), or a baseline under the same interface:
             ``pooling`` (mean pooling), ``din`` (DIN; ``din.last_n=50`` for DIN over the last 50
-            events), ``transformer`` (quadratic self-attention + target readout).
-        stca / pooling / din / transformer: each tower's config; the selected one's
+            events), ``transformer`` (quadratic self-attention + target readout), ``sim`` (SIM
+            hard search: the target's category, most recent ``sim.top_k``, then attention).
+        stca / pooling / din / transformer / sim: each tower's config; the selected one's
             ``d_model`` is the token width.
         head_hidden: hidden widths of the per-task MLP head over ``[z | x_t]``.
         loss_weighting: ``impression`` (mean over targets: the pointwise objective exactly) or
@@ -64,6 +68,7 @@ class ModelConfig:
     pooling: MeanPoolingConfig = field(default_factory=MeanPoolingConfig)
     din: DINConfig = field(default_factory=DINConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    sim: SIMConfig = field(default_factory=SIMConfig)
     head_hidden: list[int] = field(default_factory=lambda: [128, 64])
     loss_weighting: str = "impression"
 
@@ -93,6 +98,8 @@ class SequenceInteraction(nn.Module):
         d = cfg.tower_config.d_model
         self.tokens = Tokenizer(cfg.embedding_dim, cfg.pos_dim, d)
         self.tower = TOWERS[cfg.tower](cfg.tower_config)
+        self.jagged = cfg.tower == "stca" and cfg.stca.layout == "jagged"
+        self.needs_categories = bool(getattr(self.tower, "needs_categories", False))
         layers: list[nn.Module] = []
         width = 2 * d
         for h in cfg.head_hidden:
@@ -101,8 +108,16 @@ class SequenceInteraction(nn.Module):
         layers.append(nn.Linear(width, num_tasks))
         self.head = nn.Sequential(*layers)
 
-    def forward(self, emb: dict[str, JaggedTensor], num_targets: torch.Tensor) -> torch.Tensor:
-        """Logits ``[N, num_tasks]`` for the ``N`` targets, in request order."""
+    def forward(
+        self,
+        emb: dict[str, JaggedTensor],
+        num_targets: torch.Tensor,
+        ids: KeyedJaggedTensor | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[N, num_tasks]`` for the ``N`` targets, in request order.
+
+        ``ids``: the batch's id KJT, for towers that need the raw category ids (SIM).
+        """
         lengths = emb["hist_item_id"].lengths()
         parts = [
             emb[k].values()
@@ -112,12 +127,23 @@ class SequenceInteraction(nn.Module):
         xt = self.tokens.target(
             emb["tgt_item_id"].values(), emb["tgt_category_id"].values()
         )  # [N, d]
+        if self.jagged:  # STCA, packed layout: no padding at all
+            z = self.tower.forward_jagged(x, lengths, xt, num_targets)
+            return self.head(torch.cat([z, xt], dim=-1))
         max_len = max(int(lengths.max()) if lengths.numel() else 0, 1)
         max_t = max(int(num_targets.max()) if num_targets.numel() else 0, 1)
         hist = jagged_to_padded(x, lengths, max_len)
         hist_mask = torch.arange(max_len, device=x.device)[None, :] < lengths[:, None]
         tgt = jagged_to_padded(xt, num_targets, max_t)
-        z = padded_to_jagged(self.tower(hist, hist_mask, tgt), num_targets)  # [N, d]
+        if self.needs_categories:
+            if ids is None:
+                raise ValueError(f"{type(self.tower).__name__} needs the batch's category ids")
+            hist_cat = jagged_to_padded(ids["hist_category_id"].values()[:, None], lengths, max_len)
+            tgt_cat = jagged_to_padded(ids["tgt_category_id"].values()[:, None], num_targets, max_t)
+            out = self.tower(hist, hist_mask, tgt, hist_cat.squeeze(-1), tgt_cat.squeeze(-1))
+        else:
+            out = self.tower(hist, hist_mask, tgt)
+        z = padded_to_jagged(out, num_targets)  # [N, d]
         return self.head(torch.cat([z, xt], dim=-1))
 
 
@@ -148,7 +174,8 @@ class LongSeqModel(nn.Module):
 
     def forward(self, batch: RequestBatch) -> torch.Tensor:
         """Logits ``[N, num_tasks]``."""
-        return self.interaction(self.ec(batch.sparse), batch.num_targets)
+        ids = batch.sparse if self.interaction.needs_categories else None
+        return self.interaction(self.ec(batch.sparse), batch.num_targets, ids)
 
     def loss(self, logits: torch.Tensor, batch: RequestBatch) -> torch.Tensor:
         """BCE over tasks, weighted per impression or per request (``cfg.loss_weighting``)."""

@@ -14,6 +14,10 @@ Two exact attention forms, chosen by ``attention``:
 * ``sdpa``: the ``kv`` form through ``torch.nn.functional.scaled_dot_product_attention`` (fused
   kernels where torch has them; about 3-4x faster than the einsum form on CPU, docs/benchmarks.md).
 
+Two layouts, chosen by ``layout``: ``padded`` (``[B, L_max]`` events, masked; any form) and
+``jagged`` (the flat ``[E, d]`` events and ``[N, d]`` targets of the lookup, attention over the
+real (target, event) pairs only: `longseq.model.jagged`).
+
 `reference_attention` is the readable per-target loop all of them are tested against.
 Pure torch: no torchrec/fbgemm import on this path, so it runs on any accelerator.
 """
@@ -27,9 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from longseq.model.jagged import jagged_attention
 from longseq.model.layers import FFNStack
 
 ATTENTION_FORMS = ("kv", "absorbed", "sdpa")
+LAYOUTS = ("padded", "jagged")
 
 
 @dataclass
@@ -47,6 +53,9 @@ class STCAConfig:
         ffn_residual: ``x + SwiGLU(x)`` in every FFN block (the paper leaves it open; without
             it gradients to the history side vanish at initialisation, see `FFNStack`).
         attention: ``kv``, ``absorbed`` or ``sdpa`` (exactly equivalent; a speed/memory choice).
+        layout: ``padded`` (histories padded to the longest in the batch, masked) or ``jagged``
+            (packed: no padding; the history FFNs run on real events only, attention on real
+            (target, event) pairs; the ``attention`` form is then ``kv`` computed per pair).
     """
 
     d_model: int = 64
@@ -58,6 +67,7 @@ class STCAConfig:
     fused_query_ln: bool = True
     ffn_residual: bool = True
     attention: str = "kv"
+    layout: str = "padded"
 
     def validate(self, prefix: str = "model.stca") -> None:
         """Raise ``ValueError`` naming the offending key."""
@@ -70,6 +80,8 @@ class STCAConfig:
                 f"{prefix}.d_model ({self.d_model}) must be divisible by "
                 f"{prefix}.num_heads ({self.num_heads})"
             )
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"{prefix}.layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.attention not in ATTENTION_FORMS:
             raise ValueError(f"{prefix}.attention must be one of {ATTENTION_FORMS}")
         if self.num_layers < 1:
@@ -106,9 +118,8 @@ class TargetAttention(nn.Module):
             has = hist_mask.any(1)  # an empty history attends to one dummy slot, then zeroed
             mask = hist_mask.clone()
             mask[:, 0] |= ~has
-            o = F.scaled_dot_product_attention(
-                qh.transpose(1, 2), k, v, attn_mask=mask[:, None, None, :]
-            )
+            attn_mask = mask[:, None, None, :]
+            o = F.scaled_dot_product_attention(qh.transpose(1, 2), k, v, attn_mask=attn_mask)
             o = (o * has[:, None, None, None].to(o.dtype)).transpose(1, 2)
         elif self.form == "kv":
             k = self.w_k(x).view(b, -1, self.h, self.dh)  # once per request
@@ -188,16 +199,35 @@ class STCATower(nn.Module):
         encoded = [ln(ffn(x)) for ffn, ln in zip(self.hist_ffn, self.hist_ln)]
         return encoded * self.cfg.num_layers if self.cfg.shared_hist_ffn else encoded
 
-    def forward(
-        self, hist: torch.Tensor, hist_mask: torch.Tensor, tgt: torch.Tensor
-    ) -> torch.Tensor:
-        """``hist [B,L,d]``, ``hist_mask [B,L]`` bool, ``tgt [B,T,d]`` -> ``z [B,T,d]``."""
-        encoded = self.encode_history(hist)
+    def _stack(self, encoded: list[torch.Tensor], tgt: torch.Tensor, attend) -> torch.Tensor:
+        """The layers over encoded history; ``attend(attn, q, X̃_i)`` is the layout's attention."""
         q = self.tgt_ln(self.tgt_ffn(tgt))
         outs: list[torch.Tensor] = []
         for i, attn in enumerate(self.attn):
             if i > 0:
                 fused = self.fuse_proj[i - 1](torch.cat(outs + [tgt], dim=-1))
                 q = self.fuse_ln[i - 1](self.fuse_ffn[i - 1](fused))
-            outs.append(attn(q, encoded[i], hist_mask))
+            outs.append(attend(attn, q, encoded[i]))
         return self.out_ffn(self.out_proj(torch.cat(outs + [tgt], dim=-1)))
+
+    def forward(
+        self, hist: torch.Tensor, hist_mask: torch.Tensor, tgt: torch.Tensor
+    ) -> torch.Tensor:
+        """``hist [B,L,d]``, ``hist_mask [B,L]`` bool, ``tgt [B,T,d]`` -> ``z [B,T,d]``."""
+        encoded = self.encode_history(hist)
+        return self._stack(encoded, tgt, lambda attn, q, x: attn(q, x, hist_mask))
+
+    def forward_jagged(
+        self,
+        hist: torch.Tensor,
+        hist_lengths: torch.Tensor,
+        tgt: torch.Tensor,
+        num_targets: torch.Tensor,
+    ) -> torch.Tensor:
+        """Packed layout: ``hist [E,d]`` (``hist_lengths [B]``), ``tgt [N,d]`` -> ``z [N,d]``."""
+        encoded = self.encode_history(hist)  # FFN + LN are per event: no padding to skip
+        return self._stack(
+            encoded,
+            tgt,
+            lambda attn, q, x: jagged_attention(attn, q, x, hist_lengths, num_targets),
+        )

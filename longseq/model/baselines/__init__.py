@@ -6,12 +6,15 @@ is computed once per request row and shared by that row's ``T`` targets.
 * `MeanPoolingTower`: masked mean of a projected history, fused with the target.
 * `DINTower`: DIN's activation unit (MLP over ``[h, t, h-t, h*t]``, no softmax), optionally over
   the last ``N`` events only (the "DIN (Recent N)" baseline).
+* `SIMTower`: SIM's hard search (the target's category, most recent ``top_k``), then target
+  attention over the retrieved events; it also takes the category ids (``needs_categories``).
 * `TransformerTower`: a quadratic self-attention encoder over the history, then one STCA-style
   target-attention readout per target: the paper's architectural foil.
 """
 
 from longseq.model.baselines.din import DINConfig, DINTower
 from longseq.model.baselines.pooling import MeanPoolingConfig, MeanPoolingTower
+from longseq.model.baselines.sim import SIMConfig, SIMTower
 from longseq.model.baselines.transformer import TransformerConfig, TransformerTower
 
 __all__ = [
@@ -19,6 +22,8 @@ __all__ = [
     "DINTower",
     "MeanPoolingConfig",
     "MeanPoolingTower",
+    "SIMConfig",
+    "SIMTower",
     "TransformerConfig",
     "TransformerTower",
 ]

@@ -1,0 +1,78 @@
+"""Jagged (packed) target attention: no padding of histories or targets anywhere.
+
+The padded forms in `longseq.model.stca` lay a batch out as ``[B, L_max]`` events and
+``[B, T_max]`` targets and mask the holes. Here the history is the flat ``[E, d]`` token tensor
+of the batch (``E = sum of history lengths``) and the targets are the flat ``[N, d]`` tensor, as
+the embedding lookup returns them; the only work is on the ``P = sum_b T_b * L_b`` real
+(target, event) pairs of each request. Keys and values are still computed once per event (the
+request-level sharing); each pair gathers its target's query and its event's key.
+
+Memory: the pair gather materialises ``P x d`` keys and values, ``d_h`` times the ``P x h``
+scores of the padded einsum forms; the layout pays off when lengths are very ragged (padding
+would dominate), and it is the exact reference for a fused varlen kernel. Pure torch, any device.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:  # stca.py imports this module
+    from longseq.model.stca import TargetAttention
+
+
+def request_pairs(
+    hist_lengths: torch.Tensor, num_targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pair_target, pair_event)``: every (target, event) pair of the same request.
+
+    Targets and events are numbered in the flat (jagged) order of the batch. Pairs are grouped by
+    target, and within a target run over its request's events oldest to newest.
+    """
+    dev = hist_lengths.device
+    n = int(num_targets.sum())
+    req_of_target = torch.repeat_interleave(
+        torch.arange(num_targets.numel(), device=dev), num_targets
+    )
+    per_target = hist_lengths[req_of_target]  # events each target attends to
+    pair_target = torch.repeat_interleave(torch.arange(n, device=dev), per_target)
+    event_start = (torch.cumsum(hist_lengths, 0) - hist_lengths)[req_of_target]
+    pair_start = torch.cumsum(per_target, 0) - per_target
+    within = torch.arange(int(per_target.sum()), device=dev) - pair_start[pair_target]
+    return pair_target, event_start[pair_target] + within
+
+
+def segment_softmax(scores: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """Softmax of ``scores [P, h]`` within each ``segment`` (one per target), max-subtracted."""
+    h = scores.shape[1]
+    top = scores.new_full((num_segments, h), float("-inf"))
+    top = top.scatter_reduce(0, segment[:, None].expand(-1, h), scores, "amax")
+    e = torch.exp(scores - top[segment])
+    denom = scores.new_zeros(num_segments, h).index_add(0, segment, e)
+    return e / denom[segment]
+
+
+def jagged_attention(
+    attn: TargetAttention,
+    q: torch.Tensor,
+    x: torch.Tensor,
+    hist_lengths: torch.Tensor,
+    num_targets: torch.Tensor,
+) -> torch.Tensor:
+    """``q [N, d]`` flat targets, ``x [E, d]`` flat encoded history ``X̃`` -> ``[N, d]``.
+
+    The same function as ``attn(q_padded, x_padded, mask)`` (the ``kv`` form) on the padded
+    layout, with the weights of ``attn``; a target whose request has no history gets zeros.
+    """
+    n, d = q.shape
+    h, dh = attn.h, attn.dh
+    pair_t, pair_e = request_pairs(hist_lengths, num_targets)
+    qh = attn.w_q(q).view(n, h, dh)
+    k = attn.w_k(x).view(-1, h, dh)  # once per event
+    v = attn.w_v(x).view(-1, h, dh)
+    scores = (qh[pair_t] * k[pair_e]).sum(-1) / math.sqrt(dh)  # [P, h]
+    a = segment_softmax(scores, pair_t, n)
+    o = q.new_zeros(n, h, dh).index_add(0, pair_t, a[..., None] * v[pair_e])
+    return attn.w_o(o.reshape(n, d))
