@@ -49,7 +49,7 @@ demo: setup
 	$(VENV)/bin/torchrun --nproc-per-node $(NPROC) -m longseq.train experiment=ci \
 	  data.path=$(DEMO_DATA) run_dir=$(DEMO_RUN)
 	$(PY) -m longseq.eval checkpoint=$(DEMO_RUN) data.path=$(DEMO_DATA) \
-	  out=$(DEMO_RUN)/eval windows=[50,1000]
+	  out=$(DEMO_RUN)/eval windows=[50,125,250]
 
 bench: setup
 	$(PY) -m longseq.bench suite=all quick=true device=cpu out=benchmarks/results/cpu
