@@ -132,7 +132,8 @@ def _kernel_md(p: dict[str, Any]) -> str:
              f"{r['flops_per_s'] / 1e9:.1f}", f"{r['fraction_of_matmul']:.0%}"]
             for r in _ok(p)]  # fmt: skip
     table = _table(["variant", "L", "T", "ms", "GB/s", "of copy", "GFLOP/s", "of matmul"], rows)
-    return f"{head}\n\n{table}\n\nJagged form: {p['summary']['jagged']}."
+    jagged = p["summary"].get("jagged")  # results written before the jagged layout existed
+    return f"{head}\n\n{table}" + (f"\n\nJagged form: {jagged}." if jagged else "")
 
 
 def _serve_md(p: dict[str, Any]) -> str:
