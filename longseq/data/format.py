@@ -217,7 +217,8 @@ class SplitWriter:
             n_full = (full.num_rows // self.row_group_size) * self.row_group_size
             for start in range(0, n_full, self.row_group_size):
                 self._write(full.slice(start, self.row_group_size))
-            rest = full.slice(n_full)
+            rest = full.slice(n_full)  # copied (take): a slice would pin all of `full`
+            rest = rest.take(pa.array(np.arange(rest.num_rows)))
             self._buf, self._buffered = [rest], rest.num_rows
 
     def _write(self, table: pa.Table) -> None:
