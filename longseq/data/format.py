@@ -209,17 +209,28 @@ class SplitWriter:
         self._rows_in_file = 0
 
     def add(self, table: pa.Table) -> None:
-        """Buffer ``table``; write every complete row group."""
-        self._buf.append(table)
-        self._buffered += table.num_rows
-        if self._buffered >= self.row_group_size:
-            full = pa.concat_tables(self._buf)
-            n_full = (full.num_rows // self.row_group_size) * self.row_group_size
-            for start in range(0, n_full, self.row_group_size):
-                self._write(full.slice(start, self.row_group_size))
-            rest = full.slice(n_full)  # copied (take): a slice would pin all of `full`
-            rest = rest.take(pa.array(np.arange(rest.num_rows)))
-            self._buf, self._buffered = [rest], rest.num_rows
+        """Write every complete row group; buffer the rest.
+
+        The buffered rows are *copied*: an Arrow slice shares its table's buffers, so keeping a
+        slice would pin the whole added table (a history chunk of hundreds of MB) in memory.
+        """
+        pos, n, rg = 0, table.num_rows, self.row_group_size
+        if self._buffered:
+            take = min(rg - self._buffered, n)
+            self._keep(table.slice(0, take))
+            pos = take
+            if self._buffered == rg:
+                self._write(pa.concat_tables(self._buf))
+                self._buf, self._buffered = [], 0
+        while n - pos >= rg:
+            self._write(table.slice(pos, rg))
+            pos += rg
+        if pos < n:
+            self._keep(table.slice(pos))
+
+    def _keep(self, part: pa.Table) -> None:
+        self._buf.append(part.take(pa.array(np.arange(part.num_rows))))  # a copy
+        self._buffered += part.num_rows
 
     def _write(self, table: pa.Table) -> None:
         if self._writer is None or self._rows_in_file >= self.rows_per_file:

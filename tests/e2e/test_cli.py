@@ -149,7 +149,10 @@ def test_train_resume_eval(tiny_data: Path, tmp_path: Path) -> None:
     on1 = _train1(tiny_data, f"run_dir={run}", "resume=auto", "trainer.max_steps=24")
     assert "resumed from" in on1.stderr and "step_20" in on1.stderr
     assert (run / "checkpoints" / "step_24" / "longseq.json").is_file()
-    assert json.loads((run / "checkpoints" / "step_24" / "longseq.json").read_text())["world_size"] == 1
+    assert (
+        json.loads((run / "checkpoints" / "step_24" / "longseq.json").read_text())["world_size"]
+        == 1
+    )
 
     preds = pq.read_table(out / "predictions.parquet")
     assert preds.num_rows == 2 * result["results"][0]["targets"]

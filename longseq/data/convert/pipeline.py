@@ -27,8 +27,7 @@ from longseq.data.convert.hashing import hash_uniform
 from longseq.data.convert.partition import Partitioner, event_schema, num_buckets, read_bucket
 from longseq.data.convert.requests import Events, group, history_bounds, request_table
 from longseq.data.convert.stats import SplitStats
-from longseq.data.convert.writer import PartWriter
-from longseq.data.format import REQUEST_SCHEMA
+from longseq.data.format import REQUEST_SCHEMA, SplitWriter
 
 _SAMPLE_SALT = 0x5A3D
 
@@ -135,7 +134,7 @@ def convert(cfg: ConvertConfig, conv: Converter) -> dict[str, Any]:
         ["test_random"] if random_start is not None else []
     )
     writers = {
-        s: PartWriter(out / s, schema, cfg.rows_per_file, cfg.row_group_size, cfg.compression)
+        s: SplitWriter(out / s, schema, cfg.rows_per_file, cfg.row_group_size, cfg.compression)
         for s in kinds_splits
     }
     stats = {s: SplitStats() for s in kinds_splits}
