@@ -26,6 +26,12 @@ class EvalConfig:
         windows: most-recent events served per request; empty = the full stored history.
         out: output folder for ``eval.json``, ``eval.md`` and ``auc_vs_window.png``.
         save_predictions: also write ``predictions.parquet`` (one row per target/task/window).
+        sharded: under torchrun, shard the embedding tables over the ranks (TorchRec DMP, the
+            trainer's sharding code) instead of replicating the model on every rank: for tables
+            that do not fit one process. Results equal the replicated evaluation's.
+        sharding_tables: sharding type per table for ``sharded``; default the trainer's
+            (``item`` row-wise, the rest table-wise). Other tables: e.g.
+            ``+sharding_tables.category=row_wise``.
     """
 
     checkpoint: str = MISSING
@@ -34,6 +40,8 @@ class EvalConfig:
     out: str = MISSING
     save_predictions: bool = False
     progress: bool = True
+    sharded: bool = False
+    sharding_tables: dict[str, str] = field(default_factory=lambda: {"item": "row_wise"})
 
 
 def register() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from longseq.eval.config import EvalConfig
 from longseq.eval.metrics import auc, calibration, gauc, log_loss
@@ -124,14 +125,24 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """
     ckpt = resolve_checkpoint(cfg.checkpoint)
     meta = json.loads((ckpt / "longseq.json").read_text())
-    model = load_model(ckpt, meta)
+    rank, world = _rank_world()
+    if cfg.sharded and world > 1:
+        from longseq.eval.sharded import load_sharded_model
+
+        model = load_sharded_model(ckpt, meta, cfg.sharding_tables)
+        device = (
+            torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+        )
+    elif cfg.sharded:
+        raise ValueError("sharded=true needs several processes: run it under torchrun")
+    else:
+        model, device = load_model(ckpt, meta), None
     split_dir = Path(cfg.data.path) / cfg.data.split
     oracle = load_oracle(cfg.data.path) if cfg.data.split == "test" else None
     windows: list[int | None] = list(cfg.windows) or [None]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     results, preds = [], []
-    rank, world = _rank_world()
     for w in windows:
         p = predict(
             model,
@@ -142,6 +153,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             world,
             progress=cfg.progress and rank == 0,
             desc=f"eval w={w or 'full'}",
+            lockstep=cfg.sharded,
+            device=device,
         )
         if world > 1:
             p = gather_predictions(p)
@@ -161,6 +174,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     result = {
         "checkpoint": str(ckpt),
         "world_size": world,
+        "sharded": cfg.sharded,
         "step": meta.get("step"),
         "data": str(cfg.data.path),
         "split": cfg.data.split,

@@ -66,6 +66,8 @@ def predict(
     world_size: int = 1,
     progress: bool = True,
     desc: str = "eval",
+    lockstep: bool = False,
+    device: torch.device | None = None,
 ) -> Predictions:
     """Score the targets of ``split_dir`` with ``window`` events served.
 
@@ -75,18 +77,25 @@ def predict(
     predictions are bit-identical to the single-process ones. Rows carry ``batch_index`` order.
     The price: every rank reads the whole split's Arrow data (only its own batches are collated
     and scored), which is small next to scoring.
+
+    ``lockstep``: the model's lookups are collectives (sharded tables), so every rank runs the
+    same number of forwards; a rank left without a batch in the last round re-scores one of the
+    split's batches and discards the result. ``device``: where batches go (the tables' device).
     """
     reader = RequestReader(split_dir, batch_size, 0, 1, shuffle=False)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in Predictions.__dataclass_fields__}
     total = -(-reader.num_rows() // batch_size)
     bar = tqdm(total=total, disable=not progress, desc=desc, file=sys.stderr)
+    forwards, spare = 0, None
     for i, table in enumerate(reader):
         bar.update(1)
+        spare = table if spare is None else spare
         if i % world_size != rank:
             continue
         wins = None if window is None else np.full(table.num_rows, window, dtype=np.int64)
         b = collate(table, model.tasks, wins)
-        probs = torch.sigmoid(model(b)).numpy()
+        probs = torch.sigmoid(model(b if device is None else b.to(device))).float().cpu().numpy()
+        forwards += 1
         nt = b.num_targets.numpy()
         cols["request_id"].append(np.repeat(b.request_ids.numpy(), nt))
         cols["user_id"].append(np.repeat(b.user_ids.numpy(), nt))
@@ -96,6 +105,10 @@ def predict(
         cols["served_len"].append(np.repeat(b.history_lengths().numpy(), nt))
         cols["batch_index"].append(np.full(int(nt.sum()), i, dtype=np.int64))
     bar.close()
+    if lockstep and spare is not None:
+        for _ in range(-(-total // world_size) - forwards):  # keep the collectives paired
+            b = collate(spare, model.tasks)
+            model(b if device is None else b.to(device))
     if not cols["labels"] and world_size == 1:
         raise ValueError(f"no requests to evaluate in {split_dir}")
     return Predictions(**{k: _cat(v, k) for k, v in cols.items()})

@@ -143,6 +143,28 @@ def test_train_resume_eval(tiny_data: Path, tmp_path: Path) -> None:
     assert "| window |" in one.stdout
     single = json.loads((tmp_path / "eval1" / "eval.json").read_text())
     assert dist_result["results"] == single["results"]
+    # sharded evaluation: tables split over the 2 ranks by TorchRec, same numbers again
+    _run(
+        [
+            str(BIN / "torchrun"),
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "longseq.eval",
+            f"checkpoint={run}",
+            f"data.path={tiny_data}",
+            f"out={tmp_path / 'eval_sharded'}",
+            "windows=[16,256]",
+            "data.batch_size=8",
+            "sharded=true",
+            "sharding_tables.item=table_wise",
+            "+sharding_tables.category=row_wise",
+            "progress=false",
+        ]
+    )
+    sharded = json.loads((tmp_path / "eval_sharded" / "eval.json").read_text())
+    assert sharded["sharded"] is True and sharded["world_size"] == 2
+    assert sharded["results"] == single["results"]
     import pyarrow.parquet as pq
 
     # the 2-process checkpoint trains on in ONE process (tables and optimizer states 2 -> 1)
