@@ -37,6 +37,17 @@ def _train1(data: Path, run_dir: str, *overrides: str) -> subprocess.CompletedPr
     return _run([*cmd, run_dir, *overrides])
 
 
+def _eval(
+    run: Path, data: Path, out: Path, *overrides: str, nproc: int = 1
+) -> subprocess.CompletedProcess:
+    """``python -m longseq.eval`` (``nproc`` > 1: under torchrun) on ``run``'s latest checkpoint."""
+    head = (
+        [sys.executable] if nproc == 1 else [str(BIN / "torchrun"), "--nproc-per-node", str(nproc)]
+    )
+    args = [f"checkpoint={run}", f"data.path={data}", f"out={out}", "progress=false", *overrides]
+    return _run([*head, "-m", "longseq.eval", *args])
+
+
 def _steps(run_dir: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").open()]
 
@@ -82,19 +93,7 @@ def test_train_resume_eval(tiny_data: Path, tmp_path: Path) -> None:
     )
 
     out = tmp_path / "eval"
-    proc = _run(
-        [
-            sys.executable,
-            "-m",
-            "longseq.eval",
-            f"checkpoint={run}",
-            f"data.path={tiny_data}",
-            f"out={out}",
-            "windows=[16,256]",
-            "save_predictions=true",
-            "progress=false",
-        ]
-    )
+    proc = _eval(run, tiny_data, out, "windows=[16,256]", "save_predictions=true")
     assert "| window |" in proc.stdout
     result = json.loads((out / "eval.json").read_text())
     assert result["step"] == 20
@@ -109,59 +108,21 @@ def test_train_resume_eval(tiny_data: Path, tmp_path: Path) -> None:
     assert result["results"][1]["oracle"]["window"] == 256
     assert (out / "auc_vs_window.png").stat().st_size > 1000
     # distributed evaluation under torchrun: bit-identical to the one-process numbers
-    out2 = tmp_path / "eval2"
-    _run(
-        [
-            str(BIN / "torchrun"),
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "longseq.eval",
-            f"checkpoint={run}",
-            f"data.path={tiny_data}",
-            f"out={out2}",
-            "windows=[16,256]",
-            "data.batch_size=8",
-            "progress=false",
-        ]
-    )
-    dist_result = json.loads((out2 / "eval.json").read_text())
+    small = ("windows=[16,256]", "data.batch_size=8")
+    _eval(run, tiny_data, tmp_path / "eval2", *small, nproc=2)
+    dist_result = json.loads((tmp_path / "eval2" / "eval.json").read_text())
     assert dist_result["world_size"] == 2
-    one = _run(
-        [
-            sys.executable,
-            "-m",
-            "longseq.eval",
-            f"checkpoint={run}",
-            f"data.path={tiny_data}",
-            f"out={tmp_path / 'eval1'}",
-            "windows=[16,256]",
-            "data.batch_size=8",
-            "progress=false",
-        ]
-    )
+    one = _eval(run, tiny_data, tmp_path / "eval1", *small)
     assert "| window |" in one.stdout
     single = json.loads((tmp_path / "eval1" / "eval.json").read_text())
     assert dist_result["results"] == single["results"]
     # sharded evaluation: tables split over the 2 ranks by TorchRec, same numbers again
-    _run(
-        [
-            str(BIN / "torchrun"),
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "longseq.eval",
-            f"checkpoint={run}",
-            f"data.path={tiny_data}",
-            f"out={tmp_path / 'eval_sharded'}",
-            "windows=[16,256]",
-            "data.batch_size=8",
-            "sharded=true",
-            "sharding_tables.item=table_wise",
-            "+sharding_tables.category=row_wise",
-            "progress=false",
-        ]
+    tables = (
+        "sharded=true",
+        "sharding_tables.item=table_wise",
+        "+sharding_tables.category=row_wise",
     )
+    _eval(run, tiny_data, tmp_path / "eval_sharded", *small, *tables, nproc=2)
     sharded = json.loads((tmp_path / "eval_sharded" / "eval.json").read_text())
     assert sharded["sharded"] is True and sharded["world_size"] == 2
     assert sharded["results"] == single["results"]
