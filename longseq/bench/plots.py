@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,11 @@ def plot_suite(payload: dict[str, Any], path: str | Path) -> Path | None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=90)
+    except Exception as e:  # noqa: BLE001 - the JSON is written already: a plot never loses it
+        print(
+            f"[bench] {payload['suite']}: plot skipped ({type(e).__name__}: {e})", file=sys.stderr
+        )
+        return None
     finally:
         plt.close(fig)
     return path
