@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate the tables of docs/results.md on this machine (2 CPU cores: about 25 minutes).
+# Regenerate the tables of docs/results.md on this machine (2 CPU cores: about 15 minutes).
 #
 #   benchmarks/quality_ci.sh [runs dir]      (default: runs/quality)
 #
