@@ -107,8 +107,20 @@ class TargetAttention(nn.Module):
         self.w_v = nn.Linear(d, d, bias=False)
         self.w_o = nn.Linear(d, d, bias=False)
 
-    def forward(self, q: torch.Tensor, x: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
-        """``q [B,T,d]`` queries, ``x [B,L,d]`` encoded history ``X̃`` -> ``[B,T,d]``."""
+    def forward(
+        self,
+        q: torch.Tensor,
+        x: torch.Tensor,
+        hist_mask: torch.Tensor | None = None,
+        hist_lengths: torch.Tensor | None = None,
+        num_targets: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Padded: ``q [B,T,d]`` queries, ``x [B,L,d]`` encoded history ``X̃``, ``hist_mask``
+        -> ``[B,T,d]``. Jagged (``hist_lengths`` and ``num_targets`` given): ``q [N,d]``,
+        ``x [E,d]`` -> ``[N,d]`` (`longseq.model.jagged`). Both go through this forward, so
+        module hooks (FSDP2's parameter gathering, activation checkpointing) apply to both."""
+        if hist_lengths is not None:
+            return jagged_attention(self, q, x, hist_lengths, num_targets)
         b, t, _ = q.shape
         qh = self.w_q(q).view(b, t, self.h, self.dh)
         scale = 1.0 / math.sqrt(self.dh)
@@ -229,5 +241,5 @@ class STCATower(nn.Module):
         return self._stack(
             encoded,
             tgt,
-            lambda attn, q, x: jagged_attention(attn, q, x, hist_lengths, num_targets),
+            lambda attn, q, x: attn(q, x, hist_lengths=hist_lengths, num_targets=num_targets),
         )

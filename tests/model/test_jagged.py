@@ -120,3 +120,16 @@ def test_model_layouts_give_the_same_logits_and_gradients(tiny_data: Path, tiny_
 def test_layout_config_error_names_the_key():
     with pytest.raises(ValueError, match="model.stca.layout"):
         STCAConfig(layout="ragged").validate()
+
+
+def test_jagged_attention_runs_through_the_module_forward():
+    """FSDP2 gathers parameters and activation checkpointing recomputes in forward hooks: the
+    jagged layout must call each attention module, not only read its weights."""
+    rng = np.random.default_rng(2)
+    hist, tgts, x, q = _ragged(rng, 3, 16)
+    tower = STCATower(STCAConfig(d_model=16, num_heads=2, num_layers=2)).double()
+    calls = []
+    for i, attn in enumerate(tower.attn):
+        attn.register_forward_pre_hook(lambda mod, args, i=i: calls.append(i))
+    tower.forward_jagged(x, hist, q, tgts)
+    assert calls == [0, 1]
