@@ -5,11 +5,13 @@ Plain torch only (no torchrec import), so the torch-only suites run on any accel
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from importlib import metadata
@@ -281,3 +283,13 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def lazy_suite_function(suite: str, name: str) -> Callable[..., Any]:
+    """``longseq.bench.<suite>.<name>``, imported on first call: suites that load torchrec or
+    pyarrow keep the report and plots importable where those are missing."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(f"longseq.bench.{suite}"), name)(*args, **kwargs)
+
+    return call

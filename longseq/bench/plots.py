@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from longseq.bench.common import lazy_suite_function
+
 
 def _ok(payload: dict[str, Any], **match: Any) -> list[dict[str, Any]]:
     return [
@@ -116,25 +118,13 @@ def _serve(payload: dict[str, Any], axes: Any) -> None:
         ax.grid(True, which="both", alpha=0.3)
 
 
-def _reader(payload: dict[str, Any], axes: Any) -> None:
-    from longseq.bench.reader import plot
-
-    plot(payload, axes)
-
-
-def _trainer(payload: dict[str, Any], axes: Any) -> None:
-    from longseq.bench.trainer import plot
-
-    plot(payload, axes)
-
-
 PLOTTERS = {
     "scaling": _scaling,
     "rlb": _rlb,
     "kernel": _kernel,
     "serve": _serve,
-    "reader": _reader,
-    "trainer": _trainer,
+    "reader": lazy_suite_function("reader", "plot"),
+    "trainer": lazy_suite_function("trainer", "plot"),
 }
 
 

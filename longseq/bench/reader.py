@@ -1,6 +1,6 @@
 """Suite ``reader``: data-pipeline throughput and storage of request-level (RLB) vs pointwise rows.
 
-    python -m longseq.bench.reader [quick=true] [tiny=false] [reps=5] [out=benchmarks/results/cpu]
+    python -m longseq.bench suite=reader [quick=true] [tiny=false] [reps=5] [out=benchmarks/results/cpu]
 
 On synthetic request-level data (`longseq.bench.rlb_data.request_table`, 16 targets per request),
 written as a split by `longseq.data.format.SplitWriter` (zstd, row groups of 256), per history
@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from longseq.bench.common import BenchArgs, parse_args, result_payload, setup_threads, write_json
+from longseq.bench.common import BenchArgs, result_payload
 from longseq.bench.rlb_data import VOCAB, request_table, stored_bytes
 from longseq.data.batcher import StreamSpec
 from longseq.data.collate import collate
@@ -224,20 +224,3 @@ def plot(payload: dict[str, Any], axes: Any) -> None:
     for ax in axes:
         ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run this suite alone and write ``<out>/reader.json``."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    setup_threads(args)
-    t0 = time.perf_counter()
-    payload = run(args)
-    payload["wall_s"] = time.perf_counter() - t0
-    path = write_json(args.out, "reader", payload)
-    print(render(payload))
-    print(f"[reader] {payload['wall_s']:.1f}s -> {path}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

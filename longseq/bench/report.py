@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from longseq.bench.common import SUITES
+from longseq.bench.common import SUITES, lazy_suite_function
 from longseq.bench.plots import plot_suite
 from longseq.bench.targets import evaluate
 
@@ -153,25 +153,13 @@ def _serve_md(p: dict[str, Any]) -> str:
     )
 
 
-def _reader_md(p: dict[str, Any]) -> str:
-    from longseq.bench.reader import render
-
-    return render(p)
-
-
-def _trainer_md(p: dict[str, Any]) -> str:
-    from longseq.bench.trainer import render
-
-    return render(p)
-
-
 RENDER = {
     "scaling": _scaling_md,
     "rlb": _rlb_md,
     "kernel": _kernel_md,
     "serve": _serve_md,
-    "reader": _reader_md,
-    "trainer": _trainer_md,
+    "reader": lazy_suite_function("reader", "render"),
+    "trainer": lazy_suite_function("trainer", "render"),
 }
 
 

@@ -13,7 +13,7 @@ logged interval after the first (the first holds start-up and the pipeline's fir
 of the per-repetition throughput ratios, and the ids ratio (acceptance: at most 1/12 of the
 pointwise ids per target at 16 targets per request).
 
-    python -m longseq.bench.trainer quick=true out=benchmarks/results/cpu   # writes trainer.json
+    python -m longseq.bench suite=trainer quick=true out=benchmarks/results/cpu   # writes trainer.json
 
 `run` (the suite interface of `longseq.bench`) returns the JSON payload; `render` turns one into
 a Markdown table, `plot` draws it on two matplotlib axes.
@@ -241,28 +241,3 @@ def plot(payload: dict[str, Any], axes: Any) -> None:
         ax.set_xlabel("history length L")
         ax.set_title(title)
         ax.legend()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m longseq.bench.trainer [quick=true] [out=...] [reps=3] [tiny=false]``."""
-    from longseq.bench.common import BenchError, parse_args, setup_threads, write_json
-
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    args.suite = "trainer"
-    setup_threads(args)
-    t0 = time.perf_counter()
-    payload = run(args)
-    payload["wall_s"] = time.perf_counter() - t0
-    path = write_json(args.out, "trainer", payload)
-    print(render(payload))
-    print("\n".join(f"- {n}" for n in payload["notes"]))
-    print(f"[bench] trainer: {payload['wall_s']:.1f}s -> {path}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
