@@ -9,6 +9,12 @@ count is binomial with a per-event rate
 - long part:   ``p_L(s)   = (1 - rho) / C + rho * s / m``
 - recent part: ``p_R(s,r) = q * r / R + (1 - q) * p_L(s)``
 
+With far-past planting (``far > 0``, ``far >= w_s``) interest events are planted only at
+positions at least ``far`` events from the newest: the long part is then the visible events older
+than ``far`` (rate ``p_L(s)``), the recent part's non-``R_u`` share is plain background
+(``p_R(s,r) = q * r / R + (1 - q) / C``), and the events in between have rate ``1 / C`` whatever
+the state, so they carry no evidence and drop out of the likelihood.
+
 The oracle computes the joint posterior over the four states ``(s, r)`` (binomial likelihoods
 times a prior) and scores a target with
 
@@ -63,18 +69,30 @@ class OracleParams:
     b0: float
     alpha: float
     gamma: float
+    far: int = 0  #: interest events only at positions >= far from the newest (0: anywhere)
+
+    @property
+    def long_start(self) -> int:
+        """First position (from the newest) of the evidence-carrying long part."""
+        return max(self.w_s, self.far)
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | Any) -> OracleParams:
-        """Pick the oracle's fields from a mapping or an object with attributes (a config)."""
-        get = cfg.__getitem__ if isinstance(cfg, Mapping) else lambda k: getattr(cfg, k)
-        return cls(**{f.name: get(f.name) for f in fields(cls)})
+        """Pick the oracle's fields from a mapping or an object with attributes (a config).
+
+        Fields with a default (``far``) may be absent (data sets written before they existed).
+        """
+        if isinstance(cfg, Mapping):
+            has, get = cfg.__contains__, cfg.__getitem__
+        else:
+            has, get = (lambda k: hasattr(cfg, k)), (lambda k: getattr(cfg, k))
+        return cls(**{f.name: get(f.name) for f in fields(cls) if has(f.name)})
 
 
 class WindowCounts(NamedTuple):
     """Per-target counts of the target's category in the visible window."""
 
-    n_long: np.ndarray  #: occurrences in the visible long part
+    n_long: np.ndarray  #: occurrences in the visible long part (positions >= long_start)
     len_long: np.ndarray  #: number of visible long-part events
     n_recent: np.ndarray  #: occurrences in the visible recent part
     len_recent: np.ndarray  #: number of visible recent-part events
@@ -90,7 +108,9 @@ def event_rates(params: OracleParams) -> tuple[np.ndarray, np.ndarray]:
     s = np.array([0.0, 1.0])
     p_long = (1.0 - params.rho) / params.num_categories + params.rho * s / params.m
     r = np.array([0.0, 1.0])
-    p_recent = params.q * r[None, :] / params.R + (1.0 - params.q) * p_long[:, None]
+    # far-past planting: the recent part holds no planted events, only R_u and background
+    p_rest = p_long if params.far == 0 else np.full(2, 1.0 / params.num_categories)
+    p_recent = params.q * r[None, :] / params.R + (1.0 - params.q) * p_rest[:, None]
     return p_long, p_recent
 
 
@@ -120,9 +140,12 @@ def window_counts(
     tgt_offsets: np.ndarray,
     windows: Sequence[int],
     w_s: int,
+    long_start: int | None = None,
 ) -> dict[int, WindowCounts]:
     """Counts of each target's category in the last ``w`` events of its request's history.
 
+    The recent part is the newest ``w_s`` events, the long part the visible events at least
+    ``long_start`` (default ``w_s``) from the newest; events in between are not counted.
     ``hist_cat`` / ``tgt_cat`` are flat values of ragged lists whose request ``i`` spans
     ``offsets[i]:offsets[i + 1]``. Returns one :class:`WindowCounts` per window, each array with
     one entry per target (in ``tgt_cat`` order).
@@ -140,12 +163,13 @@ def window_counts(
     while start < n_req:
         stop = int(np.searchsorted(h_off, h_off[start] + _EVENTS_PER_BLOCK, side="right"))
         stop = min(max(stop - 1, start + 1), n_req)
-        _count_block(hist_cat, h_off, tgt_cat, t_off, start, stop, windows, w_s, out)
+        ls = w_s if long_start is None else long_start
+        _count_block(hist_cat, h_off, tgt_cat, t_off, start, stop, windows, w_s, ls, out)
         start = stop
     return {w: WindowCounts(*arrs) for w, arrs in out.items()}
 
 
-def _count_block(hist_cat, h_off, tgt_cat, t_off, a, b, windows, w_s, out) -> None:
+def _count_block(hist_cat, h_off, tgt_cat, t_off, a, b, windows, w_s, long_start, out) -> None:
     h = hist_cat[h_off[a] : h_off[b]]
     lens = np.diff(h_off[a : b + 1])
     req = np.repeat(np.arange(b - a, dtype=np.int64), lens)
@@ -163,10 +187,12 @@ def _count_block(hist_cat, h_off, tgt_cat, t_off, a, b, windows, w_s, out) -> No
     for w in windows:
         vis = np.minimum(t_len, w)
         rec = np.minimum(vis, w_s)
+        lstart = np.minimum(vis, max(long_start, w_s))
         n_vis = np.searchsorted(keys, base + vis) - lo
         n_rec = np.searchsorted(keys, base + rec) - lo
+        n_lstart = np.searchsorted(keys, base + lstart) - lo
         n_long, len_long, n_recent, len_recent = out[w]
-        n_long[t_slice], len_long[t_slice] = n_vis - n_rec, vis - rec
+        n_long[t_slice], len_long[t_slice] = n_vis - n_lstart, vis - lstart
         n_recent[t_slice], len_recent[t_slice] = n_rec, rec
 
 
@@ -211,7 +237,9 @@ def oracle_scores(
     prior: str = "target",
 ) -> dict[int, np.ndarray]:
     """Oracle scores ``E[p | last w events]`` per target for each window ``w``."""
-    counts = window_counts(hist_cat, hist_offsets, tgt_cat, tgt_offsets, windows, params.w_s)
+    counts = window_counts(
+        hist_cat, hist_offsets, tgt_cat, tgt_offsets, windows, params.w_s, params.long_start
+    )
     return {w: expected_p(c, tgt_bias, params, prior) for w, c in counts.items()}
 
 

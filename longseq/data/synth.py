@@ -1,7 +1,6 @@
 """Planted-long-range-interest (PLI) generator: request-level Parquet with a known answer.
 
-The generative story is in ``../shared/docs/synthetic-data.md`` (summary in
-``docs/data-format.md``). One request per user; users are generated in chunks of
+The generative story is in ``docs/data-format.md``. One request per user; users are generated in chunks of
 ``chunk_users`` and streamed to Parquet, so memory stays bounded by a chunk and a row group.
 Everything is a function of ``seed`` (and ``chunk_users``): same config, same bytes.
 
@@ -51,6 +50,7 @@ class SynthConfig:
     w_s: int = 50  #: size of the recent part of the history
     q: float = 0.5  #: P(recent event is from R_u)
     rho: float = 0.015  #: P(event is a planted interest event)
+    far: int = 0  #: plant interest events only at positions >= far from the newest (0: anywhere)
     p_S: float = 0.3  #: P(target category from S_u)
     p_R: float = 0.2  #: P(target category from R_u)
     b0: float = -2.0
@@ -86,6 +86,11 @@ class SynthConfig:
             ("R", self.R <= self.num_categories, "<= num_categories"),
             ("hist_len_min", self.hist_len_min <= self.hist_len, "<= hist_len"),
             ("rho", 0.0 <= self.rho < 1.0, "in [0, 1)"),
+            (
+                "far",
+                self.far == 0 or self.w_s <= self.far < self.hist_len,
+                "0 or in [w_s, hist_len)",
+            ),
             ("q", 0.0 <= self.q < 1.0, "in [0, 1)"),
             ("p_S", 0.0 <= self.p_S <= 1.0, "in [0, 1]"),
             ("p_R", 0.0 <= self.p_R <= 1.0 - self.p_S, "in [0, 1 - p_S]"),
@@ -166,7 +171,8 @@ def _chunk(cfg: SynthConfig, g: _Globals, c0: int, c1: int) -> dict[str, Any]:
     u = rng.random(E)
     cat = rng.integers(0, C, E)
     is_r = u < thr_r
-    is_s = ~is_r & (u < thr_r + (1.0 - thr_r) * cfg.rho)
+    rho = np.where(pos_from_end >= cfg.far, cfg.rho, 0.0)  # far-past planting: none before far
+    is_s = ~is_r & (u < thr_r + (1.0 - thr_r) * rho)
     cat[is_s] = _pick(rng, S, user[is_s])
     cat[is_r] = _pick(rng, Rset, user[is_r])
     rank = np.minimum(np.searchsorted(g.zipf_cdf, rng.random(E), side="right"), g.zipf_cdf.size - 1)

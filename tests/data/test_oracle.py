@@ -20,7 +20,10 @@ MC_L = 30
 
 
 def _simulate(n: int, p: OracleParams, L: int, seed: int):
-    """An independent, literal simulation of the story (one target per user, b_i = 0)."""
+    """An independent, literal simulation of the story (one target per user, b_i = 0).
+
+    With ``p.far > 0`` interest events are planted only at positions ``>= far`` from the newest.
+    """
     rng = np.random.default_rng(seed)
     C, rows = p.num_categories, np.arange(n)
     S = np.argsort(rng.random((n, C)), axis=1)[:, : p.m]
@@ -28,7 +31,8 @@ def _simulate(n: int, p: OracleParams, L: int, seed: int):
     hist = np.empty((n, L), np.int64)
     for j in range(L):  # oldest to newest
         c = rng.integers(0, C, n)
-        c = np.where(rng.random(n) < p.rho, S[rows, rng.integers(0, p.m, n)], c)
+        if L - 1 - j >= p.far:
+            c = np.where(rng.random(n) < p.rho, S[rows, rng.integers(0, p.m, n)], c)
         if j >= L - p.w_s:  # recent part: uniform over R_u instead, w.p. q
             c = np.where(rng.random(n) < p.q, Rs[rows, rng.integers(0, p.R, n)], c)
         hist[:, j] = c
@@ -46,13 +50,17 @@ def mc():
     return _simulate(200_000, MC_PARAMS, MC_L, seed=11)
 
 
-def _brute_counts(hist: np.ndarray, tgt: np.ndarray, w: int, w_s: int) -> WindowCounts:
+def _brute_counts(
+    hist: np.ndarray, tgt: np.ndarray, w: int, w_s: int, far: int = 0
+) -> WindowCounts:
     L = hist.shape[1]
     vis, rec = min(w, L), min(w, w_s, L)
+    start = min(vis, max(w_s, far))  # the long part: visible positions >= max(w_s, far)
     n_vis = (hist[:, L - vis :] == tgt[:, None]).sum(axis=1)
+    n_start = (hist[:, L - start :] == tgt[:, None]).sum(axis=1) if start else 0
     n_rec = (hist[:, L - rec :] == tgt[:, None]).sum(axis=1)
     n = hist.shape[0]
-    return WindowCounts(n_vis - n_rec, np.full(n, vis - rec), n_rec, np.full(n, rec))
+    return WindowCounts(n_vis - n_start, np.full(n, vis - start), n_rec, np.full(n, rec))
 
 
 def _grouped_z(counts: WindowCounts, value: np.ndarray, pred: np.ndarray, binary: bool = False):
@@ -97,6 +105,36 @@ def test_membership_posterior_matches_monte_carlo(mc):
         assert np.abs(z).max() < 4.5, z
 
 
+FAR_PARAMS = OracleParams(**MC, b0=-1.0, alpha=2.0, gamma=1.5, far=12)
+
+
+@pytest.fixture(scope="module")
+def mc_far():
+    return _simulate(200_000, FAR_PARAMS, MC_L, seed=12)
+
+
+@pytest.mark.parametrize("w", [6, 12, 20, MC_L])
+def test_far_past_oracle_matches_monte_carlo(mc_far, w):
+    """Far-past planting: exact at every window, and no window <= far beats item identity."""
+    hist, tgt, _, _, p_true = mc_far
+    counts = _brute_counts(hist, tgt, w, FAR_PARAMS.w_s, FAR_PARAMS.far)
+    pred = oracle.expected_p(counts, np.zeros(tgt.size), FAR_PARAMS)
+    z = _grouped_z(counts, p_true, pred)
+    assert z.size >= 4
+    assert np.abs(z).max() < 4.5, z
+    if w <= FAR_PARAMS.far:  # no planted event is visible: the long part is empty
+        assert (counts.len_long == 0).all()
+
+
+def test_far_past_oracle_rejects_the_anywhere_oracle(mc_far):
+    """The MC check has power: the oracle that ignores ``far`` is visibly off."""
+    hist, tgt, _, _, p_true = mc_far
+    nofar = OracleParams(**MC, b0=-1.0, alpha=2.0, gamma=1.5)
+    counts = _brute_counts(hist, tgt, MC_L, nofar.w_s)
+    pred = oracle.expected_p(counts, np.zeros(tgt.size), nofar)
+    assert np.abs(_grouped_z(counts, p_true, pred)).max() > 8
+
+
 @pytest.mark.parametrize("prior", ["uniform", "factorized"])
 def test_monte_carlo_rejects_wrong_priors(mc, prior):
     """The MC check has power: the approximate priors are visibly off."""
@@ -123,9 +161,10 @@ def test_state_prior():
     lens=st.lists(st.integers(0, 40), min_size=1, max_size=6),
     ntg=st.integers(1, 4),
     w_s=st.integers(1, 10),
+    far=st.integers(0, 20),
     seed=st.integers(0, 2**31),
 )
-def test_window_counts_against_brute_force(lens, ntg, w_s, seed):
+def test_window_counts_against_brute_force(lens, ntg, w_s, far, seed):
     rng = np.random.default_rng(seed)
     hists = [rng.integers(0, 5, n) for n in lens]
     tgts = [rng.integers(0, 6, ntg) for _ in lens]
@@ -133,16 +172,18 @@ def test_window_counts_against_brute_force(lens, ntg, w_s, seed):
     t_off = np.arange(len(lens) + 1) * ntg
     flat_h = np.concatenate(hists).astype(np.int64)
     windows = [1, 3, 7, 50]
-    got = oracle.window_counts(flat_h, h_off, np.concatenate(tgts), t_off, windows, w_s)
+    ls = max(w_s, far)
+    got = oracle.window_counts(flat_h, h_off, np.concatenate(tgts), t_off, windows, w_s, ls)
     for w in windows:
         i = 0
         for h, ts in zip(hists, tgts):
             vis, rec = h[len(h) - min(w, len(h)) :], h[len(h) - min(w, w_s, len(h)) :]
+            near = h[len(h) - min(w, ls, len(h)) :]  # positions < long_start
             for c in ts:
                 n_rec = int((rec == c).sum())
                 assert got[w].n_recent[i] == n_rec and got[w].len_recent[i] == rec.size
-                assert got[w].n_long[i] == int((vis == c).sum()) - n_rec
-                assert got[w].len_long[i] == vis.size - rec.size
+                assert got[w].n_long[i] == int((vis == c).sum()) - int((near == c).sum())
+                assert got[w].len_long[i] == vis.size - near.size
                 i += 1
 
 

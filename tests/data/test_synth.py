@@ -169,6 +169,40 @@ def test_labels_and_events_follow_the_story(big_tiny):
                 assert abs(k / e - rate) < 4.5 * np.sqrt(rate * (1 - rate) / e) + 1e-4, (s, r)
 
 
+def test_far_past_planting_follows_the_story(tmp_path):
+    """``far``: no planted event newer than ``far``; the oracle's rates hold in every part."""
+    cfg = make_config(
+        "tiny",
+        tmp_path,
+        num_users=2000,
+        hist_len_dist="fixed",
+        far=64,
+        rho=0.2,
+        gamma=1.0,
+        oracle_windows="[16,64,256]",
+    )
+    generate(cfg)
+    d = _decode(tmp_path, cfg, "train")
+    args = (d["hist_category_id"], d["h_off"], d["tgt_category_id"], d["t_off"])
+    far_part = oracle.window_counts(*args, [cfg.hist_len], cfg.w_s, cfg.far)[cfg.hist_len]
+    near_part = oracle.window_counts(*args, [cfg.far], cfg.w_s, cfg.w_s)[cfg.far]  # w_s..far-1
+    p_long, p_recent = oracle.event_rates(oracle.OracleParams.from_mapping(cfg))
+    assert p_recent[1, 0] == p_recent[0, 0]  # far > w_s: the recent part says nothing of S_u
+    for s in (0, 1):
+        for r in (0, 1):
+            sel = (d["s"] == s) & (d["r"] == r)
+            for hits, events, rate in (
+                (far_part.n_long, far_part.len_long, p_long[s]),
+                (near_part.n_long, near_part.len_long, 1.0 / cfg.num_categories),
+                (far_part.n_recent, far_part.len_recent, p_recent[s, r]),
+            ):
+                k, e = hits[sel].sum(), events[sel].sum()
+                assert abs(k / e - rate) < 4.5 * np.sqrt(rate * (1 - rate) / e) + 1e-4, (s, r)
+    rep = json.loads((tmp_path / "oracle.json").read_text())
+    auc = {row["window"]: row["auc"] for row in rep["windows"]}
+    assert auc[cfg.hist_len] > auc[64] + 0.03  # the far past is where the signal is
+
+
 def test_oracle_posterior_matches_generated_memberships(big_tiny):
     """On the generator's own data, P(s | counts) and P(r | counts) match the decoded truth."""
     out, cfg = big_tiny
@@ -211,7 +245,7 @@ def test_timestamps_with_one_second_gaps(tmp_path):
 
 
 def test_presets_compose_and_validate(tmp_path):
-    for name in ("tiny", "ci", "default"):
+    for name in ("tiny", "ci", "default", "farci", "long1k", "long2k"):
         make_config(name, tmp_path).validate()
     d = make_config("default", tmp_path)
     assert (d.num_users, d.hist_len, d.num_categories, d.m, d.rho) == (20000, 10000, 1000, 4, 0.004)
