@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
@@ -39,6 +40,28 @@ def _suffix_index(ends: np.ndarray, keep: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     out_start = np.concatenate(([0], np.cumsum(keep)[:-1]))
     return np.repeat(ends - keep - out_start, keep) + np.arange(total, dtype=np.int64)
+
+
+def cut_histories(table: pa.Table, max_len: int) -> tuple[pa.Table, int]:
+    """Keep at most the ``max_len`` most recent events of every history list column
+    (``HIST_COLUMNS``); returns the table and the number of requests that were cut."""
+    from longseq.data.format import HIST_COLUMNS
+
+    lens = pa.compute.list_value_length(table.column("hist_item_id")).to_numpy(False)
+    n_cut = int((lens > max_len).sum())
+    if max_len <= 0 or n_cut == 0:
+        return table, 0
+    for name in HIST_COLUMNS:
+        col = table.column(name)
+        off, vals = _list_parts(col)
+        keep = np.minimum(np.diff(off), max_len)
+        idx = _suffix_index(off[1:], keep)
+        wide = pa.types.is_large_list(col.type)
+        new_off = np.concatenate(([0], np.cumsum(keep))).astype(np.int64 if wide else np.int32)
+        cls = pa.LargeListArray if wide else pa.ListArray
+        arr = cls.from_arrays(pa.array(new_off), pa.array(vals[idx]), type=col.type)
+        table = table.set_column(table.schema.get_field_index(name), name, arr)
+    return table, n_cut
 
 
 def collate(

@@ -34,6 +34,9 @@ class DataConfig:
         max_tokens: token-budget batching: a batch stops before its served history tokens
             (pointwise: times its targets) would pass this (always at least one request);
             0 = off (``batch_size`` requests per batch).
+        max_hist_len: longest history a request may bring: longer ones are cut to their most
+            recent ``max_hist_len`` events when read (counted, reported once per reader on
+            stderr). 0 = ``meta.json``'s ``hist_len_max`` (no cap without it); -1 = no cap.
     """
 
     path: str = MISSING
@@ -47,6 +50,7 @@ class DataConfig:
     on_bad_row: str = "error"
     bad_rows_log: str = ""
     max_tokens: int = 0
+    max_hist_len: int = 0
 
     def validate(self, prefix: str = "data") -> None:
         """Raise ``ValueError`` naming the offending key."""
@@ -62,4 +66,9 @@ class DataConfig:
             )
         if self.max_tokens < 0:
             raise ValueError(f"{prefix}.max_tokens must be >= 0 (0 = off), got {self.max_tokens}")
+        if self.max_hist_len < -1:
+            raise ValueError(
+                f"{prefix}.max_hist_len must be >= 1, 0 (meta.json's hist_len_max) or -1 (no "
+                f"cap), got {self.max_hist_len}"
+            )
         self.window.validate(f"{prefix}.window")

@@ -19,6 +19,8 @@ row; resuming loads only the window it is in (no replay of the epoch).
 from __future__ import annotations
 
 import itertools
+import json
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from longseq.data.bad_rows import BadRow, BadRowLog, RowChecker
+from longseq.data.collate import cut_histories
 from longseq.data.shards import Piece, ShardPlan, list_parquet_files, row_groups
 
 __all__ = ["RequestReader", "list_parquet_files", "planned_requests"]
@@ -52,6 +55,9 @@ class RequestReader:
             ``skip`` (drop, count in ``bad_rows`` and report to ``bad_rows_log`` / stderr).
             Rows are validated unless ``columns`` leaves out core columns under ``error``.
         bad_rows_log: JSON-lines file for skipped requests (empty: stderr only).
+        max_hist_len: histories longer than this are cut to their most recent events when read
+            (counted in ``hist_cut``, reported once on stderr); 0 = ``meta.json``'s
+            ``hist_len_max`` (no cap without one), -1 = no cap.
     """
 
     def __init__(
@@ -70,6 +76,7 @@ class RequestReader:
         num_workers: int = 1,
         on_bad_row: str = "error",
         bad_rows_log: str = "",
+        max_hist_len: int = 0,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
@@ -83,6 +90,8 @@ class RequestReader:
         self.shuffle, self.seed, self.infinite, self.columns = shuffle, seed, infinite, columns
         self.checker = RowChecker(split_dir, on_bad_row)
         self.log = BadRowLog(bad_rows_log)
+        self.max_hist_len = history_cap(split_dir, max_hist_len)
+        self.hist_cut = 0  # requests whose history was cut to max_hist_len (windows loaded)
         core = {"request_id", "user_id", "request_ts", "hist_item_id", "tgt_item_id"}
         self._validate = on_bad_row == "skip" or columns is None or core <= set(columns)
         groups = row_groups(self.files)  # reads every footer: names an unreadable file
@@ -169,6 +178,17 @@ class RequestReader:
                 t = t.select(self.columns)
         for r in bad:
             r.epoch, r.rank, r.worker = epoch, self.rank, self.worker
+        if self.max_hist_len > 0 and "hist_item_id" in t.column_names:
+            t, n = cut_histories(t, self.max_hist_len)
+            if n and not self.hist_cut:
+                print(
+                    f"[longseq.data] {p.path} (row group {p.row_group}): {n} request(s) with "
+                    f"more than data.max_hist_len={self.max_hist_len} history events cut to "
+                    "their most recent ones (reported once per reader; counted in hist_cut)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            self.hist_cut += n
         return t, bad
 
     def _load(self, epoch: int, window: int) -> tuple[pa.Table, list[BadRow]]:
@@ -249,6 +269,17 @@ class RequestReader:
                 self._windows.clear()
                 return
             yield t
+
+
+def history_cap(split_dir: str | Path, max_hist_len: int) -> int:
+    """The history cap in events (0: none) for ``data.max_hist_len``."""
+    if max_hist_len:
+        return max(max_hist_len, 0)
+    from longseq.data.validate import find_meta
+
+    meta_file = find_meta(split_dir)
+    meta = json.loads(meta_file.read_text()) if meta_file else {}
+    return int(meta.get("hist_len_max") or 0)
 
 
 def planned_requests(

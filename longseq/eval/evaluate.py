@@ -123,8 +123,25 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     predictions gathered on rank 0, which computes the metrics and writes the outputs; the numbers
     are bit-identical to a one-process run. Returns the result on rank 0, ``{}`` elsewhere.
     """
+    from longseq.eval.ids import check_ids
+    from longseq.parallel.checkpoint import verify_checkpoint
+
+    bad = [w for w in cfg.windows if w < 1]
+    if bad:
+        raise ValueError(
+            f"windows={list(cfg.windows)}: every window must be >= 1 events (served most recent "
+            "events; an empty list serves the full history)"
+        )
+    if cfg.data.batch_size < 1:
+        raise ValueError(f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
     ckpt = resolve_checkpoint(cfg.checkpoint)
-    meta = json.loads((ckpt / "longseq.json").read_text())
+    meta = verify_checkpoint(ckpt)  # longseq.json parsed, every file of the manifest present
+    split_dir = Path(cfg.data.path) / cfg.data.split
+    if not split_dir.is_dir():
+        raise FileNotFoundError(
+            f"data.split={cfg.data.split}: {split_dir} does not exist (data.path={cfg.data.path})"
+        )
+    check_ids(split_dir, meta["tables"])
     rank, world = _rank_world()
     if cfg.sharded and world > 1:
         from longseq.eval.sharded import load_sharded_model
@@ -137,7 +154,6 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         raise ValueError("sharded=true needs several processes: run it under torchrun")
     else:
         model, device = load_model(ckpt, meta), None
-    split_dir = Path(cfg.data.path) / cfg.data.split
     oracle = load_oracle(cfg.data.path) if cfg.data.split == "test" else None
     windows: list[int | None] = list(cfg.windows) or [None]
     out = Path(cfg.out)

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed.checkpoint as dcp
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
@@ -33,25 +32,27 @@ class Predictions:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder, or a run dir / checkpoints dir whose latest checkpoint is used."""
-    from longseq.parallel.checkpoint import latest_checkpoint  # DCP layout only, no process group
+    """A checkpoint folder; a pointer file (``<run>/checkpoints/latest`` or ``best``), a
+    checkpoints folder or a run dir resolve to the checkpoint they name."""
+    from longseq.parallel.pointers import resolve_checkpoint as resolve
 
-    p = Path(path)
-    if (p / "longseq.json").is_file():
-        return p
-    for run in (p, p.parent):
-        found = latest_checkpoint(run)
-        if found is not None:
-            return found
-    raise FileNotFoundError(f"checkpoint={path}: no complete longseq checkpoint there")
+    try:
+        return resolve(path)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"checkpoint={e}") from None
 
 
 def load_model(ckpt: Path, meta: dict[str, Any]) -> LongSeqModel:
-    """Rebuild the model from ``longseq.json`` and load its weights (any writer world size)."""
+    """Rebuild the model from ``longseq.json`` and load its weights (any writer world size).
+
+    The load goes through `longseq.parallel.checkpoint.load_checkpoint`: manifest checked,
+    metadata read by a restricted unpickler (no code runs from the checkpoint)."""
+    from longseq.parallel.checkpoint import load_checkpoint
+
     mcfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), meta["model"]))
     model = LongSeqModel(mcfg, TableSizes(**meta["tables"]), meta["tasks"])
     state = {"model": model.state_dict()}
-    dcp.load(state, checkpoint_id=str(ckpt), no_dist=True)
+    load_checkpoint(ckpt, state, no_dist=True)
     model.load_state_dict(state["model"])
     return model.eval()
 

@@ -3,17 +3,22 @@
 Layout of ``<run_dir>/checkpoints/``:
 
 * ``step_<n>/``: DCP files (sharded tables, dense weights, both optimizers) plus
-  ``longseq.json`` (step, model/data description) and ``rank_<r>.json`` (reader position and
-  RNG state of each rank). A folder with this name is always complete: ranks write into
-  ``step_<n>.tmp/`` and rank 0 renames it after everybody has finished.
-* ``latest``: a text file naming the newest complete checkpoint, replaced atomically.
+  ``longseq.json`` (step, model/data description, and a manifest of every file's size) and
+  ``rank_<r>.json`` (reader position and RNG state of each rank). A folder with this name is
+  always complete: ranks write into ``step_<n>.tmp-<nonce>/`` (the nonce is the run's own) and
+  rank 0 renames it after everybody has finished.
+* ``latest`` (and ``best``, see `longseq.train.best`): text files naming one ``step_<n>``
+  folder, replaced atomically; a pointer that leaves this folder is refused.
+
+Every load goes through `longseq.parallel.safe_load` (no code runs from a checkpoint) after
+`verify_checkpoint` has checked the manifest (a truncated or missing file is named).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,33 +27,36 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 
-_STEP = re.compile(r"^step_(\d+)$")
+from longseq.parallel.pointers import (
+    STEP,
+    checkpoint_root,
+    latest_checkpoint,
+    read_pointer,
+    write_pointer,
+)
+from longseq.parallel.safe_load import read_metadata_file, safe_dcp_load
+
+__all__ = [
+    "checkpoint_root",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_meta",
+    "run_nonce",
+    "save_checkpoint",
+    "verify_checkpoint",
+]
+
+#: Files of a checkpoint folder that its manifest does not cover (written after it).
+_UNLISTED = ("longseq.json",)
 
 
-def checkpoint_root(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run (``latest``, else the highest ``step_<n>``)."""
-    root = checkpoint_root(run_dir)
-    pointer = root / "latest"
-    if pointer.is_file():
-        cand = root / pointer.read_text().strip()
-        if (cand / "longseq.json").is_file():
-            return cand
-    steps = sorted(
-        (int(m.group(1)), p)
-        for p in root.glob("step_*")
-        if (m := _STEP.match(p.name)) and (p / "longseq.json").is_file()
-    )
-    return steps[-1][1] if steps else None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def run_nonce() -> str:
+    """A random token shared by all ranks (collective when a process group exists): the
+    suffix of this run's temporary checkpoint folders."""
+    token = [secrets.token_hex(4)]
+    if dist.is_initialized():
+        dist.broadcast_object_list(token, src=0)
+    return token[0]
 
 
 def save_checkpoint(
@@ -58,11 +66,20 @@ def save_checkpoint(
     meta: dict[str, Any],
     rank_state: dict[str, Any],
     keep_last: int = 3,
+    nonce: str | None = None,
 ) -> Path:
-    """Collective: every rank calls it. Returns the final checkpoint folder."""
+    """Collective: every rank calls it. Returns the final checkpoint folder.
+
+    Ranks write into ``step_<n>.tmp-<nonce>``; rank 0 adds ``longseq.json`` (with a manifest of
+    every file's size), renames the folder, points ``latest`` at it and keeps the newest
+    ``keep_last`` (>= 1) checkpoints besides the one ``best`` names.
+    """
+    if keep_last < 1:
+        raise ValueError(f"trainer.keep_last must be >= 1, got {keep_last}")
+    nonce = nonce or run_nonce()
     root = checkpoint_root(run_dir)
     final = root / f"step_{step}"
-    tmp = root / f"step_{step}.tmp"
+    tmp = root / f"step_{step}.tmp-{nonce}"
     rank = dist.get_rank() if dist.is_initialized() else 0
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -74,31 +91,86 @@ def save_checkpoint(
     if dist.is_initialized():
         dist.barrier()
     if rank == 0:
-        (tmp / "longseq.json").write_text(json.dumps({**meta, "step": step}, indent=2))
+        manifest = {
+            p.name: p.stat().st_size
+            for p in sorted(tmp.iterdir())
+            if p.is_file() and p.name not in _UNLISTED
+        }
+        info = {**meta, "step": step, "manifest": manifest}
+        (tmp / "longseq.json").write_text(json.dumps(info, indent=2))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _write_atomic(root / "latest", final.name + "\n")
-        _prune(root, keep_last)
+        write_pointer(root, "latest", final)
+        _prune(root, keep_last, keep={final.name})
     if dist.is_initialized():
         dist.barrier()
     return final
 
 
-def _prune(root: Path, keep_last: int) -> None:
-    steps = sorted((int(m.group(1)), p) for p in root.glob("step_*") if (m := _STEP.match(p.name)))
+def _prune(root: Path, keep_last: int, keep: set[str]) -> None:
+    """Delete all but the newest ``keep_last`` step folders; never those in ``keep`` nor the
+    one ``best`` names."""
+    best = read_pointer(root, "best", missing_ok=True)
+    keep = keep | ({best.name} if best is not None else set())
+    steps = sorted((int(m.group(1)), p) for p in root.glob("step_*") if (m := STEP.match(p.name)))
     for _, p in steps[: max(0, len(steps) - keep_last)]:
-        shutil.rmtree(p, ignore_errors=True)
+        if p.name not in keep:
+            shutil.rmtree(p, ignore_errors=True)
 
 
-def load_checkpoint(path: str | Path, state: dict[str, Any]) -> dict[str, Any]:
-    """Load DCP tensors into ``state`` in place (any world size); returns ``longseq.json``."""
-    path = Path(path)
-    meta_file = path / "longseq.json"
-    if not meta_file.is_file():
+def remove_stale_tmp(run_dir: str | Path, nonce: str) -> list[Path]:
+    """Delete temporary checkpoint folders not of this run (``step_<n>.tmp*`` left by a crash;
+    call it only while holding the run-dir lock). Returns what was removed."""
+    removed = []
+    for p in checkpoint_root(run_dir).glob("step_*.tmp*"):
+        if p.is_dir() and not p.name.endswith(f".tmp-{nonce}"):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's ``longseq.json``, with errors that name the file."""
+    f = Path(path) / "longseq.json"
+    if not f.is_file():
         raise FileNotFoundError(f"{path} is not a complete longseq checkpoint (no longseq.json)")
     try:
-        dcp.load(state, checkpoint_id=str(path))
+        meta = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{f}: truncated or corrupt ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{f}: not a JSON object")
+    return meta
+
+
+def verify_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Check every file of the manifest in ``longseq.json`` (present, same size); returns the
+    ``longseq.json``. Checkpoints written before manifests existed are not checked."""
+    path = Path(path)
+    meta = read_checkpoint_meta(path)
+    for name, size in (meta.get("manifest") or {}).items():
+        f = path / name
+        if "/" in name or not f.is_file():
+            raise FileNotFoundError(f"{f}: missing from the checkpoint (listed in longseq.json)")
+        if f.stat().st_size != int(size):
+            raise ValueError(
+                f"{f}: {f.stat().st_size} bytes, {size} when written (truncated or corrupt)"
+            )
+    return meta
+
+
+def load_checkpoint(
+    path: str | Path, state: dict[str, Any], no_dist: bool = False
+) -> dict[str, Any]:
+    """Load DCP tensors into ``state`` in place (any world size); returns ``longseq.json``.
+
+    The manifest is checked first and the metadata read without running code from it."""
+    path = Path(path)
+    meta = verify_checkpoint(path)
+    read_metadata_file(path / ".metadata")  # on every rank: a clear error, not a DCP wrapper
+    try:
+        safe_dcp_load(state, path, no_dist=no_dist)
     except CheckpointException as e:  # a BaseException: name what cannot reshard, and why
         if "Size mismatch" in str(e) and "momentum" in str(e):
             raise ValueError(
@@ -109,7 +181,7 @@ def load_checkpoint(path: str | Path, state: dict[str, Any]) -> dict[str, Any]:
                 "for that table to change the world size"
             ) from None
         raise
-    return json.loads(meta_file.read_text())
+    return meta
 
 
 def _first_line(e: BaseException) -> str:
@@ -123,4 +195,9 @@ def _first_line(e: BaseException) -> str:
 def load_rank_state(path: str | Path, rank: int) -> dict[str, Any] | None:
     """This rank's reader/RNG state, or None when the checkpoint had fewer ranks."""
     f = Path(path) / f"rank_{rank}.json"
-    return json.loads(f.read_text()) if f.is_file() else None
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{f}: truncated or corrupt ({e})") from None

@@ -30,6 +30,10 @@ class TrainerConfig:
     meant for GPUs, on CPU it runs torch's CPU autocast).
     ``activation_checkpointing``: ``none``, or ``stca_layers`` (recompute the STCA tower's
     per-layer history FFN, attention and query-fusion FFN in backward; `longseq.parallel.ac`).
+    ``keep_last`` (>= 1): checkpoints kept besides the one ``checkpoints/best`` names.
+    ``best_metric``: the ``metrics.jsonl`` key that picks ``checkpoints/best`` among the evaluated
+    checkpoints (``eval/{auc,gauc}/...``: higher is better, ``eval/nll/...``: lower); empty =
+    ``eval/auc/<first task>@<largest eval window>``.
     """
 
     max_steps: int = 200
@@ -45,6 +49,7 @@ class TrainerConfig:
     eval_split: str = "test"
     precision: str = "fp32"
     activation_checkpointing: str = "none"
+    best_metric: str = ""
     dense: DenseOptimConfig = field(default_factory=DenseOptimConfig)
 
     def validate(self, device_type: str, prefix: str = "trainer") -> None:
@@ -53,6 +58,28 @@ class TrainerConfig:
         from longseq.train.task import validate_precision
 
         validate_precision(self.precision, device_type, f"{prefix}.precision")
+        for key in ("max_steps", "log_every", "checkpoint_every", "keep_last"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{prefix}.{key} must be >= 1, got {getattr(self, key)}")
+        if self.eval_every < 0:
+            raise ValueError(f"{prefix}.eval_every must be >= 0 (0 = never), got {self.eval_every}")
+        if self.eval_every > 0 and self.eval_every % self.checkpoint_every:
+            raise ValueError(
+                f"{prefix}.eval_every ({self.eval_every}) must be a multiple of "
+                f"{prefix}.checkpoint_every ({self.checkpoint_every}): evaluation reads checkpoints"
+            )
+        bad = [w for w in self.eval_windows if w < 1]
+        if bad:
+            raise ValueError(
+                f"{prefix}.eval_windows={list(self.eval_windows)}: windows must be >= 1 events "
+                "(an empty list serves the full history)"
+            )
+        m = self.best_metric
+        if m and not m.startswith(("eval/auc/", "eval/gauc/", "eval/nll/")):
+            raise ValueError(
+                f"{prefix}.best_metric={m!r}: an eval/auc/..., eval/gauc/... or eval/nll/... key "
+                "of metrics.jsonl (e.g. eval/auc/click@250), or empty for the default"
+            )
         if self.activation_checkpointing not in AC_MODES:
             raise ValueError(
                 f"{prefix}.activation_checkpointing={self.activation_checkpointing!r}: "

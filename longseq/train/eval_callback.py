@@ -4,7 +4,8 @@ At every ``eval_every`` steps that coincide with a checkpoint (and at the end wh
 ``eval_at_end``), all training ranks evaluate that checkpoint together exactly as
 ``torchrun -m longseq.eval`` would (batches dealt over the ranks, gathered on rank 0), rank 0
 writes ``<run_dir>/eval/step_<n>/`` (the final one also to ``<run_dir>/eval/``) and logs
-``eval/auc/<task>@<window>`` etc. to ``metrics.jsonl``.
+``eval/auc/<task>@<window>`` etc. to ``metrics.jsonl``. Each evaluated checkpoint is also a
+candidate for ``checkpoints/best`` (`longseq.train.best`, ``trainer.best_metric``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class EvalCallback:
         every: evaluate checkpoints whose step is a multiple of this (0: never mid-run).
         at_end: evaluate the final checkpoint.
         split / batch_size: what to evaluate and how many requests per batch.
+        best_metric: the logged key that picks ``checkpoints/best`` (empty: the default of
+            `longseq.train.best.default_metric`).
     """
 
     def __init__(
@@ -39,11 +42,18 @@ class EvalCallback:
         batch_size: int = 64,
         logger=None,
         rank: int = 0,
+        best_metric: str = "",
+        run_dir: str | None = None,
     ) -> None:
         self.data_path, self.windows = data_path, list(windows)
         self.every, self.at_end, self.split, self.batch_size = every, at_end, split, batch_size
         self.logger, self.rank = logger, rank
         self._done: set[int] = set()
+        self.best = None
+        if run_dir is not None and rank == 0:
+            from longseq.train.best import BestTracker
+
+            self.best = BestTracker(run_dir, best_metric)
 
     def _run(self, state: LoopState, final: bool) -> None:
         if state.checkpoint is None:
@@ -70,14 +80,17 @@ class EvalCallback:
             data=EvalDataConfig(path=self.data_path, split=self.split, batch_size=self.batch_size),
         )
         result = evaluate(cfg)  # distributed over the training ranks; rank 0 gets the result
-        if self.rank == 0 and self.logger is not None:
-            values = {}
+        values = {}
+        if self.rank == 0:
             for r in result["results"]:
                 key = f"{r['task']}@{r['window']}"
                 values[f"eval/auc/{key}"] = r["auc"]
                 values[f"eval/gauc/{key}"] = r["gauc"]
                 values[f"eval/nll/{key}"] = r["nll"]
+        if self.rank == 0 and self.logger is not None:
             self.logger.log(state.step, values)
+        if self.rank == 0 and self.best is not None:
+            self.best.update(state.step, values, result["results"])
 
     def on_step_end(self, state: LoopState) -> None:
         if self.every > 0 and state.step % self.every == 0:

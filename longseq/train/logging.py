@@ -48,6 +48,28 @@ class MetricsLogger:
             )
             self._wandb, self.run_id = run, run.id
 
+    def drop_after(self, step: int) -> int:
+        """Remove the rows of steps after ``step`` (a resumed run logs them again; also drops a
+        line cut short by a crash). Rank 0 only; returns the number of rows removed."""
+        if not self.enabled or not self.path.is_file():
+            return 0
+        kept, dropped = [], 0
+        for line in self.path.read_text().splitlines():
+            try:
+                row_step = int(json.loads(line)["step"])
+            except (ValueError, KeyError, TypeError):
+                dropped += 1
+                continue
+            if row_step > step:
+                dropped += 1
+            else:
+                kept.append(line + "\n")
+        if dropped:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, self.path)
+        return dropped
+
     def log(self, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:
             return

@@ -23,13 +23,21 @@ from longseq.parallel.ac import apply_activation_checkpointing
 from longseq.parallel.checkpoint import (
     latest_checkpoint,
     load_rank_state,
+    read_checkpoint_meta,
     save_checkpoint,
 )
 from longseq.parallel.env import init_distributed
+from longseq.parallel.pointers import resolve_checkpoint
 from longseq.parallel.wrap import shard_model
 from longseq.train.callbacks import Callback, LoopState
 from longseq.train.config import TrainJobConfig
 from longseq.train.eval_callback import EvalCallback
+from longseq.train.guards import (
+    check_best_metric,
+    check_resume_compatible,
+    check_split,
+    lock_run_dir,
+)
 from longseq.train.logging import MetricsLogger
 from longseq.train.optim import build_optimizer, lr_factor, set_dense_lr
 from longseq.train.profiling import maybe_profiler
@@ -104,24 +112,39 @@ def _resolve_resume(cfg: TrainJobConfig) -> Path | None:
         return None
     if cfg.resume == "auto":
         return latest_checkpoint(cfg.run_dir)
-    p = Path(cfg.resume)
-    if not (p / "longseq.json").is_file():
-        raise FileNotFoundError(f"resume={cfg.resume}: not a complete checkpoint folder")
-    return p
+    try:
+        return resolve_checkpoint(cfg.resume)  # a step folder or a latest/best pointer file
+    except FileNotFoundError:
+        raise FileNotFoundError(f"resume={cfg.resume}: not a complete checkpoint") from None
 
 
 def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[str, Any]:
-    """Train per ``cfg``; returns the last logged values. Collective over all ranks."""
+    """Train per ``cfg``; returns the last logged values. Collective over all ranks.
+
+    Rank 0 holds the run-dir lock (`longseq.parallel.run_lock`) for the whole job."""
     env = init_distributed()
+    cfg.trainer.validate(env.device.type)
+    lock, nonce = lock_run_dir(Path(cfg.run_dir), env.is_main)
+    try:
+        return _train(cfg, env, nonce, callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(
+    cfg: TrainJobConfig, env: Any, nonce: str, callbacks: list[Callback] | None
+) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
-    if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     meta = read_dataset_meta(cfg.data.path)
     tasks = list(meta.get("tasks", ["click"]))
     sizes = table_sizes(meta)
     cfg.data.window.validate("data.window")
-    cfg.trainer.validate(env.device.type)
     cfg.sharding.validate(env.device.type)
+    tc = cfg.trainer
+    if tc.eval_every > 0 or tc.eval_at_end:
+        check_split(cfg.data.path, tc.eval_split, "trainer.eval_split")
+        check_best_metric(tc, tasks)
     torch.manual_seed(cfg.seed)
     model = LongSeqModel(cfg.model, sizes, tasks, device="meta")
     apply_activation_checkpointing(model, cfg.trainer.activation_checkpointing)
@@ -134,6 +157,8 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
     start, wandb_id = 0, None
     ckpt = _resolve_resume(cfg)
     if ckpt is not None:
+        now = checkpoint_meta(cfg, sizes, tasks, env.world_size)
+        check_resume_compatible(ckpt, read_checkpoint_meta(ckpt), now)
         cmeta = restore_training_state(dmp, opt, ckpt)
         start, wandb_id = int(cmeta["step"]), cmeta.get("wandb_run_id")
         rstate = load_rank_state(ckpt, env.rank)
@@ -153,15 +178,11 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
         config=OmegaConf.to_container(OmegaConf.structured(cfg)),
         name=cfg.name,
     )
+    if logger.drop_after(start):  # rows a crashed or earlier run logged after this start
+        print(f"[longseq] metrics.jsonl: removed rows after step {start}", file=sys.stderr)
     ckpt_meta = checkpoint_meta(cfg, sizes, tasks, env.world_size, logger.run_id)
-    tc = cfg.trainer
     callbacks = list(callbacks or [])
     if tc.eval_every > 0 or tc.eval_at_end:
-        if tc.eval_every > 0 and tc.eval_every % tc.checkpoint_every:
-            raise ValueError(
-                f"trainer.eval_every ({tc.eval_every}) must be a multiple of "
-                f"trainer.checkpoint_every ({tc.checkpoint_every}): evaluation reads checkpoints"
-            )
         callbacks.append(
             EvalCallback(
                 cfg.data.path,
@@ -171,6 +192,8 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
                 tc.eval_split,
                 logger=logger,
                 rank=env.rank,
+                best_metric=tc.best_metric,
+                run_dir=str(run_dir),
             )
         )
     preempt = _Preemption()
@@ -234,6 +257,7 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
                         ckpt_meta,
                         rank_state,
                         keep_last=tc.keep_last,
+                        nonce=nonce,
                     )
                 )
             state = LoopState(done, tc.max_steps, str(run_dir), values, last_ckpt)

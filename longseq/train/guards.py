@@ -1,0 +1,106 @@
+"""Checks a training job makes before it trains: the run-dir lock, the resume checkpoint's
+compatibility with this run's model, and the evaluation split."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from longseq.parallel.checkpoint import remove_stale_tmp, run_nonce
+from longseq.parallel.run_lock import RunDirLock
+
+
+def _flatten(d: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(d, dict):
+        for k in sorted(d):
+            yield from _flatten(d[k], f"{prefix}.{k}" if prefix else str(k))
+    else:
+        yield prefix, d
+
+
+def config_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: saved -> current`` for every dotted key whose value differs (or exists once)."""
+    a, b = dict(_flatten(saved, "")), dict(_flatten(current, ""))
+    return [
+        f"{k}: {a.get(k, '<absent>')!r} in the checkpoint, {b.get(k, '<absent>')!r} now"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, "<absent>") != b.get(k, "<absent>")
+    ]
+
+
+def check_resume_compatible(ckpt: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """Raise ``ValueError`` listing the config keys (``model.*``, table sizes, tasks) in which
+    this run differs from the checkpoint's ``longseq.json``: such a resume cannot load."""
+    diffs = config_diff(
+        {"model": saved.get("model", {}), "tables": saved.get("tables", {})},
+        {"model": now["model"], "tables": now["tables"]},
+    )
+    if list(saved.get("tasks", now["tasks"])) != list(now["tasks"]):
+        diffs.append(f"tasks: {saved.get('tasks')!r} in the checkpoint, {now['tasks']!r} now")
+    if diffs:
+        raise ValueError(
+            f"cannot resume from {ckpt}: this run's model differs from the checkpoint's "
+            f"({ckpt / 'longseq.json'}) in " + "; ".join(diffs) + ". Use the checkpoint's "
+            "values (tables and tasks come from the data set's meta.json) or start a new run_dir"
+        )
+
+
+def check_split(data_path: str, split: str, key: str) -> None:
+    """Raise ``FileNotFoundError`` naming ``key`` when ``<data_path>/<split>`` is missing."""
+    folder = Path(data_path) / split
+    if not folder.is_dir():
+        have = (
+            sorted(p.name for p in Path(data_path).iterdir() if p.is_dir())
+            if Path(data_path).is_dir()
+            else []
+        )
+        raise FileNotFoundError(
+            f"{key}={split}: the data set {data_path} has no {split!r} split ({folder} does not "
+            f"exist; its splits: {', '.join(have) or 'none'})"
+        )
+
+
+def lock_run_dir(run_dir: Path, is_main: bool) -> tuple[RunDirLock | None, str]:
+    """Rank 0 takes the run-dir lock (every rank raises if it cannot) and removes temporary
+    checkpoint folders of dead runs. Returns (the lock on rank 0, this run's nonce).
+    Collective when a process group exists."""
+    lock, error = None, None
+    if is_main:
+        lock = RunDirLock(run_dir)
+        try:
+            lock.acquire()
+        except Exception as e:  # noqa: BLE001 - every rank must learn of it
+            lock, error = None, e
+    if dist.is_initialized():
+        box = [None if error is None else f"{type(error).__name__}: {error}"]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is not None and error is None:
+            raise RuntimeError(f"rank 0 could not lock the run dir: {box[0]}")
+    if error is not None:
+        raise error
+    nonce = run_nonce()
+    if is_main:
+        for p in remove_stale_tmp(run_dir, nonce):
+            print(
+                f"[longseq] removed {p}: an incomplete checkpoint of an earlier run",
+                file=sys.stderr,
+            )
+    return lock, nonce
+
+
+def check_best_metric(tc: Any, tasks: list[str]) -> None:
+    """With ``trainer.eval_windows`` given, ``trainer.best_metric`` must be one of the keys the
+    evaluation will log (otherwise it is checked at the first evaluation)."""
+    if not tc.best_metric or not tc.eval_windows:
+        return
+    keys = [
+        f"eval/{m}/{t}@{w}" for m in ("auc", "gauc", "nll") for t in tasks for w in tc.eval_windows
+    ]
+    if tc.best_metric not in keys:
+        raise ValueError(
+            f"trainer.best_metric={tc.best_metric!r} will not be logged; one of: {', '.join(keys)}"
+        )
