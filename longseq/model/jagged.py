@@ -60,19 +60,31 @@ def jagged_attention(
     x: torch.Tensor,
     hist_lengths: torch.Tensor,
     num_targets: torch.Tensor,
+    match: torch.Tensor | None = None,
+    positions: torch.Tensor | None = None,
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``q [N, d]`` flat targets, ``x [E, d]`` flat encoded history ``X̃`` -> ``[N, d]``.
 
     The same function as ``attn(q_padded, x_padded, mask)`` (the ``kv`` form) on the padded
     layout, with the weights of ``attn``; a target whose request has no history gets zeros.
+    ``match [P, F]`` (per pair) and ``positions [E]`` (per event) feed ``attn.bias``;
+    ``pairs`` are `request_pairs` when the caller already has them.
     """
     n, d = q.shape
     h, dh = attn.h, attn.dh
-    pair_t, pair_e = request_pairs(hist_lengths, num_targets)
+    pair_t, pair_e = pairs if pairs is not None else request_pairs(hist_lengths, num_targets)
     qh = attn.w_q(q).view(n, h, dh)
     k = attn.w_k(x).view(-1, h, dh)  # once per event
     v = attn.w_v(x).view(-1, h, dh)
     scores = (qh[pair_t] * k[pair_e]).sum(-1) / math.sqrt(dh)  # [P, h]
+    if attn.bias is not None:
+        pos = positions[pair_e] if positions is not None else None
+        bias = attn.bias.logit_bias(match, pos, padded=False)
+        scores = scores if bias is None else scores + bias
     a = segment_softmax(scores, pair_t, n)
     o = q.new_zeros(n, h, dh).index_add(0, pair_t, a[..., None] * v[pair_e])
-    return attn.w_o(o.reshape(n, d))
+    out = attn.w_o(o.reshape(n, d))
+    if attn.bias is not None and attn.bias.count:
+        out = out + attn.bias.count_jagged(scores, pair_t, n)
+    return out

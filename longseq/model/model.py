@@ -30,6 +30,10 @@ from longseq.model.layers import jagged_to_padded, padded_to_jagged
 from longseq.model.stca import STCAConfig, STCATower
 from longseq.model.tokens import Tokenizer
 
+#: the id features the match bias compares, in the order of `longseq.model.match`
+HIST_ID_KEYS = ("hist_item_id", "hist_category_id")
+TGT_ID_KEYS = ("tgt_item_id", "tgt_category_id")
+
 #: ``model.tower`` -> tower class (its config is the ModelConfig attribute of the same name)
 TOWERS = {
     "stca": STCATower,
@@ -100,6 +104,7 @@ class SequenceInteraction(nn.Module):
         self.tower = TOWERS[cfg.tower](cfg.tower_config)
         self.jagged = cfg.tower == "stca" and cfg.stca.layout == "jagged"
         self.needs_categories = bool(getattr(self.tower, "needs_categories", False))
+        self.needs_ids = bool(getattr(self.tower, "needs_ids", False))
         layers: list[nn.Module] = []
         width = 2 * d
         for h in cfg.head_hidden:
@@ -127,8 +132,14 @@ class SequenceInteraction(nn.Module):
         xt = self.tokens.target(
             emb["tgt_item_id"].values(), emb["tgt_category_id"].values()
         )  # [N, d]
+        hist_ids = tgt_ids = None
+        if self.needs_ids:  # (item, category) ids of events [E,2] and targets [N,2]
+            if ids is None:
+                raise ValueError(f"{type(self.tower).__name__} needs the batch's ids")
+            hist_ids = torch.stack([ids[k].values() for k in HIST_ID_KEYS], dim=-1)
+            tgt_ids = torch.stack([ids[k].values() for k in TGT_ID_KEYS], dim=-1)
         if self.jagged:  # STCA, packed layout: no padding at all
-            z = self.tower.forward_jagged(x, lengths, xt, num_targets)
+            z = self.tower.forward_jagged(x, lengths, xt, num_targets, hist_ids, tgt_ids)
             return self.head(torch.cat([z, xt], dim=-1))
         max_len = max(int(lengths.max()) if lengths.numel() else 0, 1)
         max_t = max(int(num_targets.max()) if num_targets.numel() else 0, 1)
@@ -141,6 +152,14 @@ class SequenceInteraction(nn.Module):
             hist_cat = jagged_to_padded(ids["hist_category_id"].values()[:, None], lengths, max_len)
             tgt_cat = jagged_to_padded(ids["tgt_category_id"].values()[:, None], num_targets, max_t)
             out = self.tower(hist, hist_mask, tgt, hist_cat.squeeze(-1), tgt_cat.squeeze(-1))
+        elif self.needs_ids:
+            out = self.tower(
+                hist,
+                hist_mask,
+                tgt,
+                jagged_to_padded(hist_ids, lengths, max_len),
+                jagged_to_padded(tgt_ids, num_targets, max_t),
+            )
         else:
             out = self.tower(hist, hist_mask, tgt)
         z = padded_to_jagged(out, num_targets)  # [N, d]
@@ -174,7 +193,8 @@ class LongSeqModel(nn.Module):
 
     def forward(self, batch: RequestBatch) -> torch.Tensor:
         """Logits ``[N, num_tasks]``."""
-        ids = batch.sparse if self.interaction.needs_categories else None
+        needs = self.interaction.needs_categories or self.interaction.needs_ids
+        ids = batch.sparse if needs else None
         return self.interaction(self.ec(batch.sparse), batch.num_targets, ids)
 
     def loss(self, logits: torch.Tensor, batch: RequestBatch) -> torch.Tensor:
