@@ -173,3 +173,23 @@ def test_causal_encoder_ignores_newer_events():
 def test_config_errors_name_the_key(build, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         build().validate()
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_din_last_n_cuts_the_window_before_attending(normalize):
+    """DIN over the last n equals DIN over the whole history of the cut rows (and the
+    most_recent mask of the masking formulation), padding included."""
+    from longseq.model.baselines.din import cut_recent, most_recent
+
+    hist, mask, tgt, tmask = _ragged(garbage=3.0)
+    torch.manual_seed(0)
+    last = DINTower(DINConfig(d_model=D, att_hidden=[6, 4], last_n=2, normalize=normalize))
+    full = DINTower(DINConfig(d_model=D, att_hidden=[6, 4], last_n=0, normalize=normalize))
+    last, full = last.double(), full.double()
+    full.load_state_dict(last.state_dict())
+    cut, cut_mask = cut_recent(hist, mask, 2)
+    assert cut.shape[1] == 2 and cut_mask.sum(1).tolist() == [2, 0, 2, 1]
+    keep = most_recent(mask, 2)  # the same events, picked by mask
+    for b in range(hist.shape[0]):
+        torch.testing.assert_close(cut[b][cut_mask[b]], hist[b][keep[b]])
+    torch.testing.assert_close(last(hist, mask, tgt)[tmask], full(cut, cut_mask, tgt)[tmask])

@@ -56,6 +56,24 @@ def most_recent(hist_mask: torch.Tensor, n: int) -> torch.Tensor:
     return hist_mask & (after <= n)
 
 
+def cut_recent(
+    hist: torch.Tensor, hist_mask: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` most recent valid events of each row, gathered to ``[B, min(n, L), d]``.
+
+    Histories are left-aligned (oldest first, padding at the end), so row ``b``'s last ``n``
+    events are slots ``len_b - n .. len_b - 1``. Cutting before the attention keeps the cost of
+    "DIN over the last n" at ``O(T n)`` per request instead of ``O(T L)`` then masking.
+    """
+    b, L, d = hist.shape
+    n = min(n, L)
+    lengths = hist_mask.sum(1)
+    start = (lengths - n).clamp(min=0)  # [B]
+    idx = (start[:, None] + torch.arange(n, device=hist.device)[None, :]).clamp(max=L - 1)
+    mask = torch.arange(n, device=hist.device)[None, :] < lengths.clamp(max=n)[:, None]
+    return hist.gather(1, idx[..., None].expand(b, n, d)), mask
+
+
 class PReLU(nn.Module):
     """PReLU with one learned slope per feature of the LAST dim (``nn.PReLU`` uses dim 1)."""
 
@@ -91,7 +109,9 @@ class DINTower(nn.Module):
     ) -> torch.Tensor:
         """``hist [B,L,d]``, ``hist_mask [B,L]`` bool, ``tgt [B,T,d]`` -> ``z [B,T,d]``."""
         d = self.cfg.d_model
-        mask = most_recent(hist_mask, self.cfg.last_n)
+        mask = hist_mask
+        if self.cfg.last_n > 0:  # cut first: the pair MLP runs on the last_n events only
+            hist, mask = cut_recent(hist, hist_mask, self.cfg.last_n)
         h = torch.where(mask.unsqueeze(-1), self.proj(hist), 0.0)  # [B,L,d], once per request
         t = self.proj(tgt)  # [B,T,d]
         wa, wb, wc, wd = self.att_in.weight.split(d, dim=1)  # each [H, d]
