@@ -78,13 +78,13 @@ def jagged_attention(
     k = attn.w_k(x).view(-1, h, dh)  # once per event
     v = attn.w_v(x).view(-1, h, dh)
     scores = (qh[pair_t] * k[pair_e]).sum(-1) / math.sqrt(dh)  # [P, h]
+    pos = positions[pair_e] if positions is not None else None  # each pair's event position
     if attn.bias is not None:
-        pos = positions[pair_e] if positions is not None else None
         bias = attn.bias.logit_bias(match, pos, padded=False)
         scores = scores if bias is None else scores + bias
     a = segment_softmax(scores, pair_t, n)
     o = q.new_zeros(n, h, dh).index_add(0, pair_t, a[..., None] * v[pair_e])
     out = attn.w_o(o.reshape(n, d))
     if attn.bias is not None and attn.bias.count:
-        out = out + attn.bias.count_jagged(scores, pair_t, n)
+        out = out + attn.bias.count_jagged(match, pos, pair_t, n)
     return out

@@ -13,11 +13,18 @@ as the attention scores themselves):
   log-position encoding (``p_j`` = distance from the newest event), shared by every target of the
   request. It lets a head look at "the far past" or "the last few events" without having to
   learn it through the keys; being a function of ``log(1 + p)`` it is defined at any length.
-* **count channel**: ``c_th = log(1 + sum_j sigmoid(s_tj + tau_h))`` per head, projected to
-  ``d`` and added to the attention output. With a large match weight and a negative ``tau`` the
-  sum is a soft count of matching events in the positions the head favours: the unnormalised
-  evidence a softmax average cannot carry. ``log1p`` keeps it on a scale that moves slowly from
-  a 256-event training window to a 10k-event served one.
+* **count channel** (needs the match bias's id features): per head ``h`` and id feature ``f``,
+  ``c_thf = log(1 + sum_j [id_f(j) == id_f(t)] g_h(p_j))`` with a learned position window
+  ``g_h(p) = sigmoid(u_h . PE(p) + tau_h)`` (per request, shared by its targets), projected to
+  ``d`` and added to the attention output: how *many* events of the target's item or category
+  the history holds in the part the head looks at, the unnormalised evidence a softmax average
+  cannot carry. At initialisation ``g = 1/2`` everywhere, so the channel starts as the plain
+  match count; ``log1p`` keeps it on a scale that moves slowly from a 256-event training window
+  to a 10k-event served one.
+
+The learned scalars are multiplied by a constant ``GAIN`` so that they move at ``GAIN`` times
+the dense learning rate (Adam's steps are scale-free): logit biases of a few units are reached
+in a few hundred steps, not thousands.
 
 All are off by default in `AttentionBias` and switched on by ``STCAConfig``. Pure torch.
 """
@@ -28,6 +35,9 @@ import torch
 from torch import nn
 
 from longseq.model.tokens import LogPositionEncoding
+
+#: scale of the learned biases (see the module doc)
+GAIN = 8.0
 
 
 def positions_padded(hist_mask: torch.Tensor) -> torch.Tensor:
@@ -56,21 +66,32 @@ class AttentionBias(nn.Module):
         heads: attention heads ``h``.
         d: output width (the count channel's projection).
         num_match: id features compared between target and event (0: no match bias).
-        pos_dim: width of the log-position encoding (0: no position bias).
-        count: add the count channel.
+        pos_dim: width of the log-position encoding (position bias and count window).
+        position_bias: add the position bias to the logits.
+        count: add the count channel (needs ``num_match > 0``).
     """
 
-    def __init__(self, heads: int, d: int, num_match: int, pos_dim: int, count: bool) -> None:
+    def __init__(
+        self, heads: int, d: int, num_match: int, pos_dim: int, position_bias: bool, count: bool
+    ) -> None:
         super().__init__()
-        self.num_match, self.pos_dim, self.count = num_match, pos_dim, count
+        if count and not num_match:
+            raise ValueError("the count channel counts id matches: it needs the match bias")
+        self.num_match, self.position_bias, self.count = num_match, position_bias, count
         self.match_w = nn.Parameter(torch.zeros(num_match, heads)) if num_match else None
-        if pos_dim:
+        if position_bias or count:
             self.pos = LogPositionEncoding(pos_dim)
+        if position_bias:
             self.pos_w = nn.Linear(pos_dim, heads, bias=False)
             nn.init.zeros_(self.pos_w.weight)  # starts as plain attention
         if count:
+            self.count_pos_w = nn.Linear(pos_dim, heads, bias=False)
+            nn.init.zeros_(self.count_pos_w.weight)  # g = 1/2: the plain match count
             self.count_tau = nn.Parameter(torch.zeros(heads))
-            self.count_proj = nn.Linear(heads, d, bias=False)
+            self.count_proj = nn.Linear(heads * num_match, d, bias=False)
+
+    def _pe(self, positions: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return self.pos(positions).to(like.dtype)
 
     def logit_bias(
         self, match: torch.Tensor | None, positions: torch.Tensor | None, padded: bool
@@ -83,22 +104,33 @@ class AttentionBias(nn.Module):
         """
         bias = None
         if self.match_w is not None and match is not None:
-            bias = match.to(self.match_w.dtype) @ self.match_w  # [B,T,L,h] or [P,h]
+            w = GAIN * self.match_w
+            bias = match.to(w.dtype) @ w  # [B,T,L,h] or [P,h]
             bias = bias.movedim(-1, 1) if padded else bias
-        if self.pos_dim and positions is not None:
-            pb = self.pos_w(self.pos(positions).to(self.pos_w.weight.dtype))  # [B,L,h] / [P,h]
+        if self.position_bias and positions is not None:
+            pb = GAIN * self.pos_w(self._pe(positions, self.pos_w.weight))  # [B,L,h] / [P,h]
             pb = pb.transpose(1, 2)[:, :, None, :] if padded else pb  # shared by the targets
             bias = pb if bias is None else bias + pb
         return bias
 
-    def count_padded(self, scores: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
-        """``scores [B,h,T,L]`` (biases included) -> ``[B,T,d]`` count channel."""
-        w = torch.sigmoid(scores + self.count_tau[None, :, None, None])
-        c = torch.log1p((w * hist_mask[:, None, None, :]).sum(-1))  # [B,h,T]
-        return self.count_proj(c.transpose(1, 2))
+    def window(self, positions: torch.Tensor) -> torch.Tensor:
+        """The count channel's position window ``g_h(p)``: ``[..., h]`` for ``positions [...]``."""
+        pe = self._pe(positions, self.count_tau)
+        return torch.sigmoid(GAIN * (self.count_pos_w(pe) + self.count_tau))
 
-    def count_jagged(self, scores: torch.Tensor, pair_t: torch.Tensor, n: int) -> torch.Tensor:
-        """``scores [P,h]`` -> ``[N,d]`` count channel of each target."""
-        w = torch.sigmoid(scores + self.count_tau)
-        c = scores.new_zeros(n, scores.shape[1]).index_add(0, pair_t, w)
+    def count_padded(
+        self, match: torch.Tensor, positions: torch.Tensor, hist_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """``match [B,T,L,F]``, ``positions`` / ``hist_mask [B,L]`` -> ``[B,T,d]``."""
+        g = self.window(positions) * hist_mask[..., None].to(self.count_tau.dtype)  # [B,L,h]
+        c = torch.einsum("btlf,blh->bthf", match.to(g.dtype), g)
+        return self.count_proj(torch.log1p(c).flatten(2))
+
+    def count_jagged(
+        self, match: torch.Tensor, positions: torch.Tensor, pair_t: torch.Tensor, n: int
+    ) -> torch.Tensor:
+        """``match [P,F]``, ``positions [P]`` (each pair's event) -> ``[N,d]``."""
+        g = self.window(positions)  # [P,h]
+        per_pair = (g[:, :, None] * match.to(g.dtype)[:, None, :]).flatten(1)  # [P, h*F]
+        c = per_pair.new_zeros(n, per_pair.shape[1]).index_add(0, pair_t, per_pair)
         return self.count_proj(torch.log1p(c))

@@ -36,7 +36,13 @@ from torch import nn
 
 from longseq.model.jagged import jagged_attention, request_pairs
 from longseq.model.layers import FFNStack
-from longseq.model.match import AttentionBias, match_padded, match_pairs, positions_padded
+from longseq.model.match import (
+    GAIN,
+    AttentionBias,
+    match_padded,
+    match_pairs,
+    positions_padded,
+)
 from longseq.model.tokens import positions_from_most_recent
 
 #: id features compared between target and event by the match bias: (item, category)
@@ -68,8 +74,9 @@ class STCAConfig:
             target" to every attention logit (`longseq.model.match`).
         position_bias: add a learned per-head function of the event's log-position.
         position_dim: width of the log-position encoding of the position bias.
-        count_channel: add a per-head soft count of attended events (``log1p`` of a sigmoid
-            sum) to each layer's output: evidence a softmax average cannot carry.
+        count_channel: add per-head counts of the events that share the target's item /
+            category, in a learned position window, to each layer's output (needs
+            ``match_bias``): evidence a softmax average cannot carry.
     """
 
     d_model: int = 64
@@ -104,8 +111,10 @@ class STCAConfig:
             raise ValueError(f"{prefix}.attention must be one of {ATTENTION_FORMS}")
         if self.num_layers < 1:
             raise ValueError(f"{prefix}.num_layers must be >= 1, got {self.num_layers}")
-        if self.position_bias and (self.position_dim < 2 or self.position_dim % 2):
+        if self.position_dim < 2 or self.position_dim % 2:
             raise ValueError(f"{prefix}.position_dim must be even and >= 2")
+        if self.count_channel and not self.match_bias:
+            raise ValueError(f"{prefix}.count_channel counts id matches: set {prefix}.match_bias")
 
     @property
     def biased(self) -> bool:
@@ -166,12 +175,11 @@ class TargetAttention(nn.Module):
         scale = 1.0 / math.sqrt(self.dh)
         bias = None if self.bias is None else self.bias.logit_bias(match, positions, padded=True)
         count = self.bias is not None and self.bias.count
-        scores = None
-        if self.form == "sdpa" and not count:
+        if self.form == "sdpa":
             k = self.w_k(x).view(b, -1, self.h, self.dh).transpose(1, 2)  # once per request
             v = self.w_v(x).view(b, -1, self.h, self.dh).transpose(1, 2)
             o = _sdpa(qh.transpose(1, 2), k, v, hist_mask, bias).transpose(1, 2)
-        elif self.form in ("kv", "sdpa"):  # sdpa with the count channel needs the scores
+        elif self.form == "kv":
             k = self.w_k(x).view(b, -1, self.h, self.dh)  # once per request
             v = self.w_v(x).view(b, -1, self.h, self.dh)
             scores = torch.einsum("bthe,blhe->bhtl", qh, k) * scale
@@ -187,7 +195,7 @@ class TargetAttention(nn.Module):
             o = torch.einsum("bthd,hed->bthe", ctx, wv)
         out = self.w_o(o.reshape(b, t, self.d))
         if count:
-            out = out + self.bias.count_padded(scores, hist_mask)
+            out = out + self.bias.count_padded(match, positions, hist_mask)
         return out
 
 
@@ -240,23 +248,26 @@ def reference_attention(
                 qr = q[i, j] @ attn.w_q.weight[sl].T
                 if xs.shape[0] == 0:
                     heads.append(q.new_zeros(attn.dh))
-                    counts.append(q.new_zeros(()))
+                    counts.append(q.new_zeros(bias.num_match if bias is not None else 0))
                     continue
                 kr = xs @ attn.w_k.weight[sl].T
                 vr = xs @ attn.w_v.weight[sl].T
                 s = kr @ qr / math.sqrt(attn.dh)
                 if bias is not None and bias.match_w is not None and match is not None:
                     m = match[i, j][hist_mask[i]].to(s.dtype)  # same item / category
-                    s = s + m @ bias.match_w[:, r]
-                if bias is not None and bias.pos_dim and positions is not None:
-                    pe = bias.pos(positions[i][hist_mask[i]]).to(s.dtype)  # [L_i, pos_dim]
-                    s = s + pe @ bias.pos_w.weight[r]
+                    s = s + m @ (GAIN * bias.match_w[:, r])
+                with_pe = positions is not None and hasattr(bias, "pos")
+                pe = bias.pos(positions[i][hist_mask[i]]).to(s.dtype) if with_pe else None
+                if bias is not None and bias.position_bias:
+                    s = s + GAIN * (pe @ bias.pos_w.weight[r])
                 heads.append(torch.softmax(s, dim=0) @ vr)
-                if bias is not None and bias.count:
-                    counts.append(torch.log1p(torch.sigmoid(s + bias.count_tau[r]).sum()))
+                if bias is not None and bias.count:  # matches of each id feature, windowed
+                    g = torch.sigmoid(GAIN * (pe @ bias.count_pos_w.weight[r] + bias.count_tau[r]))
+                    m = match[i, j][hist_mask[i]].to(s.dtype)  # [L_i, F]
+                    counts.append(torch.log1p(g @ m))
             out[i, j] = attn.w_o(torch.cat(heads))
             if bias is not None and bias.count:
-                out[i, j] = out[i, j] + bias.count_proj(torch.stack(counts))
+                out[i, j] = out[i, j] + bias.count_proj(torch.stack(counts).flatten())
     return out
 
 
@@ -302,7 +313,8 @@ class STCATower(nn.Module):
             cfg.num_heads,
             cfg.d_model,
             NUM_MATCH_FEATURES if cfg.match_bias else 0,
-            cfg.position_dim if cfg.position_bias else 0,
+            cfg.position_dim,
+            cfg.position_bias,
             cfg.count_channel,
         )
 
@@ -341,7 +353,8 @@ class STCATower(nn.Module):
         """
         encoded = self.encode_history(hist)
         match = match_padded(hist_ids, tgt_ids) if self.cfg.match_bias else None
-        positions = positions_padded(hist_mask) if self.cfg.position_bias else None
+        with_pos = self.cfg.position_bias or self.cfg.count_channel
+        positions = positions_padded(hist_mask) if with_pos else None
         return self._stack(
             encoded,
             tgt,
@@ -364,7 +377,8 @@ class STCATower(nn.Module):
         encoded = self.encode_history(hist)  # FFN + LN are per event: no padding to skip
         pairs = request_pairs(hist_lengths, num_targets)  # once for all layers
         match = match_pairs(hist_ids, tgt_ids, *pairs) if self.cfg.match_bias else None
-        positions = positions_from_most_recent(hist_lengths) if self.cfg.position_bias else None
+        with_pos = self.cfg.position_bias or self.cfg.count_channel
+        positions = positions_from_most_recent(hist_lengths) if with_pos else None
         return self._stack(
             encoded,
             tgt,

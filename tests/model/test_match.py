@@ -19,7 +19,13 @@ from longseq.model.stca import (
 )
 
 HYP = settings(max_examples=20, deadline=None)
-BIASES = [(True, True, True), (True, False, False), (False, True, False), (True, True, False)]
+BIASES = [
+    (True, True, True),
+    (True, False, False),
+    (False, True, False),
+    (True, True, False),
+    (True, False, True),
+]
 
 
 def _inputs(hist_lens, n_tgt, d, seed, ncat=3):
@@ -36,7 +42,7 @@ def _inputs(hist_lens, n_tgt, d, seed, ncat=3):
 
 def _biased(d, h, form, match, pos, count, seed):
     torch.manual_seed(seed)
-    bias = AttentionBias(h, d, 2 if match else 0, 8 if pos else 0, count)
+    bias = AttentionBias(h, d, 2 if match else 0, 8, pos, count)
     attn = TargetAttention(d, h, form, bias).double()
     with torch.no_grad():  # non-zero biases (they start at zero)
         for p in bias.parameters():
@@ -77,16 +83,15 @@ def test_the_biases_change_the_output():
 
 
 def test_count_channel_counts_matching_events():
-    """Zero keys, a large category-match weight and a negative tau: the channel is
-    ``log1p(number of events of the target's category)``."""
-    bias = AttentionBias(heads=1, d=1, num_match=2, pos_dim=0, count=True)
+    """An open position window (g = 1): the channel is ``log1p(events of the target's
+    category)`` (item matches get zero weight here); padding is not counted."""
+    bias = AttentionBias(heads=1, d=1, num_match=2, pos_dim=8, position_bias=False, count=True)
     attn = TargetAttention(1, 1, "kv", bias).double()
     with torch.no_grad():
         for w in (attn.w_q, attn.w_k, attn.w_v, attn.w_o):
             w.weight.zero_()
-        bias.match_w.copy_(torch.tensor([[0.0], [40.0]]))  # category only
-        bias.count_tau.fill_(-20.0)
-        bias.count_proj.weight.fill_(1.0)
+        bias.count_tau.fill_(5.0)  # sigmoid(8 * 5) = 1
+        bias.count_proj.weight.copy_(torch.tensor([[0.0, 1.0]]))  # category counts only
     cats = torch.tensor([[3, 1, 3, 3, 2, 0]])
     hist_ids = torch.stack([torch.zeros_like(cats), cats], -1)
     tgt_ids = torch.tensor([[[0, 3], [0, 2], [0, 5]]])
@@ -96,9 +101,34 @@ def test_count_channel_counts_matching_events():
         torch.zeros(1, 6, 1, dtype=torch.float64),
         mask,
         match=match_padded(hist_ids, tgt_ids),
+        positions=positions_padded(mask),
     )
     want = torch.log1p(torch.tensor([3.0, 1.0, 0.0], dtype=torch.float64))
     torch.testing.assert_close(out[0, :, 0], want, atol=1e-6, rtol=0)
+
+
+def test_count_window_selects_positions():
+    """A window open only for the far past counts only the far matches."""
+    bias = AttentionBias(heads=1, d=1, num_match=1, pos_dim=8, position_bias=False, count=True)
+    far = torch.tensor([0, 1, 2, 50, 60, 70])
+    # fit g(p) ~ [p >= 40] with a few steps of logistic regression on the window's parameters
+    opt = torch.optim.Adam([bias.count_tau, bias.count_pos_w.weight], lr=0.05)
+    for _ in range(300):
+        opt.zero_grad()
+        g = bias.window(far)[:, 0].clamp(1e-6, 1 - 1e-6)
+        want = (far >= 40).float()
+        loss = -(want * g.log() + (1 - want) * (1 - g).log()).mean()
+        loss.backward()
+        opt.step()
+    g = bias.window(far)[:, 0]
+    assert (g[:3] < 0.05).all() and (g[3:] > 0.95).all(), g
+
+
+def test_count_channel_needs_the_match_bias():
+    with pytest.raises(ValueError, match="match bias"):
+        AttentionBias(heads=1, d=1, num_match=0, pos_dim=8, position_bias=True, count=True)
+    with pytest.raises(ValueError, match="model.stca.match_bias"):
+        STCAConfig(count_channel=True).validate()
 
 
 def test_position_bias_is_a_function_of_distance_from_the_newest():
