@@ -243,18 +243,71 @@ def _check_file(
             yield _message(source, table, row, column, what)
 
 
+#: ``meta.json`` keys the trainer needs (vocabulary sizes of its tables).
+TRAINER_KEYS = ("num_items", "num_categories", "num_actions")
+
+
+def dataset_problems(root: Path, meta_file: Path | None) -> list[str]:
+    """Problems of a data set folder as a whole: ``meta.json`` missing or lacking the keys the
+    trainer needs, no ``train/`` split, files or row counts that disagree with ``meta.json``."""
+    if meta_file is None or meta_file.parent != root:
+        return [
+            f"{root / 'meta.json'}: missing; the trainer needs it with the keys "
+            f"{', '.join(TRAINER_KEYS)} (and 'tasks'); longseq.data.synth and the converters "
+            "write it"
+        ]
+    meta = json.loads(meta_file.read_text())
+    out = [
+        f"{meta_file}: lacks {k!r} (the trainer needs it)" for k in TRAINER_KEYS if k not in meta
+    ]
+    if not (root / "train").is_dir():
+        out.append(f"{root / 'train'}: does not exist (the trainer reads data.split=train)")
+    for split, listed in (meta.get("files") or {}).items():
+        have = sorted(str(f.relative_to(root)) for f in (root / split).rglob("*.parquet"))
+        if sorted(listed) != have:
+            gone, extra = sorted(set(listed) - set(have)), sorted(set(have) - set(listed))
+            out.append(
+                f"{root / split}: files differ from {meta_file} (missing: {gone or 'none'}; "
+                f"not listed: {extra or 'none'})"
+            )
+    for split, n in (meta.get("num_requests") or {}).items():
+        files = sorted((root / split).rglob("*.parquet"))
+        try:
+            rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        except Exception:  # noqa: BLE001 - the per-file scan names the unreadable file
+            continue
+        if rows != int(n):
+            out.append(f"{root / split}: {rows} requests, {meta_file} says {n} (num_requests)")
+    return out
+
+
+def _is_dataset_root(p: Path) -> bool:
+    return p.is_dir() and (
+        (p / "meta.json").is_file() or any((p / s).is_dir() for s in ("train", "test", "valid"))
+    )
+
+
 def validate_path(
     path: str | Path, max_errors: int = 1, meta: str | Path | None = None, progress: bool = False
 ) -> Report:
     """Validate every Parquet file under ``path``; never writes anything."""
     from tqdm import tqdm
 
-    files = dataset_files(path)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"path={path}: does not exist")
     meta_file = Path(meta) if meta else find_meta(path)
+    rep = Report(str(path), str(meta_file) if meta_file else None)
+    if _is_dataset_root(Path(path)):  # a whole data set: its layout and meta.json too
+        for msg in dataset_problems(Path(path), meta_file):
+            rep.num_problems += 1
+            rep.problems.append(msg)
+    files = dataset_files(path)
     info = json.loads(meta_file.read_text()) if meta_file else {}
     limits, tasks = id_limits(info), list(info.get("tasks") or [])
-    rep = Report(str(path), str(meta_file) if meta_file else None)
     stop = max_errors <= 1
+    if rep.problems and stop:
+        rep.stopped_early = True
+        return rep
     bar = tqdm(files, desc="validate", unit="file", file=sys.stderr, disable=not progress)
     for f in bar:
         rep.files += 1

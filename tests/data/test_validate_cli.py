@@ -137,3 +137,34 @@ def test_max_errors_counts_every_problem(synth: Path, tmp_path: Path) -> None:
 def test_row_problems_agree_with_validate_table_on_valid_data(synth: Path) -> None:
     for f in sorted(synth.rglob("*.parquet")):
         assert row_problems(pq.read_table(f), {"tgt_item_id": 400}) == []
+
+
+def test_nonexistent_path_says_so(tmp_path: Path) -> None:
+    proc = _run("longseq.data.validate", f"path={tmp_path / 'nope'}", "progress=false")
+    assert proc.returncode != 0 and "does not exist" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("how", ["no_train", "no_meta", "extra_file", "row_count"])
+def test_data_set_layout_disagreeing_with_meta_json_fails(synth: Path, tmp_path: Path, how: str):
+    bad = tmp_path / "bad"
+    shutil.copytree(synth, bad)
+    meta_file = bad / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    if how == "no_train":
+        shutil.rmtree(bad / "train")
+        expect = "train: does not exist"
+    elif how == "no_meta":
+        meta_file.unlink()
+        expect = "meta.json: missing; the trainer needs it with the keys num_items"
+    elif how == "extra_file":
+        shutil.copy(bad / BAD_FILE, bad / "train" / "part-00009.parquet")
+        expect = "files differ from"
+    else:
+        meta["num_requests"]["train"] += 1
+        meta_file.write_text(json.dumps(meta))
+        expect = "num_requests"
+    rep = validate_path(bad, max_errors=10)
+    assert not rep.ok and any(expect in p for p in rep.problems), rep.problems
+    if how == "no_meta":  # the CLI too: exit 1 with the message
+        proc = _run("longseq.data.validate", f"path={bad}", "progress=false")
+        assert proc.returncode == 1 and expect in proc.stderr, proc.stderr
