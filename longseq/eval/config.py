@@ -22,7 +22,9 @@ class EvalConfig:
     """Offline evaluation of one checkpoint at one or more served history windows.
 
     Attributes:
-        checkpoint: a ``step_<n>`` checkpoint folder (or a run dir: its latest checkpoint).
+        checkpoint: a ``step_<n>`` checkpoint folder, a pointer file
+            (``<run>/checkpoints/latest`` or ``best``) or a run dir (its latest checkpoint).
+            Loaded without running code from it (`longseq.parallel.safe_load`).
         windows: most-recent events served per request; empty = the full stored history.
         out: output folder for ``eval.json``, ``eval.md`` and ``auc_vs_window.png``.
         save_predictions: also write ``predictions.parquet`` (one row per target/task/window).
