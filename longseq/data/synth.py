@@ -62,6 +62,7 @@ class SynthConfig:
     ts_span: int = 30 * 86400
     mean_gap_s: float = 600.0  #: mean seconds between events (1 + exponential)
     test_fraction: float = 0.2  #: latest requests (by request_ts) go to test
+    valid_fraction: float = 0.0  #: the requests just before test go to valid (0: no valid split)
     chunk_users: int = 256  #: users generated at a time (part of the seed: changes values)
     rows_per_file: int = 100_000
     row_group_size: int = 256
@@ -100,6 +101,11 @@ class SynthConfig:
             ("mean_gap_s", self.mean_gap_s >= 0.0, ">= 0"),
             ("ts_span", self.ts_span >= 1, ">= 1"),
             ("test_fraction", 0.0 < self.test_fraction < 1.0, "in (0, 1)"),
+            (
+                "valid_fraction",
+                0.0 <= self.valid_fraction < 1.0 - self.test_fraction,
+                "in [0, 1 - test_fraction)",
+            ),
             ("oracle_windows", all(w >= 1 for w in self.oracle_windows), "all >= 1"),
         ]
         for key, ok, want in checks:
@@ -125,6 +131,7 @@ class _Globals:
     request_ts: np.ndarray
     request_id: np.ndarray
     is_test: np.ndarray
+    is_valid: np.ndarray
     cutoff_ts: int
 
 
@@ -138,7 +145,9 @@ def _globals(cfg: SynthConfig) -> _Globals:
     request_id[order] = np.arange(cfg.num_users)  # request ids in time order
     n_test = min(max(int(round(cfg.test_fraction * cfg.num_users)), 1), cfg.num_users - 1)
     is_test = request_id >= cfg.num_users - n_test
-    return _Globals(item_bias, cdf, ts, request_id, is_test, int(ts[order[-n_test]]))
+    n_valid = int(round(cfg.valid_fraction * cfg.num_users))
+    is_valid = ~is_test & (request_id >= cfg.num_users - n_test - n_valid)
+    return _Globals(item_bias, cdf, ts, request_id, is_test, is_valid, int(ts[order[-n_test]]))
 
 
 def _pick(rng: np.random.Generator, sets: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -248,12 +257,13 @@ def generate(cfg: SynthConfig, preset: str | None = None) -> dict[str, Any]:
     g = _globals(cfg)
     params = oracle.OracleParams.from_mapping(cfg)
     windows = oracle.oracle_windows(cfg.hist_len, cfg.oracle_windows)
-    for split in ("train", "test"):  # parts of an earlier run would mix with this one
+    for split in ("train", "valid", "test"):  # parts of an earlier run would mix with this one
         for stale in (out / split).glob("part-*.parquet"):
             stale.unlink()
+    names = ("train", "valid", "test") if g.is_valid.any() else ("train", "test")
     writers = {
         s: SplitWriter(out / s, REQUEST_SCHEMA, cfg.rows_per_file, cfg.row_group_size, cfg.compression)
-        for s in ("train", "test")
+        for s in names
     }  # fmt: skip
     acc: dict[str, list[np.ndarray]] = {k: [] for k in ("click", "p_true", "user")}
     scores: dict[int, list[np.ndarray]] = {w: [] for w in windows}
@@ -264,7 +274,9 @@ def generate(cfg: SynthConfig, preset: str | None = None) -> dict[str, Any]:
         ch = _chunk(cfg, g, c0, c1)
         hist_total += int(ch["lens"].sum())
         users = np.arange(c0, c1)
-        for split, mask in (("train", ~g.is_test[c0:c1]), ("test", g.is_test[c0:c1])):
+        is_train = ~g.is_test[c0:c1] & ~g.is_valid[c0:c1]
+        splits = (("train", is_train), ("valid", g.is_valid[c0:c1]), ("test", g.is_test[c0:c1]))
+        for split, mask in splits:
             if not mask.any():
                 continue
             sub = _select(ch, mask, T)
@@ -300,7 +312,11 @@ def generate(cfg: SynthConfig, preset: str | None = None) -> dict[str, Any]:
         "num_actions": cfg.num_actions,
         "targets_per_request": T,
         "hist_len_max": cfg.hist_len,
-        "num_requests": {"train": int((~g.is_test).sum()), "test": int(g.is_test.sum())},
+        "num_requests": {
+            "train": int((~g.is_test & ~g.is_valid).sum()),
+            **({"valid": int(g.is_valid.sum())} if g.is_valid.any() else {}),
+            "test": int(g.is_test.sum()),
+        },
         "test_cutoff_ts": g.cutoff_ts,
         "files": {s: [str(p.relative_to(out)) for p in fs] for s, fs in files.items()},
         "config": config,

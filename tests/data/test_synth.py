@@ -203,6 +203,17 @@ def test_far_past_planting_follows_the_story(tmp_path):
     assert auc[cfg.hist_len] > auc[64] + 0.03  # the far past is where the signal is
 
 
+def test_valid_split_sits_between_train_and_test_in_time(tmp_path):
+    generate(make_config("tiny", tmp_path, valid_fraction=0.25))
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["num_requests"] == {"train": 70, "valid": 32, "test": 26}
+    ts = {
+        s: _read(tmp_path / s).column("request_ts").to_numpy() for s in ("train", "valid", "test")
+    }
+    assert ts["train"].max() <= ts["valid"].min() and ts["valid"].max() <= ts["test"].min()
+    assert validate_dataset(tmp_path) == 128  # every split
+
+
 def test_oracle_posterior_matches_generated_memberships(big_tiny):
     """On the generator's own data, P(s | counts) and P(r | counts) match the decoded truth."""
     out, cfg = big_tiny
