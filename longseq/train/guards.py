@@ -32,11 +32,31 @@ def config_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     ]
 
 
-def check_resume_compatible(ckpt: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+def _with_defaults(saved_model: dict[str, Any], schema: type | None) -> dict[str, Any]:
+    """The checkpoint's model config completed with ``schema``'s defaults (keys added to the
+    schema after the checkpoint was written are then not differences)."""
+    if schema is None:
+        return saved_model
+    from omegaconf import OmegaConf
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), saved_model)
+    except Exception:  # noqa: BLE001 - a key the schema no longer has: compare as written
+        return saved_model
+    return OmegaConf.to_container(merged)
+
+
+def check_resume_compatible(
+    ckpt: Path, saved: dict[str, Any], now: dict[str, Any], schema: type | None = None
+) -> None:
     """Raise ``ValueError`` listing the config keys (``model.*``, table sizes, tasks) in which
-    this run differs from the checkpoint's ``longseq.json``: such a resume cannot load."""
+    this run differs from the checkpoint's ``longseq.json``: such a resume cannot load.
+    ``schema``: the model config dataclass (its defaults complete an older checkpoint's)."""
     diffs = config_diff(
-        {"model": saved.get("model", {}), "tables": saved.get("tables", {})},
+        {
+            "model": _with_defaults(saved.get("model", {}), schema),
+            "tables": saved.get("tables", {}),
+        },
         {"model": now["model"], "tables": now["tables"]},
     )
     if list(saved.get("tasks", now["tasks"])) != list(now["tasks"]):

@@ -158,7 +158,7 @@ def _train(
     ckpt = _resolve_resume(cfg)
     if ckpt is not None:
         now = checkpoint_meta(cfg, sizes, tasks, env.world_size)
-        check_resume_compatible(ckpt, read_checkpoint_meta(ckpt), now)
+        check_resume_compatible(ckpt, read_checkpoint_meta(ckpt), now, type(cfg.model))
         cmeta = restore_training_state(dmp, opt, ckpt)
         start, wandb_id = int(cmeta["step"]), cmeta.get("wandb_run_id")
         rstate = load_rank_state(ckpt, env.rank)

@@ -243,3 +243,10 @@ def test_out_of_vocabulary_ids_at_eval_are_named(trained, tmp_path):
     msg = str(e.value)
     assert str(bigger / "test") in msg and "num_items=400" in msg and "column 'hist_item_id'" in msg
     assert "holds id" in msg
+
+
+def test_resume_with_another_model_config_names_the_key(trained, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    proc = _run(_args(tiny_data, run, 6, "resume=auto", "model.embedding_dim=24"), ok=False)
+    assert "model.embedding_dim: 16 in the checkpoint, 24 now" in proc.stderr, proc.stderr[-2000:]
