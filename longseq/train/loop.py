@@ -145,6 +145,10 @@ def _train(
     if tc.eval_every > 0 or tc.eval_at_end:
         check_split(cfg.data.path, tc.eval_split, "trainer.eval_split")
         check_best_metric(tc, tasks)
+    ckpt = _resolve_resume(cfg)
+    if ckpt is not None:  # before building anything: a model that cannot load fails fast
+        now = checkpoint_meta(cfg, sizes, tasks, env.world_size)
+        check_resume_compatible(ckpt, read_checkpoint_meta(ckpt), now, type(cfg.model))
     torch.manual_seed(cfg.seed)
     model = LongSeqModel(cfg.model, sizes, tasks, device="meta")
     apply_activation_checkpointing(model, cfg.trainer.activation_checkpointing)
@@ -155,10 +159,7 @@ def _train(
         cfg.data.bad_rows_log = str(run_dir / f"bad_rows.rank{env.rank}.jsonl")
     stream = build_train_stream(cfg.data, env.rank, env.world_size, cfg.seed, tasks, env.device)
     start, wandb_id = 0, None
-    ckpt = _resolve_resume(cfg)
     if ckpt is not None:
-        now = checkpoint_meta(cfg, sizes, tasks, env.world_size)
-        check_resume_compatible(ckpt, read_checkpoint_meta(ckpt), now, type(cfg.model))
         cmeta = restore_training_state(dmp, opt, ckpt)
         start, wandb_id = int(cmeta["step"]), cmeta.get("wandb_run_id")
         rstate = load_rank_state(ckpt, env.rank)
