@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import pickle
 from collections import OrderedDict
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PosixPath, PurePosixPath
 from typing import Any
 
 import torch
@@ -42,7 +42,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch", "Size"): torch.Size,
     ("torch.serialization", "_get_layout"): torch.serialization._get_layout,
     ("torch.distributed.checkpoint.filesystem", "_StorageInfo"): _StorageInfo,
-    ("pathlib", "PosixPath"): Path,
+    ("pathlib", "PosixPath"): PosixPath,
     ("pathlib", "PurePosixPath"): PurePosixPath,
     ("collections", "OrderedDict"): OrderedDict,
     ("builtins", "set"): set,
