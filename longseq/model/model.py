@@ -34,6 +34,10 @@ from longseq.model.tokens import Tokenizer
 HIST_ID_KEYS = ("hist_item_id", "hist_category_id")
 TGT_ID_KEYS = ("tgt_item_id", "tgt_category_id")
 
+#: STCA settings on by default in a model (docs/results.md, "Make it long"): the id-match bias and
+#: the count channel. ``STCAConfig()`` alone stays the paper's tower.
+RECIPE = {"match_bias": True, "count_channel": True}
+
 #: ``model.tower`` -> tower class (its config is the ModelConfig attribute of the same name)
 TOWERS = {
     "stca": STCATower,
@@ -58,7 +62,8 @@ class ModelConfig:
             events), ``transformer`` (quadratic self-attention + target readout), ``sim`` (SIM
             hard search: the target's category, most recent ``sim.top_k``, then attention).
         stca / pooling / din / transformer / sim: each tower's config; the selected one's
-            ``d_model`` is the token width.
+            ``d_model`` is the token width. ``stca`` defaults to the paper's tower plus
+            `RECIPE` (id-match bias and count channel), which long histories need.
         head_hidden: hidden widths of the per-task MLP head over ``[z | x_t]``.
         loss_weighting: ``impression`` (mean over targets: the pointwise objective exactly) or
             ``request`` (mean over requests of the mean over their targets, the paper's formula).
@@ -68,7 +73,7 @@ class ModelConfig:
     embedding_init_std: float = 0.5
     pos_dim: int = 16
     tower: str = "stca"
-    stca: STCAConfig = field(default_factory=STCAConfig)
+    stca: STCAConfig = field(default_factory=lambda: STCAConfig(**RECIPE))
     pooling: MeanPoolingConfig = field(default_factory=MeanPoolingConfig)
     din: DINConfig = field(default_factory=DINConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)

@@ -32,12 +32,13 @@ def batch(tiny_data: Path):
     return collate(table, ["click"])
 
 
-@pytest.mark.parametrize("tower", sorted(TOWERS))
+@pytest.mark.parametrize("tower", [*sorted(TOWERS), "stca_recipe"])
 def test_model_traces_like_the_pipeline_and_runs_the_same(tiny_meta, batch, tower):
     torch.manual_seed(0)
+    recipe = tower == "stca_recipe"  # match bias + count channel: the ids go in as well
     cfg = ModelConfig(
-        embedding_dim=8, pos_dim=4, tower=tower, head_hidden=[16],
-        stca=STCAConfig(d_model=16, num_heads=2),
+        embedding_dim=8, pos_dim=4, tower="stca" if recipe else tower, head_hidden=[16],
+        stca=STCAConfig(d_model=16, num_heads=2, match_bias=recipe, count_channel=recipe),
     )  # fmt: skip
     cfg.tower_config.d_model = 16
     sizes = TableSizes(
