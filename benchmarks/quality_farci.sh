@@ -27,12 +27,12 @@ run() {  # run <name> [training overrides...]
 
 OFF="model.stca.match_bias=false model.stca.position_bias=false model.stca.count_channel=false"
 mkdir -p "$RUNS"
-run full                                                   # the recipe: match + position + count
+run full model.stca.position_bias=true                     # match + count + position bias
 run plain $OFF                                             # STCA as in the paper
-run match model.stca.position_bias=false model.stca.count_channel=false
-run match_pos model.stca.count_channel=false
-run match_count model.stca.position_bias=false
-run pos model.stca.match_bias=false model.stca.count_channel=false
+run match model.stca.count_channel=false
+run match_pos model.stca.count_channel=false model.stca.position_bias=true
+run match_count                                            # the default recipe
+run pos $OFF model.stca.position_bias=true
 run plain_900 $OFF trainer.max_steps=900                   # 3x the budget
 run din_last50 model.tower=din model.din.last_n=50
 run sim model.tower=sim
