@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 #: Config keys (fnmatch patterns on dotted keys) never shown as differences: where things are,
-#: what they are called, logging and checkpoint cadence; none of them changes the model.
+#: what they are called, logging and checkpoint cadence, the checkpoint's file manifest; none of
+#: them changes the model.
 IGNORE: tuple[str, ...] = (
     "run_dir",
     "name",
@@ -32,6 +33,8 @@ IGNORE: tuple[str, ...] = (
     "trainer.log_every",
     "trainer.checkpoint_every",
     "trainer.keep_last",
+    "manifest",
+    "manifest.*",
 )
 
 #: Where the keys of a checkpoint's ``longseq.json`` live in the training config (``config.yaml``).
