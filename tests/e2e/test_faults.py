@@ -226,12 +226,18 @@ def test_truncated_checkpoint_files_are_named(trained, tmp_path):
 
 
 def test_out_of_vocabulary_ids_at_eval_are_named(trained, tmp_path):
-    from conftest import make_tiny
+    import importlib.util
 
     from longseq.eval.config import EvalConfig, EvalDataConfig
     from longseq.eval.evaluate import evaluate
 
-    bigger = make_tiny(tmp_path / "bigger", items_per_category=40)  # 800 items, the model 400
+    # tests/conftest.py by path: a bare ``import conftest`` may find tests/launch/conftest.py
+    spec = importlib.util.spec_from_file_location(
+        "root_conftest", Path(__file__).parents[1] / "conftest.py"
+    )
+    root = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root)
+    bigger = root.make_tiny(tmp_path / "bigger", items_per_category=40)  # 800 items, model 400
     cfg = EvalConfig(
         checkpoint=str(trained),
         data=EvalDataConfig(path=str(bigger)),
