@@ -9,13 +9,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from longseq.data.collate import collate
 from longseq.data.reader import RequestReader
 from longseq.model.embeddings import TableSizes
-from longseq.model.model import LongSeqModel, ModelConfig
+from longseq.model.model import LongSeqModel, model_config_from_saved
 
 
 @dataclass
@@ -49,7 +48,7 @@ def load_model(ckpt: Path, meta: dict[str, Any]) -> LongSeqModel:
     metadata read by a restricted unpickler (no code runs from the checkpoint)."""
     from longseq.parallel.checkpoint import load_checkpoint
 
-    mcfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), meta["model"]))
+    mcfg = model_config_from_saved(meta["model"])
     model = LongSeqModel(mcfg, TableSizes(**meta["tables"]), meta["tasks"])
     state = {"model": model.state_dict()}
     load_checkpoint(ckpt, state, no_dist=True)

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from longseq.model.embeddings import TableSizes
-from longseq.model.model import LongSeqModel, ModelConfig
+from longseq.model.model import LongSeqModel, model_config_from_saved
 
 
 def load_sharded_model(
@@ -39,7 +38,7 @@ def load_sharded_model(
     from longseq.parallel.wrap import shard_model
     from longseq.train.task import TrainTask, load_model_state_dict, model_state_dict
 
-    mcfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), meta["model"]))
+    mcfg = model_config_from_saved(meta["model"])
     model = LongSeqModel(mcfg, TableSizes(**meta["tables"]), meta["tasks"], device="meta")
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

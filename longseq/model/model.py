@@ -7,7 +7,9 @@ pipelines (the interaction is a leaf in their tracer). This module imports nothi
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +99,29 @@ class ModelConfig:
     def tower_config(self):  # noqa: ANN201 - one of the tower config dataclasses
         """The config of the selected tower."""
         return getattr(self, self.tower)
+
+
+#: STCA switches added after the first checkpoints were written: absent from a checkpoint's model
+#: config means off (that checkpoint holds the paper's tower), not today's default.
+ADDED_STCA_SWITCHES = ("match_bias", "position_bias", "count_channel")
+
+
+def complete_saved_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's ``model`` config with the STCA switches it predates set to off."""
+    out = copy.deepcopy(dict(saved))
+    stca = dict(out.get("stca") or {})
+    for key in ADDED_STCA_SWITCHES:
+        stca.setdefault(key, False)
+    out["stca"] = stca
+    return out
+
+
+def model_config_from_saved(saved: dict[str, Any]) -> ModelConfig:
+    """The `ModelConfig` a checkpoint was trained with (its ``longseq.json`` ``model`` entry)."""
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.merge(OmegaConf.structured(ModelConfig), complete_saved_config(saved))
+    return OmegaConf.to_object(merged)
 
 
 class SequenceInteraction(nn.Module):

@@ -40,7 +40,9 @@ def _with_defaults(saved_model: dict[str, Any], schema: type | None) -> dict[str
     from omegaconf import OmegaConf
 
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), saved_model)
+        from longseq.model.model import complete_saved_config
+
+        merged = OmegaConf.merge(OmegaConf.structured(schema), complete_saved_config(saved_model))
     except Exception:  # noqa: BLE001 - a key the schema no longer has: compare as written
         return saved_model
     return OmegaConf.to_container(merged)

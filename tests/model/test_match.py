@@ -161,3 +161,17 @@ def test_tower_jagged_equals_padded_with_biases(which):
     for name, p in jagged.named_parameters():
         if ".bias." in name:
             assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_a_checkpoint_config_without_the_switches_is_the_papers_tower():
+    """Checkpoints written before the switches existed hold plain STCA: absent means off, while a
+    new ModelConfig turns the recipe on."""
+    from longseq.model.model import ModelConfig, model_config_from_saved
+
+    old = model_config_from_saved({"embedding_dim": 16, "stca": {"d_model": 32, "num_heads": 2}})
+    assert (old.embedding_dim, old.stca.d_model) == (16, 32)
+    assert not (old.stca.match_bias or old.stca.count_channel or old.stca.position_bias)
+    new = ModelConfig()
+    assert new.stca.match_bias and new.stca.count_channel and not new.stca.position_bias
+    saved = model_config_from_saved({"stca": {"match_bias": True, "count_channel": True}})
+    assert saved.stca.match_bias and saved.stca.count_channel
