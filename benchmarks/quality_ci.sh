@@ -31,15 +31,17 @@ run() {  # run <name> [training overrides...]
   fi
 }
 
-run stca
+PLAIN="model.stca.match_bias=false model.stca.count_channel=false"  # the paper's tower
+run stca $PLAIN
+run stca_recipe                                                     # the model default
 run pooling model.tower=pooling
 run din_last50 model.tower=din model.din.last_n=50
 run din model.tower=din
 run transformer model.tower=transformer
 run sim model.tower=sim
-run stca_beta50 data.window.mode=beta data.window.l_min=8 data.window.l_max=256 \
+run stca_beta50 $PLAIN data.window.mode=beta data.window.l_min=8 data.window.l_max=256 \
   data.window.l_avg=50 trainer.max_steps=1200
 
 $PY -m longseq.report \
-  "inputs=[$RUNS/stca,$RUNS/pooling,$RUNS/din_last50,$RUNS/din,$RUNS/transformer,$RUNS/sim,$RUNS/stca_beta50]" \
+  "inputs=[$RUNS/stca,$RUNS/stca_recipe,$RUNS/pooling,$RUNS/din_last50,$RUNS/din,$RUNS/transformer,$RUNS/sim,$RUNS/stca_beta50]" \
   out="$RUNS/report"
