@@ -117,7 +117,15 @@ def test_static_data_layer():
     assert _violations("data", ("longseq.model", "longseq.train", "longseq.parallel")) == []
 
 
-TOWER_FILES = ["stca.py", "jagged.py", "match.py", "layers.py", "tokens.py", "baselines/sim.py"]
+TOWER_FILES = [
+    "stca.py",
+    "attention.py",
+    "jagged.py",
+    "match.py",
+    "layers.py",
+    "tokens.py",
+    "baselines/sim.py",
+]
 
 
 @pytest.mark.parametrize("name", TOWER_FILES)

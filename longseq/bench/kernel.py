@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 from longseq.bench.common import BenchArgs, result_payload
 from longseq.bench.timing import measure, measure_interleaved
+from longseq.model.attention import TargetAttention, _mask_scores
 from longseq.model.jagged import jagged_attention
-from longseq.model.stca import TargetAttention, _mask_scores
 
 
 def grid(args: BenchArgs) -> dict[str, Any]:

@@ -15,12 +15,9 @@ would dominate), and it is the exact reference for a fused varlen kernel. Pure t
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:  # stca.py imports this module
-    from longseq.model.stca import TargetAttention
+from torch import nn
 
 
 def request_pairs(
@@ -55,7 +52,7 @@ def segment_softmax(scores: torch.Tensor, segment: torch.Tensor, num_segments: i
 
 
 def jagged_attention(
-    attn: TargetAttention,
+    attn: nn.Module,
     q: torch.Tensor,
     x: torch.Tensor,
     hist_lengths: torch.Tensor,
@@ -65,6 +62,8 @@ def jagged_attention(
     pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``q [N, d]`` flat targets, ``x [E, d]`` flat encoded history ``X̃`` -> ``[N, d]``.
+
+    ``attn`` is a `longseq.model.attention.TargetAttention` (its projections, heads and bias).
 
     The same function as ``attn(q_padded, x_padded, mask)`` (the ``kv`` form) on the padded
     layout, with the weights of ``attn``; a target whose request has no history gets zeros.

@@ -21,34 +21,35 @@ real (target, event) pairs only: `longseq.model.jagged`).
 Optional target-aware signals (`longseq.model.match`): id-match and position biases in the
 logits and a count channel (``match_bias``, ``position_bias``, ``count_channel``).
 
-`reference_attention` is the readable per-target loop all of them are tested against.
-Pure torch: no torchrec/fbgemm import on this path, so it runs on any accelerator.
+The attention itself (`TargetAttention`, `reference_attention`, the readable per-target loop all
+forms are tested against) lives in `longseq.model.attention`. Pure torch: no torchrec/fbgemm import on this path, so it runs on any accelerator.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from longseq.model.jagged import jagged_attention, request_pairs
+from longseq.model.attention import ATTENTION_FORMS, TargetAttention, reference_attention
+from longseq.model.jagged import request_pairs
 from longseq.model.layers import FFNStack
-from longseq.model.match import (
-    GAIN,
-    AttentionBias,
-    match_padded,
-    match_pairs,
-    positions_padded,
-)
+from longseq.model.match import AttentionBias, match_padded, match_pairs, positions_padded
 from longseq.model.tokens import positions_from_most_recent
+
+__all__ = [
+    "ATTENTION_FORMS",
+    "LAYOUTS",
+    "STCAConfig",
+    "STCATower",
+    "TargetAttention",
+    "reference_attention",
+]
 
 #: id features compared between target and event by the match bias: (item, category)
 NUM_MATCH_FEATURES = 2
 
-ATTENTION_FORMS = ("kv", "absorbed", "sdpa")
 LAYOUTS = ("padded", "jagged")
 
 
@@ -120,155 +121,6 @@ class STCAConfig:
     def biased(self) -> bool:
         """Whether any target-aware signal of `longseq.model.match` is on."""
         return self.match_bias or self.position_bias or self.count_channel
-
-
-def _mask_scores(scores: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
-    """Softmax over history positions; rows with an empty history get all-zero weights."""
-    if bool(hist_mask.all()):  # every slot valid (fixed-length histories): no mask to apply
-        return torch.softmax(scores, dim=-1)
-    m = hist_mask[:, None, None, :]  # [B,1,1,L]
-    scores = scores.masked_fill(~m, torch.finfo(scores.dtype).min)
-    return torch.softmax(scores, dim=-1) * m
-
-
-class TargetAttention(nn.Module):
-    """Multi-head single-query cross-attention of each target over its request's history.
-
-    ``bias``: the layer's optional match/position biases and count channel (`AttentionBias`).
-    """
-
-    def __init__(
-        self, d: int, heads: int, form: str = "kv", bias: AttentionBias | None = None
-    ) -> None:
-        super().__init__()
-        self.d, self.h, self.dh = d, heads, d // heads
-        self.form = form
-        self.w_q = nn.Linear(d, d, bias=False)
-        self.w_k = nn.Linear(d, d, bias=False)
-        self.w_v = nn.Linear(d, d, bias=False)
-        self.w_o = nn.Linear(d, d, bias=False)
-        self.bias = bias
-
-    def forward(
-        self,
-        q: torch.Tensor,
-        x: torch.Tensor,
-        hist_mask: torch.Tensor | None = None,
-        hist_lengths: torch.Tensor | None = None,
-        num_targets: torch.Tensor | None = None,
-        match: torch.Tensor | None = None,
-        positions: torch.Tensor | None = None,
-        pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """Padded: ``q [B,T,d]`` queries, ``x [B,L,d]`` encoded history ``X̃``, ``hist_mask``
-        -> ``[B,T,d]``. Jagged (``hist_lengths`` and ``num_targets`` given): ``q [N,d]``,
-        ``x [E,d]`` -> ``[N,d]`` (`longseq.model.jagged`). Both go through this forward, so
-        module hooks (FSDP2's parameter gathering, activation checkpointing) apply to both.
-        ``match`` / ``positions`` feed the layer's `AttentionBias` (padded: ``[B,T,L,F]`` and
-        ``[B,L]``; jagged: ``[P,F]`` and ``[E]``, with the request ``pairs``)."""
-        if hist_lengths is not None:
-            return jagged_attention(
-                self, q, x, hist_lengths, num_targets, match=match, positions=positions, pairs=pairs
-            )
-        b, t, _ = q.shape
-        qh = self.w_q(q).view(b, t, self.h, self.dh)
-        scale = 1.0 / math.sqrt(self.dh)
-        bias = None if self.bias is None else self.bias.logit_bias(match, positions, padded=True)
-        count = self.bias is not None and self.bias.count
-        if self.form == "sdpa":
-            k = self.w_k(x).view(b, -1, self.h, self.dh).transpose(1, 2)  # once per request
-            v = self.w_v(x).view(b, -1, self.h, self.dh).transpose(1, 2)
-            o = _sdpa(qh.transpose(1, 2), k, v, hist_mask, bias).transpose(1, 2)
-        elif self.form == "kv":
-            k = self.w_k(x).view(b, -1, self.h, self.dh)  # once per request
-            v = self.w_v(x).view(b, -1, self.h, self.dh)
-            scores = torch.einsum("bthe,blhe->bhtl", qh, k) * scale
-            scores = scores if bias is None else scores + bias
-            o = torch.einsum("bhtl,blhe->bthe", _mask_scores(scores, hist_mask), v)
-        else:  # absorbed: u = (q W_Q) W_K^T per head, then (alpha X) W_V
-            wk = self.w_k.weight.view(self.h, self.dh, self.d)
-            wv = self.w_v.weight.view(self.h, self.dh, self.d)
-            u = torch.einsum("bthe,hed->bthd", qh, wk)
-            scores = torch.einsum("bthd,bld->bhtl", u, x) * scale
-            scores = scores if bias is None else scores + bias
-            ctx = torch.einsum("bhtl,bld->bthd", _mask_scores(scores, hist_mask), x)
-            o = torch.einsum("bthd,hed->bthe", ctx, wv)
-        out = self.w_o(o.reshape(b, t, self.d))
-        if count:
-            out = out + self.bias.count_padded(match, positions, hist_mask)
-        return out
-
-
-def _sdpa(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    hist_mask: torch.Tensor,
-    bias: torch.Tensor | None,
-) -> torch.Tensor:
-    """``scaled_dot_product_attention`` over ``[B,h,*,*]``; no mask when every slot is valid.
-
-    A boolean mask costs SDPA its fastest kernels (measured 2.7x at 8k events, 16 targets), so
-    it is only built when some slot is padding. An empty history attends to one dummy slot and
-    its output is zeroed.
-    """
-    if bool(hist_mask.all()):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    has = hist_mask.any(1)
-    mask = hist_mask.clone()
-    mask[:, 0] |= ~has
-    attn_mask = mask[:, None, None, :]
-    if bias is not None:
-        attn_mask = bias.masked_fill(~attn_mask, torch.finfo(bias.dtype).min)
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-    return o * has[:, None, None, None].to(o.dtype)
-
-
-def reference_attention(
-    attn: TargetAttention,
-    q: torch.Tensor,
-    x: torch.Tensor,
-    hist_mask: torch.Tensor,
-    match: torch.Tensor | None = None,
-    positions: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Readable per-target, per-head loop with the weights of ``attn`` (for parity tests).
-
-    ``match [B,T,L,F]`` and ``positions [B,L]`` feed ``attn.bias`` when it has them.
-    """
-    b, t, d = q.shape
-    bias = attn.bias
-    out = torch.zeros(b, t, d, dtype=q.dtype, device=q.device)
-    for i in range(b):
-        xs = x[i][hist_mask[i]]  # [L_i, d]: this request's history only
-        for j in range(t):
-            heads, counts = [], []
-            for r in range(attn.h):
-                sl = slice(r * attn.dh, (r + 1) * attn.dh)
-                qr = q[i, j] @ attn.w_q.weight[sl].T
-                if xs.shape[0] == 0:
-                    heads.append(q.new_zeros(attn.dh))
-                    counts.append(q.new_zeros(bias.num_match if bias is not None else 0))
-                    continue
-                kr = xs @ attn.w_k.weight[sl].T
-                vr = xs @ attn.w_v.weight[sl].T
-                s = kr @ qr / math.sqrt(attn.dh)
-                if bias is not None and bias.match_w is not None and match is not None:
-                    m = match[i, j][hist_mask[i]].to(s.dtype)  # same item / category
-                    s = s + m @ (GAIN * bias.match_w[:, r])
-                with_pe = positions is not None and hasattr(bias, "pos")
-                pe = bias.pos(positions[i][hist_mask[i]]).to(s.dtype) if with_pe else None
-                if bias is not None and bias.position_bias:
-                    s = s + GAIN * (pe @ bias.pos_w.weight[r])
-                heads.append(torch.softmax(s, dim=0) @ vr)
-                if bias is not None and bias.count:  # matches of each id feature, windowed
-                    g = torch.sigmoid(GAIN * (pe @ bias.count_pos_w.weight[r] + bias.count_tau[r]))
-                    m = match[i, j][hist_mask[i]].to(s.dtype)  # [L_i, F]
-                    counts.append(torch.log1p(g @ m))
-            out[i, j] = attn.w_o(torch.cat(heads))
-            if bias is not None and bias.count:
-                out[i, j] = out[i, j] + bias.count_proj(torch.stack(counts).flatten())
-    return out
 
 
 class STCATower(nn.Module):

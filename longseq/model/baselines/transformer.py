@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from longseq.model.attention import ATTENTION_FORMS, TargetAttention
 from longseq.model.layers import FFNStack, SwiGLU
-from longseq.model.stca import ATTENTION_FORMS, TargetAttention
 
 
 @dataclass
