@@ -29,7 +29,7 @@ TINY_PRESET = dict(
 
 def make_tiny(out: Path, seed: int = 1, **over: object) -> Path:
     """Write the tiny synthetic data set into ``out`` (about a second) and return ``out``."""
-    from longseq.data.synth import SynthConfig, generate
+    from longseq.datasets.synth import SynthConfig, generate
 
     cfg = SynthConfig(out=str(out), seed=seed, progress=False, **{**TINY_PRESET, **over})
     cfg.oracle_windows = [16]

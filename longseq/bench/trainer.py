@@ -1,7 +1,7 @@
 """Suite ``trainer``: the real 2-process trainer, request-level (RLB) against pointwise batching.
 
 For each history length, one synthetic data set (fixed history length, 16 targets per request,
-``longseq.data.synth``) is trained on by ``torchrun --nproc-per-node 2 -m longseq.train`` (gloo
+``longseq.datasets.synth``) is trained on by ``torchrun --nproc-per-node 2 -m longseq.train`` (gloo
 on CPU, NCCL on a machine with 2+ GPUs) in both layouts (``data.pointwise=false|true``): the same
 requests, the same targets per step. The runs alternate RLB, pointwise, RLB, ... so both see the
 same machine conditions, and each repetition yields one RLB/pointwise ratio side by side.
@@ -53,7 +53,7 @@ def grid(args: BenchArgs) -> dict[str, Any]:
 
 def make_data(out: Path, hist_len: int, users: int, seed: int = 0) -> Path:
     """A synthetic data set with every history exactly ``hist_len`` long, 16 targets each."""
-    from longseq.data.synth import SynthConfig, generate
+    from longseq.datasets.synth import SynthConfig, generate
 
     cfg = SynthConfig(
         out=str(out),

@@ -1,6 +1,6 @@
 """What the reader does with a request that fails validation: ``on_bad_row: error | skip``.
 
-`RowChecker` runs the checks of ``python -m longseq.data.validate`` on every piece the reader loads
+`RowChecker` runs the checks of ``python -m longseq.datasets.validate`` on every piece the reader loads
 (schema once per file at start-up, then per row: nulls, parallel list lengths, history order,
 ``hist_ts < request_ts``, labels in {0, 1}, non-empty targets, ids >= 0 and below the
 ``meta.json`` vocabulary sizes). With ``error`` the first problem raises ``ValueError`` naming file,
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from longseq.data.config import POLICIES
-from longseq.data.validate import find_meta, id_limits, row_problems, schema_problem
+from longseq.data.checks import find_meta, id_limits, row_problems, schema_problem
 
 #: With a log file, stderr gets this many bad-row lines per reader, then one pointer to the file.
 STDERR_LINES = 10

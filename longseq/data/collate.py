@@ -12,10 +12,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from longseq.data.batch import HISTORY_KEYS, TARGET_KEYS, RequestBatch
-
-#: Number of log2 buckets for ``request_ts - hist_ts`` (seconds); bucket = floor(2*log2(1+dt)).
-NUM_DT_BUCKETS = 64
+from longseq.data.batch import HISTORY_KEYS, NUM_DT_BUCKETS, TARGET_KEYS, RequestBatch
 
 
 def dt_buckets(dt_seconds: np.ndarray) -> np.ndarray:

@@ -275,7 +275,7 @@ def history_cap(split_dir: str | Path, max_hist_len: int) -> int:
     """The history cap in events (0: none) for ``data.max_hist_len``."""
     if max_hist_len:
         return max(max_hist_len, 0)
-    from longseq.data.validate import find_meta
+    from longseq.data.checks import find_meta
 
     meta_file = find_meta(split_dir)
     meta = json.loads(meta_file.read_text()) if meta_file else {}

@@ -12,14 +12,9 @@ import numpy as np
 import torch
 
 from longseq.eval.config import EvalConfig
-from longseq.eval.metrics import auc, calibration, gauc, log_loss
-from longseq.eval.predict import (
-    Predictions,
-    gather_predictions,
-    load_model,
-    predict,
-    resolve_checkpoint,
-)
+from longseq.eval.load import load_model, resolve_checkpoint
+from longseq.eval.predict import Predictions, gather_predictions, predict
+from longseq.metrics import auc, calibration, gauc, log_loss
 
 
 def load_oracle(data_path: str | Path) -> dict[str, Any] | None:
@@ -144,7 +139,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     check_ids(split_dir, meta["tables"])
     rank, world = _rank_world()
     if cfg.sharded and world > 1:
-        from longseq.eval.sharded import load_sharded_model
+        from longseq.eval.load import load_sharded_model
 
         model = load_sharded_model(ckpt, meta, cfg.sharding_tables)
         device = (

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from longseq.data.validate import ID_LIMIT_KEYS
+from longseq.data.checks import ID_LIMIT_KEYS
 
 
 def _column_range(pf: pq.ParquetFile, group: int, name: str) -> tuple[int, int] | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -13,8 +12,7 @@ from tqdm import tqdm
 
 from longseq.data.collate import collate
 from longseq.data.reader import RequestReader
-from longseq.model.embeddings import TableSizes
-from longseq.model.model import LongSeqModel, model_config_from_saved
+from longseq.model.model import LongSeqModel
 
 
 @dataclass
@@ -28,32 +26,6 @@ class Predictions:
     scores: np.ndarray  #: [N, tasks] probabilities
     served_len: np.ndarray  #: [N] history events served to each target's request
     batch_index: np.ndarray  #: [N] index of the batch that scored the target (reading order)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder; a pointer file (``<run>/checkpoints/latest`` or ``best``), a
-    checkpoints folder or a run dir resolve to the checkpoint they name."""
-    from longseq.parallel.pointers import resolve_checkpoint as resolve
-
-    try:
-        return resolve(path)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"checkpoint={e}") from None
-
-
-def load_model(ckpt: Path, meta: dict[str, Any]) -> LongSeqModel:
-    """Rebuild the model from ``longseq.json`` and load its weights (any writer world size).
-
-    The load goes through `longseq.parallel.checkpoint.load_checkpoint`: manifest checked,
-    metadata read by a restricted unpickler (no code runs from the checkpoint)."""
-    from longseq.parallel.checkpoint import load_checkpoint
-
-    mcfg = model_config_from_saved(meta["model"])
-    model = LongSeqModel(mcfg, TableSizes(**meta["tables"]), meta["tasks"])
-    state = {"model": model.state_dict()}
-    load_checkpoint(ckpt, state, no_dist=True)
-    model.load_state_dict(state["model"])
-    return model.eval()
 
 
 @torch.no_grad()

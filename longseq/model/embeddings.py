@@ -13,7 +13,7 @@ import torch
 from torchrec.modules.embedding_configs import EmbeddingConfig
 from torchrec.modules.embedding_modules import EmbeddingCollection
 
-from longseq.data.collate import NUM_DT_BUCKETS
+from longseq.data.batch import NUM_DT_BUCKETS
 
 
 @dataclass

@@ -23,8 +23,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 
 from longseq.parallel.pointers import (
@@ -201,3 +203,18 @@ def load_rank_state(path: str | Path, rank: int) -> dict[str, Any] | None:
         return json.loads(f.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{f}: truncated or corrupt ({e})") from None
+
+
+#: The wrapped model's attribute name: `TrainTask` (and the eval holder) keep it as ``.model``.
+_PREFIX = "model."
+
+
+def model_state_dict(wrapped: nn.Module) -> dict[str, torch.Tensor]:
+    """The wrapped model's state dict with its own key names (what checkpoints store,
+    so ``longseq.eval`` loads them into a bare model)."""
+    return {k[len(_PREFIX) :]: v for k, v in wrapped.state_dict().items() if k.startswith(_PREFIX)}
+
+
+def load_model_state_dict(wrapped: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Inverse of `model_state_dict`."""
+    wrapped.load_state_dict({_PREFIX + k: v for k, v in state.items()})

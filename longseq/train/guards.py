@@ -83,7 +83,7 @@ def check_split(data_path: str, split: str, key: str) -> None:
         raise FileNotFoundError(
             f"{key}={split}: the data set {data_path} has no {split!r} split ({folder} does not "
             f"exist; its splits: {', '.join(have) or 'none'}; synthetic data: python -m "
-            "longseq.data.synth valid_fraction=<f> writes a valid split)"
+            "longseq.datasets.synth valid_fraction=<f> writes a valid split)"
         )
 
 

@@ -54,7 +54,7 @@ def read_dataset_meta(path: str | Path) -> dict[str, Any]:
     if not f.is_file():
         raise FileNotFoundError(
             f"{f} not found: data.path must be a longseq data set folder "
-            "(python -m longseq.data.synth writes one)"
+            "(python -m longseq.datasets.synth writes one)"
         )
     return json.loads(f.read_text())
 

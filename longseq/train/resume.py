@@ -13,8 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from longseq.parallel.checkpoint import load_checkpoint
-from longseq.train.task import load_model_state_dict, model_state_dict
+from longseq.parallel.checkpoint import load_checkpoint, load_model_state_dict, model_state_dict
 
 
 def training_state(dmp: nn.Module, opt: Any) -> dict[str, Any]:

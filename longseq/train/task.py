@@ -63,17 +63,3 @@ class TrainTask(nn.Module):
             ]
         ).to(torch.float64)
         return loss, torch.cat([loss.detach().to(torch.float64).reshape(1), counters])
-
-
-_PREFIX = "model."
-
-
-def model_state_dict(wrapped: nn.Module) -> dict[str, torch.Tensor]:
-    """The wrapped `LongSeqModel`'s state dict with its own key names (what checkpoints store,
-    so ``longseq.eval`` loads them into a bare model)."""
-    return {k[len(_PREFIX) :]: v for k, v in wrapped.state_dict().items() if k.startswith(_PREFIX)}
-
-
-def load_model_state_dict(wrapped: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Inverse of `model_state_dict`."""
-    wrapped.load_state_dict({_PREFIX + k: v for k, v in state.items()})

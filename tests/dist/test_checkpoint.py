@@ -78,7 +78,7 @@ def saved(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_two_rank_checkpoint_loads_into_one_unsharded_process(saved, tiny_data: Path):
-    from longseq.eval.predict import load_model, resolve_checkpoint
+    from longseq.eval.load import load_model, resolve_checkpoint
     from longseq.parallel.checkpoint import latest_checkpoint
 
     run_dir, got = saved
@@ -114,7 +114,7 @@ def test_two_rank_checkpoint_loads_into_one_unsharded_process(saved, tiny_data: 
 
 def test_checkpoint_holds_the_trained_step_not_the_init(saved, tiny_data: Path):
     """Weights after one AdamW step differ from a fresh model's (the load is not a no-op)."""
-    from longseq.eval.predict import load_model
+    from longseq.eval.load import load_model
     from longseq.model.model import LongSeqModel
 
     run_dir, _ = saved

@@ -51,7 +51,7 @@ def _full_weights(dmp) -> dict[str, object]:
     from torch.distributed._shard.sharded_tensor import ShardedTensor
     from torch.distributed.tensor import DTensor
 
-    from longseq.train.task import model_state_dict
+    from longseq.parallel.checkpoint import model_state_dict
 
     out: dict[str, object] = {}
     for key, value in model_state_dict(dmp).items():

@@ -27,7 +27,7 @@ def _run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("data") / "tiny"
-    _run([sys.executable, "-m", "longseq.data.synth", "preset=tiny", f"out={out}", "seed=1"])
+    _run([sys.executable, "-m", "longseq.datasets.synth", "preset=tiny", f"out={out}", "seed=1"])
     return out
 
 

@@ -1,5 +1,5 @@
 """End-to-end on a converted public-log layout: KuaiRand fixture files -> ``python -m
-longseq.data.convert`` -> ``python -m longseq.data.validate`` -> ``python -m longseq.train
+longseq.datasets.convert`` -> ``python -m longseq.datasets.validate`` -> ``python -m longseq.train
 experiment=kuairand_pure`` (shrunken model, a few steps) -> ``python -m longseq.eval`` on the
 time-split test and on the random-exposure split."""
 
@@ -41,11 +41,12 @@ def test_convert_train_evaluate_kuairand(tmp_path: Path) -> None:
     write_kuairand(tmp_path / "raw", "pure", users=6)
     data = tmp_path / "data"
     py = sys.executable
-    conv = _run([py, "-m", "longseq.data.convert", "dataset=kuairand", f"src={tmp_path / 'raw'}",
+    conv = _run([py, "-m", "longseq.datasets.convert", "dataset=kuairand", f"src={tmp_path / 'raw'}",
                  f"out={data}", "kuairand.gap_s=300", "progress=false"])  # fmt: skip
     assert "converted kuairand" in conv.stdout
     assert (
-        "OK" in _run([py, "-m", "longseq.data.validate", f"path={data}", "progress=false"]).stdout
+        "OK"
+        in _run([py, "-m", "longseq.datasets.validate", f"path={data}", "progress=false"]).stdout
     )
     meta = json.loads((data / "meta.json").read_text())
 

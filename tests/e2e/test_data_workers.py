@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from longseq.eval.predict import load_model
+from longseq.eval.load import load_model
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from longseq.eval.predict import load_model
+from longseq.eval.load import load_model
 from longseq.parallel.checkpoint import verify_checkpoint
 from longseq.parallel.pointers import latest_checkpoint
 

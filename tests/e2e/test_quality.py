@@ -36,7 +36,7 @@ def _run(args: list[str], timeout: int = 600) -> None:
 @pytest.fixture(scope="module")
 def farci(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("farci") / "data"
-    _run([sys.executable, "-m", "longseq.data.synth", "preset=farci", f"out={out}", "seed=0"])
+    _run([sys.executable, "-m", "longseq.datasets.synth", "preset=farci", f"out={out}", "seed=0"])
     return out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from longseq.eval.predict import load_model
+from longseq.eval.load import load_model
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent

@@ -55,11 +55,11 @@ def job_path() -> str:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny synthetic data set, made once per session with the real CLI."""
-    if not (REPO / "longseq/data/synth.py").exists():
-        pytest.skip("longseq.data.synth is not there yet")
+    if not (REPO / "longseq/datasets/synth.py").exists():
+        pytest.skip("longseq.datasets.synth is not there yet")
     out = tmp_path_factory.mktemp("tiny") / "data"
     subprocess.run(
-        [sys.executable, "-m", "longseq.data.synth", "preset=tiny", f"out={out}", "seed=1"],
+        [sys.executable, "-m", "longseq.datasets.synth", "preset=tiny", f"out={out}", "seed=1"],
         check=True,
         cwd=REPO,
         timeout=120,

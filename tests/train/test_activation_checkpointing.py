@@ -78,11 +78,12 @@ def test_config_errors_name_the_key(tiny_data: Path):
 
 def _pipelined_worker(rank: int, world: int, data: Path, ac: str) -> dict:
     from longseq.model.model import LongSeqModel
+    from longseq.parallel.checkpoint import model_state_dict
     from longseq.parallel.sharding import ShardingConfig
     from longseq.parallel.wrap import shard_model
     from longseq.train.optim import DenseOptimConfig, build_optimizer
     from longseq.train.stepper import PipelinedStepper
-    from longseq.train.task import TrainTask, model_state_dict
+    from longseq.train.task import TrainTask
 
     torch.manual_seed(0)
     model = LongSeqModel(model_cfg(), sizes(data), ["click"], device="meta")

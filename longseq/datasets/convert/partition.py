@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from longseq.data.convert.hashing import splitmix64
+from longseq.datasets.convert.hashing import splitmix64
 
 #: bucket files hold at most this many; more would exhaust file handles.
 MAX_BUCKETS = 512

@@ -1,6 +1,6 @@
 """Validate request-level Parquet files without modifying them.
 
-    python -m longseq.data.validate path=<data set, split folder or file> [max_errors=N]
+    python -m longseq.datasets.validate path=<data set, split folder or file> [max_errors=N]
 
 Every row group of every file is checked with :func:`longseq.data.format.validate_table` (schema,
 nulls, parallel list lengths, history order, ``hist_ts < request_ts``, labels in {0, 1}, non-empty
@@ -20,36 +20,25 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from omegaconf import MISSING
 
-from longseq.data.format import (
-    CORE_TYPES,
-    HIST_COLUMNS,
-    TGT_ID_COLUMNS,
-    dataset_files,
-    task_names,
-    validate_table,
+from longseq.data.checks import (
+    find_meta,
+    id_limits,
+    id_problems,
+    list_lengths,
+    problem_message,
+    row_problems,
+    schema_problem,
 )
-
-#: Id columns checked against ``meta.json`` (column -> meta key of the vocabulary size).
-ID_LIMIT_KEYS: dict[str, str] = {
-    "hist_item_id": "num_items",
-    "tgt_item_id": "num_items",
-    "hist_category_id": "num_categories",
-    "tgt_category_id": "num_categories",
-    "hist_action": "num_actions",
-}
+from longseq.data.format import dataset_files, validate_table
 
 
 @dataclass
 class ValidateConfig:
-    """Config of ``python -m longseq.data.validate`` (registered as ``validate_schema``).
+    """Config of ``python -m longseq.datasets.validate`` (registered as ``validate_schema``).
 
     Attributes:
         path: a data set folder, a split folder or one Parquet file.
@@ -99,115 +88,6 @@ class Report:
         return "\n".join([head, *self.problems, f"scanned {counts} ({ids})"])
 
 
-def find_meta(path: str | Path) -> Path | None:
-    """``meta.json`` in ``path`` (if a folder) or in one of its two parent folders, or None."""
-    p = Path(path).resolve()
-    cands = ([p] if p.is_dir() else []) + [p.parent, p.parent.parent]
-    return next((c / "meta.json" for c in cands if (c / "meta.json").is_file()), None)
-
-
-def id_limits(meta: dict[str, Any]) -> dict[str, int]:
-    """Exclusive upper bounds per id column from ``meta.json`` (columns without a key: none)."""
-    return {c: int(meta[k]) for c, k in ID_LIMIT_KEYS.items() if meta.get(k) is not None}
-
-
-def _offsets_values(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    off = arr.offsets.to_numpy().astype(np.int64)
-    return off - off[0], arr.values.to_numpy(zero_copy_only=False)[off[0] : off[-1]]
-
-
-def _rows(off: np.ndarray, bad_values: np.ndarray) -> np.ndarray:
-    """Rows (sorted, unique) holding at least one flagged element."""
-    row_of = np.repeat(np.arange(off.size - 1), np.diff(off))
-    return np.unique(row_of[bad_values])
-
-
-def _lens(col: pa.ChunkedArray) -> np.ndarray:
-    return pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False)
-
-
-def row_problems(table: pa.Table, limits: dict[str, int]) -> list[tuple[int, str, str]]:
-    """Every ``(row, column, problem)`` of a table whose schema is valid, sorted by row.
-
-    The row-level checks of ``validate_table`` plus the id ranges, vectorized, so that all
-    problems can be counted (``validate_table`` stops at the first).
-    """
-    out = format_problems(table) + id_problems(table, limits)
-    out.sort(key=lambda p: p[0])
-    return out
-
-
-def format_problems(table: pa.Table) -> list[tuple[int, str, str]]:
-    """The row-level problems ``validate_table`` checks, all of them: ``(row, column, what)``."""
-    out: list[tuple[int, str, str]] = []
-
-    def add(rows: np.ndarray, column: str, what: str) -> None:
-        out.extend((int(r), column, what) for r in rows)
-
-    tasks = task_names(table.schema)
-    tgt = [*TGT_ID_COLUMNS, *(f"tgt_{t}" for t in tasks)]
-    tgt += ["tgt_p_true"] if "tgt_p_true" in table.column_names else []
-    for name in dict.fromkeys([*CORE_TYPES, *tgt]):
-        col = table.column(name)
-        if col.null_count:
-            add(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)), name, "null value")
-        if pa.types.is_list(col.type) and pc.list_flatten(col).null_count:
-            parents = pc.list_parent_indices(col).to_numpy(zero_copy_only=False)
-            nulls = pc.list_flatten(col).is_null().to_numpy(zero_copy_only=False)
-            add(np.unique(parents[nulls]), name, "null element")
-    for group in (HIST_COLUMNS, tgt):
-        ref = _lens(table.column(group[0]))
-        for name in group[1:]:
-            lens = _lens(table.column(name))
-            for r in np.flatnonzero(lens != ref):
-                what = f"length {lens[r]} differs from {group[0]!r} length {ref[r]}"
-                out.append((int(r), name, what))
-    hoff, hts = _offsets_values(table.column("hist_ts"))
-    row_of = np.repeat(np.arange(table.num_rows), np.diff(hoff))
-    req = table.column("request_ts").fill_null(0).to_numpy(zero_copy_only=False)
-    add(np.unique(row_of[hts >= req[row_of]]), "hist_ts", "event timestamp >= request_ts")
-    dec = (row_of[1:] == row_of[:-1]) & (np.diff(hts) < 0)
-    add(np.unique(row_of[1:][dec]), "hist_ts", "history not sorted oldest to newest")
-    add(np.flatnonzero(_lens(table.column("tgt_item_id")) == 0), "tgt_item_id", "empty target list")
-    for task in tasks:
-        off, lab = _offsets_values(table.column(f"tgt_{task}"))
-        add(_rows(off, (lab != 0) & (lab != 1)), f"tgt_{task}", "label not in {0, 1}")
-    return out
-
-
-def id_problems(table: pa.Table, limits: dict[str, int]) -> list[tuple[int, str, str]]:
-    """Ids < 0, or >= the ``meta.json`` vocabulary size in ``limits``: ``(row, column, what)``."""
-    out: list[tuple[int, str, str]] = []
-    for name in ID_LIMIT_KEYS:
-        off, ids = _offsets_values(table.column(name))
-        checks = [(ids < 0, "negative id")]
-        if name in limits:
-            lim = limits[name]
-            checks.append((ids >= lim, f"id >= {ID_LIMIT_KEYS[name]}={lim} (meta.json)"))
-        for bad, what in checks:
-            out.extend((int(r), name, what) for r in _rows(off, bad))
-    out.sort(key=lambda p: p[0])
-    return out
-
-
-def _message(source: str, table: pa.Table, row: int, column: str, what: str) -> str:
-    rid = table.column("request_id")[row].as_py()
-    return f"{source}: column {column!r}, row {row} (request_id={rid}): {what}"
-
-
-def schema_problem(schema: pa.Schema, source: str, tasks: list[str]) -> str | None:
-    """The file-level problem of ``schema`` (missing column, wrong type), or None."""
-    try:
-        validate_table(schema.empty_table(), source)
-    except ValueError as e:
-        return str(e)
-    missing = [t for t in tasks if f"tgt_{t}" not in schema.names]
-    if missing:
-        return f"{source}: column 'tgt_{missing[0]}': missing column (task listed in meta.json)"
-    return None
-
-
 def _check_file(
     f: Path, rep: Report, limits: dict[str, int], tasks: list[str], stop: bool
 ) -> Iterator[str]:
@@ -231,7 +111,7 @@ def _check_file(
             continue
         rep.row_groups += 1
         rep.requests += table.num_rows
-        rep.targets += int(_lens(table.column("tgt_item_id")).sum())
+        rep.targets += int(list_lengths(table.column("tgt_item_id")).sum())
         if stop:  # the first problem, with format.validate_table's own message
             try:
                 validate_table(table, source)
@@ -240,7 +120,7 @@ def _check_file(
                 return
         found = id_problems(table, limits) if stop else row_problems(table, limits)
         for row, column, what in found:
-            yield _message(source, table, row, column, what)
+            yield problem_message(source, table, row, column, what)
 
 
 #: ``meta.json`` keys the trainer needs (vocabulary sizes of its tables).
@@ -253,7 +133,7 @@ def dataset_problems(root: Path, meta_file: Path | None) -> list[str]:
     if meta_file is None or meta_file.parent != root:
         return [
             f"{root / 'meta.json'}: missing; the trainer needs it with the keys "
-            f"{', '.join(TRAINER_KEYS)} (and 'tasks'); longseq.data.synth and the converters "
+            f"{', '.join(TRAINER_KEYS)} (and 'tasks'); longseq.datasets.synth and the converters "
             "write it"
         ]
     meta = json.loads(meta_file.read_text())

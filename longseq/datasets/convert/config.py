@@ -1,4 +1,4 @@
-"""Typed configs of ``python -m longseq.data.convert`` (registered as ``convert_schema``).
+"""Typed configs of ``python -m longseq.datasets.convert`` (registered as ``convert_schema``).
 
 Options shared by every data set live in :class:`DatasetOptions`; each data set has its own
 section (``kuairand``, ``taobao``, ``movielens``) whose *defaults* differ (a subclass), so
@@ -156,7 +156,7 @@ class MovieLensOptions(DatasetOptions):
 
 @dataclass
 class ConvertConfig:
-    """``python -m longseq.data.convert dataset=<name> src=<raw dir> out=<dir> [options]``.
+    """``python -m longseq.datasets.convert dataset=<name> src=<raw dir> out=<dir> [options]``.
 
     Attributes:
         dataset: ``kuairand`` | ``taobao`` | ``movielens``.

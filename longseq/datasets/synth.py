@@ -4,11 +4,11 @@ The generative story is in ``docs/data-format.md``. One request per user; users 
 ``chunk_users`` and streamed to Parquet, so memory stays bounded by a chunk and a row group.
 Everything is a function of ``seed`` (and ``chunk_users``): same config, same bytes.
 
-    python -m longseq.data.synth preset=<tiny|ci|default> out=<dir> seed=<n> [key=value ...]
+    python -m longseq.datasets.synth preset=<tiny|ci|default> out=<dir> seed=<n> [key=value ...]
 
 writes ``<out>/train/part-*.parquet``, ``<out>/test/part-*.parquet``, ``<out>/meta.json``
 (vocabulary sizes and the full config), ``<out>/item_bias.npy`` (``b_i`` per item id) and
-``<out>/oracle.json`` (ceilings on the test split, see :mod:`longseq.data.oracle`).
+``<out>/oracle.json`` (ceilings on the test split, see :mod:`longseq.datasets.oracle`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import pyarrow as pa
 from omegaconf import MISSING
 from scipy.special import expit
 
-from longseq.data import oracle
 from longseq.data.format import REQUEST_SCHEMA, SplitWriter
+from longseq.datasets import oracle
 
 
 @dataclass

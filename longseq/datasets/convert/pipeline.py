@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from longseq.data.convert.base import Context, Converter
-from longseq.data.convert.config import SPLITS, ConvertConfig, SplitConfig
-from longseq.data.convert.csvsource import iter_blocks
-from longseq.data.convert.hashing import hash_uniform
-from longseq.data.convert.partition import Partitioner, event_schema, num_buckets, read_bucket
-from longseq.data.convert.requests import Events, group, history_bounds, request_table
-from longseq.data.convert.stats import SplitStats
 from longseq.data.format import REQUEST_SCHEMA, SplitWriter
+from longseq.datasets.convert.base import Context, Converter
+from longseq.datasets.convert.config import SPLITS, ConvertConfig, SplitConfig
+from longseq.datasets.convert.csvsource import iter_blocks
+from longseq.datasets.convert.hashing import hash_uniform
+from longseq.datasets.convert.partition import Partitioner, event_schema, num_buckets, read_bucket
+from longseq.datasets.convert.requests import Events, group, history_bounds, request_table
+from longseq.datasets.convert.stats import SplitStats
 
 _SAMPLE_SALT = 0x5A3D
 
@@ -220,7 +220,7 @@ def _chunks(hlen: np.ndarray, budget: int) -> list[tuple[int, int]]:
 
 
 def _add_stats(st: SplitStats, tg, users, t_start, t_end, hlen) -> None:
-    from longseq.data.convert.requests import ranges
+    from longseq.datasets.convert.requests import ranges
 
     idx, _ = ranges(t_start, t_end)
     sums = {k: int(v[idx].sum()) for k, v in {**tg.labels, **tg.extra}.items()}

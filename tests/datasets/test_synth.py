@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 from scipy.special import logit
 
 from longseq.config import CONFIG_DIR
-from longseq.data import oracle
 from longseq.data.format import REQUEST_SCHEMA, validate_dataset
-from longseq.data.synth import SynthConfig, generate
+from longseq.datasets import oracle
+from longseq.datasets.synth import SynthConfig, generate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -274,7 +274,7 @@ def test_bad_config_names_the_key(key, value):
 
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "longseq.data.synth", *args]
+    cmd = [sys.executable, "-m", "longseq.datasets.synth", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -13,7 +13,7 @@ import pytest
 from convert_ref import convert, group_rule, history_rule, read_rows, split_of
 from raw_fixtures import write_taobao
 
-from longseq.data.validate import validate_path
+from longseq.datasets.validate import validate_path
 
 BEH = ["pv", "buy", "cart", "fav"]
 MAXT, MAXH = 12, 30

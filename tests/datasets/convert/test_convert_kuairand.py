@@ -12,8 +12,8 @@ import pytest
 from convert_ref import convert, group_rule, history_rule, read_csv_rows, read_rows, split_of
 from raw_fixtures import KUAI_LOG_HEADER, write_kuairand
 
-from longseq.data.convert.config import KUAIRAND_ACTION_COLUMNS
-from longseq.data.validate import validate_path
+from longseq.datasets.convert.config import KUAIRAND_ACTION_COLUMNS
+from longseq.datasets.validate import validate_path
 
 GAP, MAXT, MAXH = 600, 5, 40
 

@@ -11,7 +11,7 @@ import pytest
 from convert_ref import convert, group_rule, history_rule, read_rows, split_of
 from raw_fixtures import ML_GENRES, write_movielens
 
-from longseq.data.validate import validate_path
+from longseq.datasets.validate import validate_path
 
 GAP, MAXT = 1800, 8
 

@@ -1,4 +1,4 @@
-"""``python -m longseq.data.validate``: the real CLI on the synth tiny preset and on corrupted copies.
+"""``python -m longseq.datasets.validate``: the real CLI on the synth tiny preset and on corrupted copies.
 
 Each corruption must make the CLI exit non-zero with a message naming the file, the row group, the
 row (request_id) and the column; the valid data passes; no file is ever modified.
@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from longseq.data.validate import row_problems, validate_path
+from longseq.data.checks import row_problems
+from longseq.datasets.validate import validate_path
 
 BAD_FILE = "train/part-00000.parquet"
 BAD_GROUP, BAD_ROW = 2, 5  # row 5 of row group 2 (row groups of 32 rows in the tiny preset)
@@ -42,7 +43,7 @@ def _digests(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("validate") / "tiny"
-    proc = _run("longseq.data.synth", "preset=tiny", f"out={out}", "seed=1", "progress=false")
+    proc = _run("longseq.datasets.synth", "preset=tiny", f"out={out}", "seed=1", "progress=false")
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -90,7 +91,7 @@ CASES = {  # how -> (column named in the message, problem text, names a row)
 
 def test_valid_data_passes_and_is_untouched(synth: Path) -> None:
     before = _digests(synth)
-    proc = _run("longseq.data.validate", f"path={synth}")
+    proc = _run("longseq.datasets.validate", f"path={synth}")
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((synth / "meta.json").read_text())
     n = sum(meta["num_requests"].values())
@@ -106,7 +107,7 @@ def test_corruption_is_reported(synth: Path, tmp_path: Path, how: str) -> None:
     bad = tmp_path / "bad"
     rid = _corrupt(synth, bad, how)
     corrupted = _digests(bad)
-    proc = _run("longseq.data.validate", f"path={bad}", "progress=false")
+    proc = _run("longseq.datasets.validate", f"path={bad}", "progress=false")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     msg = proc.stderr
     column, what, names_row = CASES[how]
@@ -130,7 +131,7 @@ def test_max_errors_counts_every_problem(synth: Path, tmp_path: Path) -> None:
     assert "negative id" in rep.problems[0] and "(row group 0)" in rep.problems[0]
     assert "label not in {0, 1}" in rep.problems[1]
     assert validate_path(bad).stopped_early  # max_errors=1: stops at the first
-    proc = _run("longseq.data.validate", f"path={bad}", "max_errors=5", "progress=false")
+    proc = _run("longseq.datasets.validate", f"path={bad}", "max_errors=5", "progress=false")
     assert proc.returncode == 1 and "2 problem(s)" in proc.stderr, proc.stderr
 
 
@@ -140,7 +141,7 @@ def test_row_problems_agree_with_validate_table_on_valid_data(synth: Path) -> No
 
 
 def test_nonexistent_path_says_so(tmp_path: Path) -> None:
-    proc = _run("longseq.data.validate", f"path={tmp_path / 'nope'}", "progress=false")
+    proc = _run("longseq.datasets.validate", f"path={tmp_path / 'nope'}", "progress=false")
     assert proc.returncode != 0 and "does not exist" in proc.stderr, proc.stderr
 
 
@@ -166,5 +167,5 @@ def test_data_set_layout_disagreeing_with_meta_json_fails(synth: Path, tmp_path:
     rep = validate_path(bad, max_errors=10)
     assert not rep.ok and any(expect in p for p in rep.problems), rep.problems
     if how == "no_meta":  # the CLI too: exit 1 with the message
-        proc = _run("longseq.data.validate", f"path={bad}", "progress=false")
+        proc = _run("longseq.datasets.validate", f"path={bad}", "progress=false")
         assert proc.returncode == 1 and expect in proc.stderr, proc.stderr

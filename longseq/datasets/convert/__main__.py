@@ -1,7 +1,7 @@
-"""``python -m longseq.data.convert dataset=<name> src=<raw dir> out=<dir> [key=value ...]``.
+"""``python -m longseq.datasets.convert dataset=<name> src=<raw dir> out=<dir> [key=value ...]``.
 
 Hydra entry point (primary config ``configs/convert.yaml``, schema
-:class:`longseq.data.convert.config.ConvertConfig`). Prints a summary; exit status 2 with a
+:class:`longseq.datasets.convert.config.ConvertConfig`). Prints a summary; exit status 2 with a
 message naming the file (and line) on a missing or malformed input.
 """
 
@@ -34,8 +34,8 @@ def _main() -> None:
     from omegaconf import DictConfig, OmegaConf
 
     from longseq.config import CONFIG_DIR
-    from longseq.data.convert import run_conversion
-    from longseq.data.convert.config import ConvertConfig, register
+    from longseq.datasets.convert import run_conversion
+    from longseq.datasets.convert.config import ConvertConfig, register
 
     register()
 

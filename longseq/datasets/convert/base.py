@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from longseq.data.convert.config import ConvertConfig, DatasetOptions
-from longseq.data.convert.csvsource import CsvSpec
-from longseq.data.convert.requests import Events, Requests, TargetSet
+from longseq.datasets.convert.config import ConvertConfig, DatasetOptions
+from longseq.datasets.convert.csvsource import CsvSpec
+from longseq.datasets.convert.requests import Events, Requests, TargetSet
 
 
 @dataclass

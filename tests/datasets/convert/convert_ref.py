@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from longseq.data.convert import run_conversion
-from longseq.data.convert.config import ConvertConfig
+from longseq.datasets.convert import run_conversion
+from longseq.datasets.convert.config import ConvertConfig
 
 
 def convert(dataset: str, src: Path, out: Path, **over) -> dict:

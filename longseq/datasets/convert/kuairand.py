@@ -25,10 +25,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from longseq.data.convert.base import Converter, find_files, seq_column
-from longseq.data.convert.config import KuaiRandOptions
-from longseq.data.convert.csvsource import CsvSpec, bad_row_error, iter_blocks
-from longseq.data.convert.partition import event_schema
+from longseq.datasets.convert.base import Converter, find_files, seq_column
+from longseq.datasets.convert.config import KuaiRandOptions
+from longseq.datasets.convert.csvsource import CsvSpec, bad_row_error, iter_blocks
+from longseq.datasets.convert.partition import event_schema
 
 _VARIANTS = {"pure": "KuaiRand-Pure", "1k": "KuaiRand-1K", "27k": "KuaiRand-27K"}
 _UNKNOWN_TAG = -1

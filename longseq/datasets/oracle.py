@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.special import expit, logsumexp, xlog1py, xlogy
 
-from longseq.eval.metrics import auc, gauc
+from longseq.metrics import auc, gauc
 
 #: Windows reported by default (those ``<=`` the maximum history length, plus that length).
 DEFAULT_WINDOWS: tuple[int, ...] = (50, 100, 500, 1000, 2000, 5000, 10000)

@@ -26,12 +26,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from longseq.data.convert.base import Context, Converter, find_files, seq_column
-from longseq.data.convert.config import TaobaoOptions
-from longseq.data.convert.csvsource import CsvSpec, bad_row_error
-from longseq.data.convert.hashing import hash_uniform
-from longseq.data.convert.partition import event_schema, read_bucket
-from longseq.data.convert.requests import Requests, TargetSet
+from longseq.datasets.convert.base import Context, Converter, find_files, seq_column
+from longseq.datasets.convert.config import TaobaoOptions
+from longseq.datasets.convert.csvsource import CsvSpec, bad_row_error
+from longseq.datasets.convert.hashing import hash_uniform
+from longseq.datasets.convert.partition import event_schema, read_bucket
+from longseq.datasets.convert.requests import Requests, TargetSet
 
 _NEG_SALT = 0x7A0B
 _NAMES = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]

@@ -1,6 +1,6 @@
 """Statistics of a request-level data set, per split, streamed one row group at a time.
 
-    python -m longseq.data.stats path=<data set or split folder> [out=<file.json>]
+    python -m longseq.datasets.stats path=<data set or split folder> [out=<file.json>]
 
 Per split: requests, targets, distinct users, targets per request (mean/min/max), history length
 (mean and nearest-rank percentiles p0/p50/p90/p99/max), the label rate of each task, bytes on disk
@@ -40,7 +40,7 @@ PERCENTILE_NOTE = "nearest rank (numpy method='inverted_cdf')"
 
 @dataclass
 class StatsConfig:
-    """Config of ``python -m longseq.data.stats`` (registered as ``stats_schema``).
+    """Config of ``python -m longseq.datasets.stats`` (registered as ``stats_schema``).
 
     Attributes:
         path: a data set folder (one sub-folder per split) or one split folder.

@@ -1,4 +1,4 @@
-"""``longseq.data.stats``: every number against a direct pyarrow/numpy computation on tiny data."""
+"""``longseq.datasets.stats``: every number against a direct pyarrow/numpy computation on tiny data."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from longseq.data.stats import dataset_stats, find_splits, markdown
-from longseq.data.synth import SynthConfig, generate
+from longseq.datasets.stats import dataset_stats, find_splits, markdown
+from longseq.datasets.synth import SynthConfig, generate
 
 
 def _direct(split: Path) -> dict:
@@ -92,7 +92,7 @@ def test_find_splits_rejects_a_folder_without_parquet(tmp_path: Path) -> None:
 def test_cli_prints_markdown_and_writes_json(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "stats.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "longseq.data.stats", f"path={tiny_data}", f"out={out}"]
+    cmd = [sys.executable, "-m", "longseq.datasets.stats", f"path={tiny_data}", f"out={out}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "| requests | 102 | 26 |" in proc.stdout and "(estimate)" in proc.stdout

@@ -1,6 +1,6 @@
 """Out-of-core converters of public logs to the request-level Parquet format.
 
-    python -m longseq.data.convert dataset=<kuairand|taobao|movielens> src=<raw dir> out=<dir>
+    python -m longseq.datasets.convert dataset=<kuairand|taobao|movielens> src=<raw dir> out=<dir>
 
 Data sets: KuaiRand (1K, 27K, Pure), Taobao UserBehavior, MovieLens (100K, 1M, 10M, 20M, 25M,
 32M). Rules, commands and expected numbers: ``docs/datasets.md``. Pipeline (shared): the raw
@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from longseq.data.convert.config import ConvertConfig
+from longseq.datasets.convert.config import ConvertConfig
 
 
 def converter_for(cfg: ConvertConfig):
     """The converter of ``cfg.dataset``."""
-    from longseq.data.convert.kuairand import KuaiRandConverter
-    from longseq.data.convert.movielens import MovieLensConverter
-    from longseq.data.convert.taobao import TaobaoConverter
+    from longseq.datasets.convert.kuairand import KuaiRandConverter
+    from longseq.datasets.convert.movielens import MovieLensConverter
+    from longseq.datasets.convert.taobao import TaobaoConverter
 
     classes = {
         "kuairand": KuaiRandConverter,
@@ -33,7 +33,7 @@ def converter_for(cfg: ConvertConfig):
 
 def run_conversion(cfg: ConvertConfig) -> dict[str, Any]:
     """Convert ``cfg.src`` into ``cfg.out``; return the statistics written to ``stats.json``."""
-    from longseq.data.convert.pipeline import convert
+    from longseq.datasets.convert.pipeline import convert
 
     cfg.validate()
     return convert(cfg, converter_for(cfg))

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from longseq.data.convert.base import Converter, find_files, seq_column
-from longseq.data.convert.config import MovieLensOptions
-from longseq.data.convert.csvsource import CsvSpec, bad_row_error
-from longseq.data.convert.partition import event_schema
+from longseq.datasets.convert.base import Converter, find_files, seq_column
+from longseq.datasets.convert.config import MovieLensOptions
+from longseq.datasets.convert.csvsource import CsvSpec, bad_row_error
+from longseq.datasets.convert.partition import event_schema
 
 #: u.item's 19 genre flags, in file order (ml-100k README).
 ML100K_GENRES = [

@@ -12,7 +12,7 @@ import pytest
 from convert_ref import convert, read_rows
 from raw_fixtures import KUAI_LOG_HEADER, write_kuairand, write_taobao
 
-from longseq.data.convert.config import ConvertConfig
+from longseq.datasets.convert.config import ConvertConfig
 
 SPLITS = ("train", "valid", "test", "test_random")
 
@@ -135,7 +135,7 @@ def test_config_errors_name_the_key() -> None:
 
 
 def test_cli_converts_and_reports_errors(kuai_raw: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "longseq.data.convert", "dataset=kuairand", f"src={kuai_raw}"]
+    cmd = [sys.executable, "-m", "longseq.datasets.convert", "dataset=kuairand", f"src={kuai_raw}"]
     ok = subprocess.run([*cmd, f"out={tmp_path / 'o'}", "kuairand.gap_s=300", "progress=false"],
                         capture_output=True, text=True, timeout=120)  # fmt: skip
     assert ok.returncode == 0, ok.stderr
@@ -151,7 +151,7 @@ def test_cli_converts_and_reports_errors(kuai_raw: Path, tmp_path: Path) -> None
 def test_small_row_groups_and_files_hold_the_same_rows(kuai_raw: Path, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    from longseq.data.validate import validate_path
+    from longseq.datasets.validate import validate_path
 
     convert("kuairand", kuai_raw, tmp_path / "big")
     convert("kuairand", kuai_raw, tmp_path / "small", row_group_size=4, rows_per_file=10,

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 
-from longseq.data import oracle
-from longseq.data.oracle import OracleParams, WindowCounts
+from longseq.datasets import oracle
+from longseq.datasets.oracle import OracleParams, WindowCounts
 
 MC = dict(num_categories=8, m=2, R=2, w_s=6, q=0.5, rho=0.3, p_S=0.3, p_R=0.2)
 MC_PARAMS = OracleParams(**MC, b0=-1.0, alpha=2.0, gamma=1.5)
@@ -235,7 +235,7 @@ def test_ci_ceilings_long_beats_short_and_p_true_beats_all(tmp_path):
     from omegaconf import OmegaConf
 
     from longseq.config import CONFIG_DIR
-    from longseq.data.synth import generate
+    from longseq.datasets.synth import generate
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = OmegaConf.to_object(compose("synth", overrides=["preset=ci", f"out={tmp_path}"]))

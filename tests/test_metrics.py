@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import roc_auc_score
 
-from longseq.eval.metrics import GroupAUC, auc, calibration, gauc, log_loss
+from longseq.metrics import GroupAUC, auc, calibration, gauc, log_loss
 
 HYP = settings(max_examples=80, deadline=None)
 
