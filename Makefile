@@ -44,7 +44,7 @@ test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m longseq.data.synth preset=ci out=$(DEMO_DATA) seed=0
+	$(PY) -m longseq.datasets.synth preset=ci out=$(DEMO_DATA) seed=0
 	rm -rf $(DEMO_RUN)
 	$(VENV)/bin/torchrun --nproc-per-node $(NPROC) -m longseq.train experiment=ci \
 	  data.path=$(DEMO_DATA) run_dir=$(DEMO_RUN)

@@ -6,7 +6,7 @@
 Writes KuaiRand-27K-layout files (``log_standard_4_08_to_4_21_27k_part1.csv`` and
 ``log_standard_4_22_to_5_08_27k_part1.csv`` together ``--size-gb``, a random log of ~1% of that,
 ``video_features_basic_27k.csv``) with users of lognormal activity (median ~250 impressions in
-sessions of ~12), then runs ``python -m longseq.data.convert dataset=kuairand`` with the
+sessions of ~12), then runs ``python -m longseq.datasets.convert dataset=kuairand`` with the
 reference options under ``/usr/bin/time -v`` and prints wall time, peak RSS (the child's maximum
 resident set), input size and the command. The inputs and outputs are deleted afterwards
 unless ``--keep``; nothing is written inside the repository.
@@ -143,7 +143,7 @@ def main() -> None:
     cmd = [
         sys.executable,
         "-m",
-        "longseq.data.convert",
+        "longseq.datasets.convert",
         "dataset=kuairand",
         f"src={raw}",
         f"out={out}",

@@ -18,7 +18,7 @@ NPROC=${NPROC:-2}
 PY=.venv/bin/python
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-[ -f "$DATA/oracle.json" ] || $PY -m longseq.data.synth preset=ci out="$DATA" seed=0
+[ -f "$DATA/oracle.json" ] || $PY -m longseq.datasets.synth preset=ci out="$DATA" seed=0
 
 run() {  # run <name> [training overrides...]
   local name=$1; shift

@@ -12,7 +12,7 @@ DATA=${DATA:-data/farci_s0}
 NPROC=${NPROC:-2}
 PY=.venv/bin/python
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-[ -f "$DATA/oracle.json" ] || $PY -m longseq.data.synth preset=farci out="$DATA" seed=0 progress=false
+[ -f "$DATA/oracle.json" ] || $PY -m longseq.datasets.synth preset=farci out="$DATA" seed=0 progress=false
 
 run() {  # run <name> [training overrides...]
   local name=$1; shift

@@ -16,7 +16,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 data() {  # data <preset> <seed>
   local out=data/$1_s$2
-  [ -f "$out/oracle.json" ] || $PY -m longseq.data.synth preset="$1" out="$out" seed="$2" progress=false >&2
+  [ -f "$out/oracle.json" ] || $PY -m longseq.datasets.synth preset="$1" out="$out" seed="$2" progress=false >&2
   echo "$out"
 }
 
