@@ -48,7 +48,7 @@ RUN apt-get update \
 
 WORKDIR /opt/longseq
 
-# Order matters (docs/stack.md): CUDA torch + fbgemm-gpu first, torchrec without its
+# Order matters (docs/platform.md): CUDA torch + fbgemm-gpu first, torchrec without its
 # dependencies (its metadata would pull another fbgemm-gpu), then the runtime pins.
 COPY requirements/ requirements/
 RUN pip install -r requirements/gpu.txt \

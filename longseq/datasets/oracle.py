@@ -25,7 +25,7 @@ Bayes-correct one): a target is drawn from ``S_u`` with probability ``p_S``, fro
 ``p_R``, else uniformly, and a fixed category is in ``S_u`` w.p. ``m/C``, in ``R_u`` w.p. ``R/C``
 (independently). Two approximations are kept for comparison only: ``prior="factorized"``
 multiplies the target's marginals ``P(s) P(r)`` (dropping their anti-correlation: a target drawn
-from ``R_u`` is rarely in ``S_u``; this reproduces the table of synthetic-data.md), and
+from ``R_u`` is rarely in ``S_u``; this reproduces the reference table in docs/data-format.md), and
 ``prior="uniform"`` uses independent ``m/C`` and ``R/C`` (a *history* category's prior), which
 ignores how targets are drawn and badly under-weights the long-range evidence.
 The "exactly m interests" coupling between categories is ignored: the oracle looks only at the

@@ -31,7 +31,7 @@ from longseq.datasets import oracle
 
 @dataclass
 class SynthConfig:
-    """All generator parameters (names follow synthetic-data.md)."""
+    """All generator parameters (names follow the generator's description in docs/data-format.md)."""
 
     out: str = MISSING  #: output folder
     seed: int = 0

@@ -1,6 +1,6 @@
 """launch/k8s/: the kustomize base and overlays, validated offline.
 
-No cluster exists here, so (launch-notes.md):
+No cluster exists here (and no kubeconform or helm binary in any package registry), so:
 
 * core kinds (the PersistentVolumeClaim) and every replica's pod template, wrapped as a ``v1``
   ``PodTemplate``, go through ``kubernetes-validate --strict`` (the official OpenAPI schemas;

@@ -1,4 +1,4 @@
-"""Pin the STCA tower to the equations of paper.md §9 with an independent, loop-based version.
+"""Pin the STCA tower to the paper's equations (docs/model.md §9) with an independent, loop-based version.
 
 The loop below is written from the equations, one request, one target, one head at a time, with
 plain matrix products on the module's weight tensors; it shares no code with `STCATower` beyond
