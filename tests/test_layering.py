@@ -118,6 +118,7 @@ ALL = ("data", "model", "datasets", "parallel", "eval", "train", "bench", "repor
 RULES: dict[str, tuple[str, ...]] = {
     "metrics.py": ALL + ("torch",),
     "config.py": ALL,
+    "log.py": ALL + ("torch",),
     "data": ("model", "datasets", "parallel", "eval", "train", "bench", "report"),
     "model": ("datasets", "parallel", "eval", "train", "bench", "report"),
     "datasets": ("model", "parallel", "eval", "train", "bench", "report"),
