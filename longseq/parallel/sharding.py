@@ -3,12 +3,25 @@
 Two ways to shard, chosen by config: an explicit sharding type per table (``tables``), or
 TorchRec's planner with a declared topology (``planner: true``). Sparse tables always get a fused
 optimizer applied in backward: on CPU that also avoids the broken ``dense`` EmbeddingCollection
-kernel (docs/stack-notes in stack.md, trap 2).
+kernel (docs/platform.md limit 2).
+
+How to add a sharding type: add one entry to `PLAN_BUILDERS` (name -> function of the table's
+index and the world size that returns TorchRec's per-parameter sharding generator, e.g. from
+``torchrec.distributed.sharding_plan``); if it cannot run on CPU/gloo, also name it in
+`GPU_ONLY` with the reason. `SHARDING_TYPES`, the config check and `build_plan` read that table;
+``tests/dist/test_sharding_plan.py`` checks every entry builds the plan it names.
+
+``table_row_wise`` is not offered: TorchRec's EmbeddingCollectionSharder (sequence tables) does
+not support it on any device (torchrec 1.8 ``ShardedEmbeddingCollection`` raises ``Sharding not
+supported table_row_wise``; its ``sharding_types()`` lists data_parallel, table_wise,
+column_wise and row_wise only).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,6 +30,7 @@ from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterCons
 from torchrec.distributed.sharding_plan import (
     column_wise,
     construct_module_sharding_plan,
+    data_parallel,
     row_wise,
     table_wise,
 )
@@ -25,9 +39,28 @@ from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
-#: always the fused kernel: the "dense" EC kernel breaks on CPU (stack.md trap 2)
+#: always the fused kernel: the "dense" EC kernel breaks on CPU (docs/platform.md limit 2)
 FUSED = "fused"
-SHARDING_TYPES = ("table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel")
+
+#: sharding type -> ``builder(table_index, world_size)`` returning TorchRec's per-parameter
+#: sharding generator for `construct_module_sharding_plan`. Table-wise tables go round-robin.
+PLAN_BUILDERS: dict[str, Callable[[int, int], Any]] = {
+    "table_wise": lambda i, world: table_wise(rank=i % world, compute_kernel=FUSED),
+    "row_wise": lambda i, world: row_wise(compute_kernel=FUSED),
+    "column_wise": lambda i, world: column_wise(ranks=list(range(world)), compute_kernel=FUSED),
+    # replicated on every rank, DDP-synchronised; TorchRec gives it the "dense" kernel
+    "data_parallel": lambda i, world: data_parallel(),
+}
+#: sharding types refused on CPU/gloo, with the reason (the config error quotes it)
+GPU_ONLY: dict[str, str] = {
+    "data_parallel": "data-parallel sequence (EmbeddingCollection) tables use the 'dense' "
+    "kernel, whose FBGEMM CPU path ignores 'no pooling' (a split_with_sizes error; "
+    "docs/platform.md limit 2)",
+}
+#: the sharding types a table may name in ``sharding.tables``
+SHARDING_TYPES = tuple(PLAN_BUILDERS)
+#: the type of a table that ``sharding.tables`` does not name
+DEFAULT_TABLE_SHARDING = "table_wise"
 SPARSE_OPTIMIZERS = {
     "sgd": torch.optim.SGD,
     "adagrad": torch.optim.Adagrad,
@@ -74,11 +107,20 @@ class ShardingConfig:
         for name, kind in self.tables.items():
             if kind not in SHARDING_TYPES:
                 raise ValueError(f"{prefix}.tables.{name}={kind!r}: choose one of {SHARDING_TYPES}")
-            if kind in ("table_row_wise", "data_parallel") and device_type == "cpu":
+            if kind in GPU_ONLY and device_type == "cpu":
+                usable = [t for t in SHARDING_TYPES if t not in GPU_ONLY]
                 raise ValueError(
-                    f"{prefix}.tables.{name}={kind}: not supported for sequence "
-                    "(EmbeddingCollection) tables on CPU/gloo (FBGEMM's CPU kernel ignores "
-                    "'no pooling'); use table_wise, row_wise or column_wise"
+                    f"{prefix}.tables.{name}={kind}: not supported on CPU/gloo: "
+                    f"{GPU_ONLY[kind]}; use one of {usable}"
+                )
+
+    def check_table_names(self, names: list[str], prefix: str = "sharding") -> None:
+        """Raise ``ValueError`` naming ``<prefix>.tables.<name>`` for a table the model lacks."""
+        for name in self.tables:
+            if name not in names:
+                raise ValueError(
+                    f"{prefix}.tables.{name}: the model has no table {name!r}; "
+                    f"its tables are {sorted(names)}"
                 )
 
 
@@ -113,6 +155,8 @@ def build_plan(
     planner)."""
     path, ec = find_embedding_collection(model)
     cfg.validate(device_type)
+    names = [c.name for c in ec.embedding_configs()]
+    cfg.check_table_names(names)
     sharder = EmbeddingCollectionSharder()
     if cfg.planner:
         topo = Topology(
@@ -122,26 +166,20 @@ def build_plan(
             **({"hbm_cap": int(hbm_gb * 1024**3)} if hbm_gb else {}),
         )
         constraints = None
-        if device_type == "cpu":  # keep the planner off what breaks on CPU (stack.md traps 2, 3)
+        if device_type == "cpu":  # off what breaks on CPU (docs/platform.md limits 2, 3)
             constraints = {
-                c.name: ParameterConstraints(
-                    sharding_types=["table_wise", "row_wise", "column_wise"],
+                c: ParameterConstraints(
+                    sharding_types=[t for t in SHARDING_TYPES if t not in GPU_ONLY],
                     compute_kernels=["fused"],
                 )
-                for c in ec.embedding_configs()
+                for c in names
             }
         planner = EmbeddingShardingPlanner(topology=topo, constraints=constraints)
         return planner.plan(model, [sharder])
-    per_param = {}
-    names = [c.name for c in ec.embedding_configs()]
-    for i, name in enumerate(names):
-        kind = cfg.tables.get(name, "table_wise")
-        if kind == "row_wise":
-            per_param[name] = row_wise(compute_kernel=FUSED)
-        elif kind == "column_wise":
-            per_param[name] = column_wise(ranks=list(range(world_size)), compute_kernel=FUSED)
-        else:  # table_wise: spread tables over ranks round-robin
-            per_param[name] = table_wise(rank=i % world_size, compute_kernel=FUSED)
+    per_param = {
+        name: PLAN_BUILDERS[cfg.tables.get(name, DEFAULT_TABLE_SHARDING)](i, world_size)
+        for i, name in enumerate(names)
+    }
     module_plan = construct_module_sharding_plan(
         ec,
         per_param_sharding=per_param,
