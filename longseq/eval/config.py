@@ -31,9 +31,12 @@ class EvalConfig:
         sharded: under torchrun, shard the embedding tables over the ranks (TorchRec DMP, the
             trainer's sharding code) instead of replicating the model on every rank: for tables
             that do not fit one process. Results equal the replicated evaluation's.
-        sharding_tables: sharding type per table for ``sharded``; default the trainer's
-            (``item`` row-wise, the rest table-wise). Other tables: e.g.
-            ``+sharding_tables.category=row_wise``.
+        sharding_tables: sharding type per table for ``sharded``, laid over the plan the
+            trainer recorded in the checkpoint's ``longseq.json`` (key ``sharding``; older
+            checkpoints: the trainer's default, ``item`` row-wise and the rest table-wise).
+            ``checkpoint`` (the default for ``item``) keeps a table's recorded type; e.g.
+            ``sharding_tables.item=table_wise +sharding_tables.category=row_wise`` overrides
+            two tables (`longseq.eval.load.eval_sharding_config`).
     """
 
     checkpoint: str = MISSING
@@ -43,7 +46,9 @@ class EvalConfig:
     save_predictions: bool = False
     progress: bool = True
     sharded: bool = False
-    sharding_tables: dict[str, str] = field(default_factory=lambda: {"item": "row_wise"})
+    # {"item": "checkpoint"} rather than None or {}: ``sharding_tables.item=...`` must stay a
+    # valid override without ``+`` (Hydra cannot set a key of a None or absent node)
+    sharding_tables: dict[str, str] = field(default_factory=lambda: {"item": "checkpoint"})
 
 
 def register() -> None:

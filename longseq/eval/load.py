@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from longseq.model.embeddings import TableSizes
 from longseq.model.model import LongSeqModel, model_config_from_saved
+
+if TYPE_CHECKING:
+    from longseq.parallel.sharding import ShardingConfig
+
+#: a ``sharding_tables`` value meaning "this table as the checkpoint's recorded plan has it"
+FROM_CHECKPOINT = "checkpoint"
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -66,6 +72,37 @@ class _Holder(nn.Module):
         return self.model(batch)
 
 
+def eval_sharding_config(
+    meta: dict[str, Any], tables: dict[str, str] | None = None
+) -> ShardingConfig:
+    """The sharding of a sharded evaluation: the plan the trainer recorded, unless overridden.
+
+    Args:
+        meta: the checkpoint's ``longseq.json``; its ``sharding`` entry (the trainer's
+            ``ShardingConfig`` as a dict) is the recorded plan. Checkpoints written before
+            plans were recorded get the trainer's default (``item`` row-wise).
+        tables: None: the recorded plan as it is (tables, planner, dense). Otherwise sharding
+            types per table laid over the recorded tables (the planner is then off); a value of
+            `FROM_CHECKPOINT` keeps that table's recorded type.
+
+    The recorded sparse optimizer is not reused: scoring takes no optimizer step, and the
+    default (row-wise Adagrad, on every device) only selects the fused kernel.
+    """
+    from longseq.parallel.sharding import ShardingConfig
+
+    rec = meta.get("sharding") or {}
+    cfg = ShardingConfig(
+        tables=dict(rec.get("tables", ShardingConfig().tables)),
+        planner=bool(rec.get("planner", False)),
+        dense=rec.get("dense", "ddp"),
+    )
+    explicit = {k: v for k, v in (tables or {}).items() if v != FROM_CHECKPOINT}
+    if explicit:
+        cfg.tables.update(explicit)
+        cfg.planner = False
+    return cfg
+
+
 def load_sharded_model(
     ckpt: Path, meta: dict[str, Any], tables: dict[str, str] | None = None
 ) -> LongSeqModel:
@@ -74,13 +111,13 @@ def load_sharded_model(
     Args:
         ckpt: a complete checkpoint folder.
         meta: its ``longseq.json``.
-        tables: sharding type per table (``ShardingConfig.tables``); None: the trainer's default.
+        tables: sharding type per table, laid over the checkpoint's recorded plan; None: the
+            recorded plan (`eval_sharding_config`).
 
     Returns the `LongSeqModel` inside the DMP wrapper (its ``ec`` is the sharded collection), in
     eval mode. Collective: call on every rank.
     """
     from longseq.parallel.checkpoint import load_checkpoint, load_model_state_dict, model_state_dict
-    from longseq.parallel.sharding import ShardingConfig
     from longseq.parallel.wrap import shard_model
 
     model = build_model(meta, device="meta")
@@ -88,8 +125,17 @@ def load_sharded_model(
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     else:
         device = torch.device("cpu")
-    cfg = ShardingConfig() if tables is None else ShardingConfig(tables=dict(tables))
-    cfg.validate(device.type)
+    cfg = eval_sharding_config(meta, tables)
+    try:
+        cfg.validate(device.type, tables_key="sharding_tables")
+        cfg.check_table_names([c.name for c in model.ec.embedding_configs()], "sharding_tables")
+    except ValueError as e:
+        if not meta.get("sharding"):
+            raise
+        raise ValueError(
+            f"{e} (sharding_tables lies over the checkpoint's recorded plan "
+            f"{meta['sharding'].get('tables')}: override a table with sharding_tables.<name>=<type>)"
+        ) from None
     dmp = shard_model(_Holder(model), cfg, device)
     state = {"model": model_state_dict(dmp)}
     load_checkpoint(ckpt, state)

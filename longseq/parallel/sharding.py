@@ -90,8 +90,10 @@ class ShardingConfig:
     sparse_lr: float = 0.05
     dense: str = "ddp"
 
-    def validate(self, device_type: str, prefix: str = "sharding") -> None:
-        """Raise ``ValueError`` naming the key for combinations that cannot work here."""
+    def validate(self, device_type: str, prefix: str = "sharding", tables_key: str = "") -> None:
+        """Raise ``ValueError`` naming the key for combinations that cannot work here
+        (``tables_key``: the config key of ``tables``, default ``<prefix>.tables``)."""
+        tables_key = tables_key or f"{prefix}.tables"
         if self.dense not in ("ddp", "fsdp2"):
             raise ValueError(f"{prefix}.dense={self.dense!r}: choose one of ('ddp', 'fsdp2')")
         if self.sparse_optimizer not in SPARSE_OPTIMIZERS:
@@ -106,20 +108,20 @@ class ShardingConfig:
             )
         for name, kind in self.tables.items():
             if kind not in SHARDING_TYPES:
-                raise ValueError(f"{prefix}.tables.{name}={kind!r}: choose one of {SHARDING_TYPES}")
+                raise ValueError(f"{tables_key}.{name}={kind!r}: choose one of {SHARDING_TYPES}")
             if kind in GPU_ONLY and device_type == "cpu":
                 usable = [t for t in SHARDING_TYPES if t not in GPU_ONLY]
                 raise ValueError(
-                    f"{prefix}.tables.{name}={kind}: not supported on CPU/gloo: "
+                    f"{tables_key}.{name}={kind}: not supported on CPU/gloo: "
                     f"{GPU_ONLY[kind]}; use one of {usable}"
                 )
 
-    def check_table_names(self, names: list[str], prefix: str = "sharding") -> None:
-        """Raise ``ValueError`` naming ``<prefix>.tables.<name>`` for a table the model lacks."""
+    def check_table_names(self, names: list[str], tables_key: str = "sharding.tables") -> None:
+        """Raise ``ValueError`` naming ``<tables_key>.<name>`` for a table the model lacks."""
         for name in self.tables:
             if name not in names:
                 raise ValueError(
-                    f"{prefix}.tables.{name}: the model has no table {name!r}; "
+                    f"{tables_key}.{name}: the model has no table {name!r}; "
                     f"its tables are {sorted(names)}"
                 )
 
