@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from longseq._quiet import quiet_known_warnings
 from longseq.config import CONFIG_DIR
 from longseq.eval import config as eval_config
+from longseq.log import setup_logging
 
 eval_config.register()
 
@@ -23,6 +24,7 @@ def main(cfg: DictConfig) -> None:
     from longseq.eval.evaluate import evaluate
 
     quiet_known_warnings()
+    setup_logging()  # rank from $RANK (torchrun)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         evaluate(OmegaConf.to_object(cfg))
         return

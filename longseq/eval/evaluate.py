@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,10 @@ import torch
 from longseq.eval.config import EvalConfig
 from longseq.eval.load import load_model, resolve_checkpoint
 from longseq.eval.predict import Predictions, gather_predictions, predict
+from longseq.log import get_logger
 from longseq.metrics import auc, calibration, gauc, log_loss
+
+log = get_logger("longseq.eval")
 
 
 def load_oracle(data_path: str | Path) -> dict[str, Any] | None:
@@ -209,7 +211,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
         plot_auc_vs_window(result, out / "auc_vs_window.png")
     except Exception as e:  # a plot must never lose the numbers
-        print(f"[longseq.eval] plot skipped: {e}", file=sys.stderr)
+        log.warning(f"plot skipped: {e}")
     if cfg.save_predictions:
         from longseq.eval.predictions_io import write_predictions
 

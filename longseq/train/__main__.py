@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from longseq._quiet import quiet_known_warnings
 from longseq.config import CONFIG_DIR
+from longseq.log import setup_logging
 from longseq.train import config as train_config
 
 train_config.register()
@@ -21,10 +22,11 @@ def main(cfg: DictConfig) -> None:
     from longseq.train.loop import train
 
     quiet_known_warnings()
+    setup_logging()  # rank from $RANK (torchrun); rank 0 logs status lines, others warnings
     job: train_config.TrainJobConfig = OmegaConf.to_object(cfg)
     if job.dry_run:
         from longseq.train.dry_run import dry_run
-        from longseq.train.loop import read_dataset_meta, table_sizes
+        from longseq.train.run_meta import read_dataset_meta, table_sizes
 
         meta = read_dataset_meta(job.data.path)
         print(dry_run(job, job.dry_run_topology, table_sizes(meta), list(meta.get("tasks", []))))

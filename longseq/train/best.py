@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
+from longseq.log import get_logger
 from longseq.parallel.pointers import STEP, checkpoint_root, write_pointer
+
+log = get_logger("longseq.train")
 
 
 def default_metric(results: list[dict[str, Any]]) -> str:
@@ -42,7 +44,7 @@ class BestTracker:
         try:
             rec = json.loads(f.read_text()) if f.is_file() else {}
         except ValueError:
-            print(f"[longseq] ignoring unreadable {f}", file=sys.stderr)
+            log.warning(f"ignoring unreadable {f}")
             return {}
         return rec if isinstance(rec, dict) and "value" in rec and "metric" in rec else {}
 

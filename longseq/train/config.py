@@ -34,6 +34,11 @@ class TrainerConfig:
     ``best_metric``: the ``metrics.jsonl`` key that picks ``checkpoints/best`` among the evaluated
     checkpoints (``eval/{auc,gauc}/...``: higher is better, ``eval/nll/...``: lower); empty =
     ``eval/auc/<first task>@<largest eval window>``.
+    ``progress``: a progress bar when stderr is a terminal (otherwise one log line per
+    ``log_every`` steps either way).
+    ``metrics_window``: training AUC/NE (``train/auc/<task>``, ``train/ne/<task>``) over the
+    most recent this many targets (all ranks together); 0 = off.
+    ``tensorboard``: also write the logged values to ``<run_dir>/tensorboard`` (rank 0).
     """
 
     max_steps: int = 200
@@ -50,6 +55,8 @@ class TrainerConfig:
     precision: str = "fp32"
     activation_checkpointing: str = "none"
     best_metric: str = ""
+    metrics_window: int = 10_000
+    tensorboard: bool = False
     dense: DenseOptimConfig = field(default_factory=DenseOptimConfig)
 
     def validate(self, device_type: str, prefix: str = "trainer") -> None:
@@ -61,6 +68,10 @@ class TrainerConfig:
         for key in ("max_steps", "log_every", "checkpoint_every", "keep_last"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{prefix}.{key} must be >= 1, got {getattr(self, key)}")
+        if self.metrics_window < 0:
+            raise ValueError(
+                f"{prefix}.metrics_window must be >= 0 (0 = off), got {self.metrics_window}"
+            )
         if self.eval_every < 0:
             raise ValueError(f"{prefix}.eval_every must be >= 0 (0 = never), got {self.eval_every}")
         if self.eval_every > 0 and self.eval_every % self.checkpoint_every:
@@ -111,6 +122,16 @@ class TrainJobConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     dry_run: bool = False
     dry_run_topology: TopologyConfig = field(default_factory=TopologyConfig)
+
+    def validate(self, device_type: str) -> None:
+        """Every check of the job's settings that needs no data or cluster, in one place; raises
+        ``ValueError`` naming the config key (``trainer.*``, ``data.*``, ``sharding.*``).
+        ``device_type``: ``cpu`` or ``cuda``, what this process trains on."""
+        self.trainer.validate(device_type, "trainer")
+        self.data.validate("data")  # includes data.window
+        self.sharding.validate(device_type, "sharding")
+        if self.wandb.mode not in ("disabled", "offline", "online", "", None):
+            raise ValueError(f"wandb.mode must be disabled|offline|online, got {self.wandb.mode!r}")
 
 
 def register() -> None:

@@ -3,15 +3,17 @@ compatibility with this run's model, and the evaluation split."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
 
+from longseq.log import get_logger
 from longseq.parallel.checkpoint import remove_stale_tmp, run_nonce
 from longseq.parallel.run_lock import RunDirLock
+
+log = get_logger("longseq.train")
 
 
 def _flatten(d: Any, prefix: str) -> Iterator[tuple[str, Any]]:
@@ -108,10 +110,7 @@ def lock_run_dir(run_dir: Path, is_main: bool) -> tuple[RunDirLock | None, str]:
     nonce = run_nonce()
     if is_main:
         for p in remove_stale_tmp(run_dir, nonce):
-            print(
-                f"[longseq] removed {p}: an incomplete checkpoint of an earlier run",
-                file=sys.stderr,
-            )
+            log.info(f"removed {p}: an incomplete checkpoint of an earlier run")
     return lock, nonce
 
 

@@ -1,18 +1,96 @@
-"""Run logging: ``metrics.jsonl`` (one JSON object per logged step), optional wandb, progress."""
+"""Run metrics: one `MetricsLogger` with backends, all on rank 0.
+
+- ``metrics.jsonl`` (always): one JSON object per logged step (``{"step": n, ...}``).
+- wandb (``wandb.mode=offline|online``): files under ``<run_dir>/wandb``; a resumed run passes the
+  previous run id to continue the same run.
+- TensorBoard (``trainer.tensorboard=true``): scalars to ``<run_dir>/tensorboard``
+  (``torch.utils.tensorboard.SummaryWriter``; needs the ``tensorboard`` package).
+
+Only numeric values go to wandb and TensorBoard; ``metrics.jsonl`` gets everything.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+
+class MetricsBackend(Protocol):
+    """Where logged values go besides ``metrics.jsonl``."""
+
+    def log(self, step: int, values: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _numbers(values: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if isinstance(v, int | float)}
+
+
+class JsonlBackend:
+    """Appends ``{"step": n, **values}`` lines to ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+
+    def close(self) -> None:
+        pass
+
+
+class WandbBackend:
+    """A wandb run (``mode``: offline or online)."""
+
+    def __init__(self, run_dir: Path, mode: str, **init: Any) -> None:
+        import wandb  # imported only when asked for: it is slow to import
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self.run = wandb.init(mode=mode, dir=str(run_dir), resume="allow", **init)
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        self.run.log(values, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class TensorBoardBackend:
+    """Scalars to an event file under ``log_dir``."""
+
+    def __init__(self, log_dir: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise ImportError(
+                "trainer.tensorboard=true needs the tensorboard package "
+                "(pinned in requirements/lock-cpu.txt)"
+            ) from e
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        for k, v in _numbers(values).items():
+            self.writer.add_scalar(k, v, global_step=step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class MetricsLogger:
-    """Appends metrics to ``<run_dir>/metrics.jsonl`` on rank 0 and mirrors them to wandb.
+    """Writes metrics to ``<run_dir>/metrics.jsonl`` on rank 0 and mirrors them to wandb and
+    TensorBoard when those are switched on. Other ranks (``enabled=False``) log nothing.
 
-    wandb is used only when ``mode`` is ``offline`` or ``online``; its files go to
-    ``<run_dir>/wandb``. A resumed run passes the previous run id to continue the same run.
+    Args:
+        run_dir: the run folder.
+        enabled: rank 0.
+        wandb_mode: ``disabled`` | ``offline`` | ``online``.
+        project / entity / run_id / config / name: passed to ``wandb.init``.
+        tensorboard: also write ``<run_dir>/tensorboard``.
     """
 
     def __init__(
@@ -25,28 +103,26 @@ class MetricsLogger:
         run_id: str | None = None,
         config: dict[str, Any] | None = None,
         name: str | None = None,
+        tensorboard: bool = False,
     ) -> None:
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
-        self._wandb = None
         self.run_id = run_id
-        if enabled and wandb_mode not in ("disabled", "", None):
+        self.backends: list[MetricsBackend] = []
+        if not enabled:
+            return
+        self.backends.append(JsonlBackend(self.path))
+        if wandb_mode not in ("disabled", "", None):
             if wandb_mode not in ("offline", "online"):
                 raise ValueError(f"wandb.mode must be disabled|offline|online, got {wandb_mode!r}")
-            import wandb  # imported only when asked for: it is slow to import
-
-            os.environ.setdefault("WANDB_SILENT", "true")
-            run = wandb.init(
-                project=project,
-                entity=entity,
-                mode=wandb_mode,
-                dir=str(run_dir),
-                id=run_id,
-                resume="allow",
-                config=config,
-                name=name,
-            )
-            self._wandb, self.run_id = run, run.id
+            wb = WandbBackend(
+                Path(run_dir), wandb_mode, project=project, entity=entity, id=run_id,
+                config=config, name=name,
+            )  # fmt: skip
+            self.backends.append(wb)
+            self.run_id = wb.run.id
+        if tensorboard:
+            self.backends.append(TensorBoardBackend(Path(run_dir) / "tensorboard"))
 
     def drop_after(self, step: int) -> int:
         """Remove the rows of steps after ``step`` (a resumed run logs them again; also drops a
@@ -71,15 +147,12 @@ class MetricsLogger:
         return dropped
 
     def log(self, step: int, values: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        rec = {"step": step, **values}
-        with self.path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
-        if self._wandb is not None:
-            self._wandb.log(values, step=step)
+        """Log ``values`` at ``step`` to every backend (rank 0; a no-op elsewhere)."""
+        for b in self.backends:
+            b.log(step, values)
 
     def close(self) -> None:
-        if self._wandb is not None:
-            self._wandb.finish()
-            self._wandb = None
+        """Finish the wandb run and flush TensorBoard."""
+        for b in self.backends:
+            b.close()
+        self.backends = []

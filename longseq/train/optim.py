@@ -28,16 +28,39 @@ class ClippedOptimizer(CombinedOptimizer):
 
     Clipping inside ``step`` keeps it in effect when TorchRec's train pipeline drives the
     optimizer. (Sparse rows are updated in backward by the fused optimizer: never clipped.)
+
+    Each step also adds the dense gradients' global L2 norm (before clipping; computed without
+    clipping when ``max_norm`` <= 0) to a running sum that `pop_grad_norm` returns as the mean
+    since the last call; the sum stays on the device (no host sync per step).
     """
 
     def __init__(self, optims: list, clip_params: list[torch.Tensor], max_norm: float) -> None:
         super().__init__(optims)
         self._clip_params, self._max_norm = clip_params, max_norm
+        self._norm_sum: torch.Tensor | None = None
+        self._norm_steps = 0
 
     def step(self, closure=None) -> None:  # noqa: ANN001 - torch's optimizer signature
-        if self._max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self._clip_params, self._max_norm)
+        params = [p for p in self._clip_params if p.grad is not None]
+        if params:
+            if self._max_norm > 0:
+                norm = torch.nn.utils.clip_grad_norm_(params, self._max_norm)
+            else:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+            if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor; every rank steps together
+                norm = norm.full_tensor()
+            norm = norm.detach().float()
+            self._norm_sum = norm if self._norm_sum is None else self._norm_sum + norm
+            self._norm_steps += 1
         super().step(closure)
+
+    def pop_grad_norm(self) -> float | None:
+        """Mean dense gradient norm over the steps since the last call (None if none)."""
+        if self._norm_sum is None or self._norm_steps == 0:
+            return None
+        mean = float(self._norm_sum.item()) / self._norm_steps
+        self._norm_sum, self._norm_steps = None, 0
+        return mean
 
 
 def build_optimizer(dmp: nn.Module, cfg: DenseOptimConfig) -> CombinedOptimizer:
@@ -64,6 +87,16 @@ def lr_factor(step: int, max_steps: int, cfg: DenseOptimConfig) -> float:
     span = max(1, max_steps - cfg.warmup_steps)
     t = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def learning_rates(opt: CombinedOptimizer) -> dict[str, float]:
+    """``{"lr/dense": ..., "lr/sparse": ...}``: the first param group's lr of each optimizer."""
+    out = {}
+    for name, o in opt.optimizers:
+        groups = getattr(o, "param_groups", [])
+        if groups and "lr" in groups[0]:
+            out[f"lr/{name}"] = float(groups[0]["lr"])
+    return out
 
 
 def set_dense_lr(opt: CombinedOptimizer, lr: float) -> None:

@@ -1,17 +1,20 @@
 """``trainer.profile=true``: a torch.profiler trace of a few training steps.
 
 Traces go to ``<run_dir>/profile/`` (one Chrome-trace JSON per rank, open in
-https://ui.perfetto.dev or chrome://tracing), and rank 0 prints the top operators by time.
+https://ui.perfetto.dev or chrome://tracing), and rank 0 logs the top operators by time.
 """
 
 from __future__ import annotations
 
-import sys
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule
+
+from longseq.log import get_logger
+
+log = get_logger("longseq.train")
 
 
 class StepProfiler:
@@ -36,7 +39,7 @@ class StepProfiler:
         prof.export_chrome_trace(str(path))
         if self.rank == 0:
             table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
-            print(f"[longseq] profiler trace: {path}\n{table}", file=sys.stderr, flush=True)
+            log.info(f"profiler trace: {path}\n{table}")
 
     def __enter__(self) -> StepProfiler:
         self.prof.__enter__()

@@ -2,7 +2,8 @@
 
 `PlainStepper` runs forward/backward/step in sequence; `PipelinedStepper` uses
 TorchRec's `TrainPipelineSparseDist`, which overlaps the next batch's input all-to-all with the
-current batch's compute.
+current batch's compute. Both return the step's counters (`longseq.train.task.TrainTask`) and
+keep the batch's per-target probabilities and labels in ``last_predictions``.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ class PlainStepper:
     def __init__(self, model: nn.Module, optimizer: Any, stream: BatchStream) -> None:
         self.model, self.optimizer, self.stream = model, optimizer, stream
 
+        self.last_predictions: tuple[torch.Tensor, torch.Tensor] | None = None
+
     def step(self) -> torch.Tensor:
         """Train on the next batch; returns ``[loss, targets, requests, hist ids, input ids]``."""
-        loss, counters = self.model(next(self.stream))
+        loss, (counters, probs, labels) = self.model(next(self.stream))
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad()
+        self.last_predictions = (probs, labels)
         return counters.detach().cpu()
 
 
@@ -39,9 +43,12 @@ class PipelinedStepper:
     ) -> None:
         self.stream = stream
         self.pipeline = TrainPipelineSparseDist(model, optimizer, device)
+        self.last_predictions: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def step(self) -> torch.Tensor:
-        counters = self.pipeline.progress(self.stream)
+        """Train on the next batch; returns ``[loss, targets, requests, hist ids, input ids]``."""
+        counters, probs, labels = self.pipeline.progress(self.stream)
+        self.last_predictions = (probs, labels)
         return counters.detach().cpu()
 
     def pipelined_modules(self) -> int:

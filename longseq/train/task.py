@@ -29,8 +29,10 @@ def validate_precision(precision: str, device_type: str, key: str = "trainer.pre
 
 
 class TrainTask(nn.Module):
-    """``forward(batch) -> (loss, counters)``; counters = ``[targets, requests, history ids,
-    input ids]`` of the batch (float64), for throughput and all-to-all accounting.
+    """``forward(batch) -> (loss, (counters, probs, labels))``: counters = ``[loss, targets,
+    requests, history ids, input ids]`` of the batch (float64), for throughput and all-to-all
+    accounting; ``probs`` (sigmoid of the logits, detached, float32) and ``labels`` are
+    ``[targets, tasks]``, for the training AUC/NE (`longseq.train.train_metrics`).
 
     Args:
         model: the model.
@@ -48,7 +50,9 @@ class TrainTask(nn.Module):
         self.model = model
         self.precision, self.device_type = precision, device_type
 
-    def forward(self, batch: RequestBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, batch: RequestBatch
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         with torch.autocast(
             self.device_type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
         ):
@@ -62,4 +66,5 @@ class TrainTask(nn.Module):
                 torch.tensor(batch.sparse.values().numel(), device=loss.device),
             ]
         ).to(torch.float64)
-        return loss, torch.cat([loss.detach().to(torch.float64).reshape(1), counters])
+        counters = torch.cat([loss.detach().to(torch.float64).reshape(1), counters])
+        return loss, (counters, torch.sigmoid(logits.detach().float()), batch.labels)

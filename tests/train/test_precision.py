@@ -30,7 +30,7 @@ def _run(task: TrainTask, batch) -> dict:
     task.model.interaction.head.register_forward_hook(
         lambda m, i, o: dtypes.__setitem__("logits", o.dtype)
     )
-    loss, counters = task(batch)
+    loss, (counters, _probs, _labels) = task(batch)
     loss.backward()
     grads = [p.grad for p in task.parameters() if p.grad is not None]
     return {"loss": loss.detach(), "counters": counters, "dtypes": dtypes, "grads": grads}

@@ -1,0 +1,75 @@
+"""What a training run knows about its data and writes about itself: the data set's
+``meta.json`` (table sizes, tasks), a checkpoint's ``longseq.json`` contents, and which checkpoint
+``resume=`` names."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from longseq.model.embeddings import TableSizes
+from longseq.parallel.checkpoint import latest_checkpoint
+from longseq.parallel.pointers import resolve_checkpoint
+from longseq.train.config import TrainJobConfig
+
+
+def read_dataset_meta(path: str | Path) -> dict[str, Any]:
+    """The data set's ``meta.json`` (vocabulary sizes and tasks), with a clear error."""
+    f = Path(path) / "meta.json"
+    if not f.is_file():
+        raise FileNotFoundError(
+            f"{f} not found: data.path must be a longseq data set folder "
+            "(python -m longseq.datasets.synth writes one)"
+        )
+    return json.loads(f.read_text())
+
+
+def table_sizes(meta: dict[str, Any]) -> TableSizes:
+    """TableSizes from ``meta.json``."""
+    try:
+        return TableSizes(
+            int(meta["num_items"]), int(meta["num_categories"]), int(meta["num_actions"])
+        )
+    except KeyError as e:
+        raise KeyError(f"meta.json lacks {e.args[0]!r}") from None
+
+
+def checkpoint_meta(
+    cfg: TrainJobConfig,
+    sizes: TableSizes,
+    tasks: list[str],
+    world_size: int,
+    wandb_run_id: str | None = None,
+) -> dict[str, Any]:
+    """What a checkpoint's ``longseq.json`` describes (besides its step): enough for
+    ``longseq.eval`` to rebuild the model without the training config. ``sharding`` records the
+    training run's sharding config (evaluation may reuse the plan; a resume may change it: DCP
+    reshards, so `longseq.train.guards.check_resume_compatible` does not compare it)."""
+    return {
+        "model": OmegaConf.to_container(OmegaConf.structured(cfg.model)),
+        "tables": asdict(sizes),
+        "tasks": tasks,
+        "world_size": world_size,
+        "data_path": str(cfg.data.path),
+        "window": asdict(cfg.data.window),
+        "pointwise": cfg.data.pointwise,
+        "sharding": OmegaConf.to_container(OmegaConf.structured(cfg.sharding)),
+        "wandb_run_id": wandb_run_id,
+    }
+
+
+def resolve_resume(cfg: TrainJobConfig) -> Path | None:
+    """The checkpoint ``cfg.resume`` names: none, the run dir's latest (``auto``), a step folder
+    or a ``latest``/``best`` pointer file."""
+    if cfg.resume in ("none", "", None):
+        return None
+    if cfg.resume == "auto":
+        return latest_checkpoint(cfg.run_dir)
+    try:
+        return resolve_checkpoint(cfg.resume)  # a step folder or a latest/best pointer file
+    except FileNotFoundError:
+        raise FileNotFoundError(f"resume={cfg.resume}: not a complete checkpoint") from None

@@ -1,0 +1,161 @@
+"""Everything a training run builds before its first step, in one place: `build`.
+
+In order: the data set's meta (tables, tasks), the evaluation checks, the resume checkpoint and
+its compatibility (before anything is built: a model that cannot load fails fast), the seed, the
+model on the meta device (+ activation checkpointing), `TrainTask`, the sharded DMP, the
+optimizers, the input stream, the restored state, ``config.yaml``, the metrics logger (rows
+after the start step dropped), the checkpoint meta, the callbacks, the stepper and the
+preemption handler. `longseq.train.loop.train` then only loops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from longseq.data.stream import BatchStream, build_train_stream
+from longseq.log import get_logger
+from longseq.model.model import LongSeqModel
+from longseq.parallel.ac import apply_activation_checkpointing
+from longseq.parallel.checkpoint import load_rank_state, read_checkpoint_meta
+from longseq.parallel.wrap import shard_model
+from longseq.train.callbacks import Callback
+from longseq.train.config import TrainJobConfig
+from longseq.train.eval_callback import EvalCallback
+from longseq.train.guards import check_best_metric, check_resume_compatible, check_split
+from longseq.train.logging import MetricsLogger
+from longseq.train.optim import build_optimizer
+from longseq.train.preemption import Preemption
+from longseq.train.progress import param_counts, startup_summary
+from longseq.train.resume import restore_training_state
+from longseq.train.run_meta import checkpoint_meta, read_dataset_meta, resolve_resume, table_sizes
+from longseq.train.stepper import PipelinedStepper, PlainStepper
+from longseq.train.task import TrainTask
+from longseq.train.train_metrics import WindowedRecMetrics
+
+log = get_logger("longseq.train")
+
+
+@dataclass
+class TrainState:
+    """What `build` returns and the loop uses.
+
+    ``start``: the first step to train (the resumed checkpoint's step, or 0); ``ckpt_meta``: what
+    every checkpoint's ``longseq.json`` records; ``nonce``: this run's id for temporary
+    checkpoint folders; ``rec_metrics``: windowed training AUC/NE (None when
+    ``trainer.metrics_window=0``).
+    """
+
+    cfg: TrainJobConfig
+    env: Any
+    run_dir: Path
+    dmp: torch.nn.Module
+    optimizer: Any
+    stream: BatchStream
+    stepper: PlainStepper | PipelinedStepper
+    logger: MetricsLogger
+    ckpt_meta: dict[str, Any]
+    nonce: str
+    preemption: Preemption
+    start: int = 0
+    resumed_from: Path | None = None
+    rec_metrics: WindowedRecMetrics | None = None
+    callbacks: list[Callback] = field(default_factory=list)
+
+
+def build(
+    cfg: TrainJobConfig, env: Any, nonce: str = "", callbacks: list[Callback] | None = None
+) -> TrainState:
+    """Build everything for training ``cfg`` on this rank (collective: sharding, restore).
+
+    ``cfg`` must have passed `TrainJobConfig.validate`; ``nonce`` comes from the run-dir lock
+    (`longseq.train.guards.lock_run_dir`); ``callbacks`` run before the evaluation callback."""
+    run_dir = Path(cfg.run_dir)
+    meta = read_dataset_meta(cfg.data.path)
+    tasks = list(meta.get("tasks", ["click"]))
+    sizes = table_sizes(meta)
+    tc = cfg.trainer
+    if tc.eval_every > 0 or tc.eval_at_end:
+        check_split(cfg.data.path, tc.eval_split, "trainer.eval_split")
+        check_best_metric(tc, tasks)
+    ckpt = resolve_resume(cfg)
+    if ckpt is not None:  # before building anything: a model that cannot load fails fast
+        now = checkpoint_meta(cfg, sizes, tasks, env.world_size)
+        check_resume_compatible(ckpt, read_checkpoint_meta(ckpt), now, type(cfg.model))
+    torch.manual_seed(cfg.seed)
+    model = LongSeqModel(cfg.model, sizes, tasks, device="meta")
+    apply_activation_checkpointing(model, tc.activation_checkpointing)
+    task = TrainTask(model, tc.precision, env.device.type)
+    params = param_counts(model)
+    dmp = shard_model(task, cfg.sharding, env.device)
+    opt = build_optimizer(dmp, tc.dense)
+    if cfg.data.on_bad_row == "skip" and not cfg.data.bad_rows_log:  # skipped rows: on record
+        cfg.data.bad_rows_log = str(run_dir / f"bad_rows.rank{env.rank}.jsonl")
+    stream = build_train_stream(cfg.data, env.rank, env.world_size, cfg.seed, tasks, env.device)
+    start, wandb_id = 0, None
+    if ckpt is not None:
+        cmeta = restore_training_state(dmp, opt, ckpt)
+        start, wandb_id = int(cmeta["step"]), cmeta.get("wandb_run_id")
+        rstate = load_rank_state(ckpt, env.rank)
+        if rstate is not None and cmeta.get("world_size") == env.world_size:
+            stream.load_position(rstate)
+        log.info(f"resumed from {ckpt} at step {start}")
+    if env.is_main:
+        OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
+        log.info(startup_summary(cfg, env, meta, sizes, params, start))
+    logger = MetricsLogger(
+        run_dir,
+        env.is_main,
+        cfg.wandb.mode,
+        cfg.wandb.project,
+        cfg.wandb.entity,
+        run_id=wandb_id,
+        config=OmegaConf.to_container(OmegaConf.structured(cfg)),
+        name=cfg.name,
+        tensorboard=tc.tensorboard,
+    )
+    if logger.drop_after(start):  # rows a crashed or earlier run logged after this start
+        log.info(f"metrics.jsonl: removed rows after step {start}")
+    all_callbacks: list[Callback] = list(callbacks or [])
+    if tc.eval_every > 0 or tc.eval_at_end:
+        all_callbacks.append(
+            EvalCallback(
+                cfg.data.path,
+                tc.eval_windows,
+                tc.eval_every,
+                tc.eval_at_end,
+                tc.eval_split,
+                logger=logger,
+                rank=env.rank,
+                best_metric=tc.best_metric,
+                run_dir=str(run_dir),
+            )
+        )
+    if tc.pipeline:
+        stepper = PipelinedStepper(dmp, opt, stream, env.device)
+    else:
+        stepper = PlainStepper(dmp, opt, stream)
+    rec = None
+    if tc.metrics_window > 0:
+        rec = WindowedRecMetrics(tasks, tc.metrics_window, env.world_size, env.rank, env.device)
+    return TrainState(
+        cfg=cfg,
+        env=env,
+        run_dir=run_dir,
+        dmp=dmp,
+        optimizer=opt,
+        stream=stream,
+        stepper=stepper,
+        logger=logger,
+        ckpt_meta=checkpoint_meta(cfg, sizes, tasks, env.world_size, logger.run_id),
+        nonce=nonce,
+        preemption=Preemption(),
+        start=start,
+        resumed_from=ckpt,
+        rec_metrics=rec,
+        callbacks=all_callbacks,
+    )
