@@ -1,9 +1,10 @@
 """Out-of-core converters of public logs to the request-level Parquet format.
 
-    python -m longseq.datasets.convert dataset=<kuairand|taobao|movielens> src=<raw dir> out=<dir>
+    python -m longseq.datasets.convert dataset=<name> src=<raw dir> out=<dir>
 
-Data sets: KuaiRand (1K, 27K, Pure), Taobao UserBehavior, MovieLens (100K, 1M, 10M, 20M, 25M,
-32M). Rules, commands and expected numbers: ``docs/datasets.md``. Pipeline (shared): the raw
+Data sets (``dataset=``, registered in `longseq.datasets.convert.registry`): ``kuairand``
+(KuaiRand 1K, 27K, Pure), ``taobao`` (Taobao UserBehavior), ``movielens`` (MovieLens 100K, 1M,
+10M, 20M, 25M, 32M). Rules, commands and expected numbers: ``docs/datasets.md``. Pipeline (shared): the raw
 CSV is streamed in blocks and hash-partitioned by user into bucket files (pass 1), then each
 bucket is grouped into requests with their histories and targets and written per split (pass
 2); ``meta.json`` (vocabulary sizes, tasks) and ``stats.json`` complete the output.
@@ -14,21 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from longseq.datasets.convert.config import ConvertConfig
+from longseq.datasets.convert.registry import converter_module
 
 
 def converter_for(cfg: ConvertConfig):
-    """The converter of ``cfg.dataset``."""
-    from longseq.datasets.convert.kuairand import KuaiRandConverter
-    from longseq.datasets.convert.movielens import MovieLensConverter
-    from longseq.datasets.convert.taobao import TaobaoConverter
-
-    classes = {
-        "kuairand": KuaiRandConverter,
-        "taobao": TaobaoConverter,
-        "movielens": MovieLensConverter,
-    }
-    cfg.options()  # names the key if the data set is unknown
-    return classes[cfg.dataset](cfg)
+    """The converter of ``cfg.dataset`` (`longseq.datasets.convert.registry`)."""
+    return converter_module(cfg.dataset).Converter(cfg)
 
 
 def run_conversion(cfg: ConvertConfig) -> dict[str, Any]:

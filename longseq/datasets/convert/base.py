@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
-from longseq.datasets.convert.config import ConvertConfig, DatasetOptions
 from longseq.datasets.convert.csvsource import CsvSpec
+from longseq.datasets.convert.options import DatasetOptions
 from longseq.datasets.convert.requests import Events, Requests, TargetSet
+
+if TYPE_CHECKING:
+    from longseq.datasets.convert.config import ConvertConfig
 
 
 @dataclass

@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from longseq.datasets.convert.base import Converter, find_files, seq_column
-from longseq.datasets.convert.config import KuaiRandOptions
 from longseq.datasets.convert.csvsource import CsvSpec, bad_row_error, iter_blocks
+from longseq.datasets.convert.options import DatasetOptions, SplitConfig
 from longseq.datasets.convert.partition import event_schema
 
 _VARIANTS = {"pure": "KuaiRand-Pure", "1k": "KuaiRand-1K", "27k": "KuaiRand-27K"}
@@ -37,6 +37,52 @@ _UNKNOWN_TAG = -1
 def _variant(path: Path) -> str:
     m = re.search(r"_(pure|1k|27k)(?:_part\d+)?\.csv$", path.name)
     return _VARIANTS[m.group(1)] if m else "KuaiRand"
+
+
+#: KuaiRand feedback columns turned into the history action (bit k = column k is 1).
+KUAIRAND_ACTION_COLUMNS = [
+    "is_click", "long_view", "is_like", "is_follow",
+    "is_comment", "is_forward", "is_hate", "is_profile_enter",
+]  # fmt: skip
+
+
+@dataclass
+class KuaiRandOptions(DatasetOptions):
+    """KuaiRand (1K, 27K, Pure). Defaults: the 04-08..04-21 log is warm-up (history only),
+    train 04-22..05-01, valid 05-02..05-05, test 05-06..05-08 (Beijing time).
+
+    Attributes:
+        tasks: label columns of the log written as ``tgt_<column>``.
+        action_columns: feedback columns packed into ``hist_action`` as bits (2^k actions).
+        random_from: the randomly exposed log becomes the ``test_random`` split from this split's
+            start on: ``test`` (default), ``valid``, ``all`` (the whole random log) or ``none``
+            (the random log is not read at all, so it is in no history either).
+        random_in_history: random-log impressions are part of later histories.
+        tz_offset_s: offset of the ``date``/``hourmin`` columns from UTC (used only where
+            ``time_ms`` is empty).
+    """
+
+    max_hist_len: int = 10000
+    gap_s: int = 600
+    max_targets: int = 128
+    split: SplitConfig = field(
+        default_factory=lambda: SplitConfig(
+            train_start=1650556800, valid_start=1651420800, test_start=1651766400
+        )
+    )
+    tasks: list[str] = field(default_factory=lambda: ["is_click", "long_view", "is_like"])
+    action_columns: list[str] = field(default_factory=lambda: list(KUAIRAND_ACTION_COLUMNS))
+    random_from: str = "test"
+    random_in_history: bool = True
+    tz_offset_s: int = 28800
+
+    def checks(self, prefix: str) -> list[tuple[str, bool, str]]:
+        """The shared checks and ``random_from``, ``tasks``."""
+        ok = self.random_from in ("test", "valid", "all", "none")
+        return super().checks(prefix) + [
+            (f"{prefix}.random_from", ok, "test|valid|all|none"),
+            (f"{prefix}.tasks", len(self.tasks) >= 1, "non-empty"),
+        ]
 
 
 @dataclass
@@ -162,3 +208,8 @@ class KuaiRandConverter(Converter):
         if self.opts.random_in_history:  # type: ignore[attr-defined]
             return np.ones(len(ev), bool)
         return ev.kind == 0
+
+
+#: the names `longseq.datasets.convert.registry` looks up
+Options = KuaiRandOptions
+Converter = KuaiRandConverter

@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 
 from longseq.datasets.convert.base import Converter, find_files, seq_column
-from longseq.datasets.convert.config import MovieLensOptions
 from longseq.datasets.convert.csvsource import CsvSpec, bad_row_error
+from longseq.datasets.convert.options import DatasetOptions
 from longseq.datasets.convert.partition import event_schema
 
 #: u.item's 19 genre flags, in file order (ml-100k README).
@@ -33,6 +33,22 @@ ML100K_GENRES = [
 ]  # fmt: skip
 
 _F64, _I64 = pa.float64(), pa.int64()
+
+
+@dataclass
+class MovieLensOptions(DatasetOptions):
+    """MovieLens (100K ``u.data``, 1M/10M ``ratings.dat``, 20M/25M/32M ``ratings.csv``).
+
+    Attributes:
+        threshold: ``tgt_<task>`` = rating >= threshold.
+        task: the task name.
+    """
+
+    max_hist_len: int = 2000
+    gap_s: int = 1800
+    max_targets: int = 64
+    threshold: float = 4.0
+    task: str = "like"
 
 
 @dataclass
@@ -132,3 +148,8 @@ class MovieLensConverter(Converter):
             f"lab_{o.task}": (rating >= o.threshold).astype(np.int8),
         }  # fmt: skip
         return pa.table(cols, schema=event_schema(self.label_names))
+
+
+#: the names `longseq.datasets.convert.registry` looks up
+Options = MovieLensOptions
+Converter = MovieLensConverter

@@ -26,6 +26,7 @@ from longseq.datasets.convert.config import SPLITS, ConvertConfig, SplitConfig
 from longseq.datasets.convert.csvsource import iter_blocks
 from longseq.datasets.convert.hashing import hash_uniform
 from longseq.datasets.convert.partition import Partitioner, event_schema, num_buckets, read_bucket
+from longseq.datasets.convert.registry import dataset_names
 from longseq.datasets.convert.requests import Events, group, history_bounds, request_table
 from longseq.datasets.convert.stats import SplitStats
 
@@ -234,7 +235,7 @@ def _peak_rss_mb() -> float:
 def _meta(cfg, conv, specs, item_vocab, cat_vocab, cut, random_start, stats, files, hist_max, out):
     opts = conv.opts
     cfg_dict = asdict(cfg)
-    for other in ("kuairand", "taobao", "movielens"):
+    for other in dataset_names():
         if other != cfg.dataset:
             cfg_dict.pop(other)
     return {

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from longseq.datasets.convert.config import DatasetOptions
+from longseq.datasets.convert.options import DatasetOptions
 
 _TS_BITS = 34  # seconds since the bucket's first event: 544 years
 

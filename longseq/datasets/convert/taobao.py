@@ -27,14 +27,50 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from longseq.datasets.convert.base import Context, Converter, find_files, seq_column
-from longseq.datasets.convert.config import TaobaoOptions
 from longseq.datasets.convert.csvsource import CsvSpec, bad_row_error
 from longseq.datasets.convert.hashing import hash_uniform
+from longseq.datasets.convert.options import DatasetOptions, SplitConfig
 from longseq.datasets.convert.partition import event_schema, read_bucket
 from longseq.datasets.convert.requests import Requests, TargetSet
 
 _NEG_SALT = 0x7A0B
 _NAMES = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
+
+
+@dataclass
+class TaobaoOptions(DatasetOptions):
+    """Taobao UserBehavior. Defaults: daily requests (Beijing days), events outside
+    2017-11-25..2017-12-03 dropped, valid 12-02, test 12-03.
+
+    Attributes:
+        behaviors: behavior strings in action-id order (``hist_action`` = index).
+        label_behaviors: extra tasks ``tgt_<behavior>`` (1 if the user did it to the target in
+            the request); ``tgt_click`` is 1 for every observed target and 0 for sampled ones.
+        neg_ratio: sampled negatives per observed target (rounded per request).
+        ts_min / ts_max: events outside ``[ts_min, ts_max)`` are dropped (0: no bound).
+    """
+
+    max_hist_len: int = 1000
+    group: str = "window"
+    window_s: int = 86400
+    window_origin: int = 1511539200
+    max_targets: int = 64
+    split: SplitConfig = field(
+        default_factory=lambda: SplitConfig(valid_start=1512144000, test_start=1512230400)
+    )
+    behaviors: list[str] = field(default_factory=lambda: ["pv", "buy", "cart", "fav"])
+    label_behaviors: list[str] = field(default_factory=lambda: ["buy"])
+    neg_ratio: float = 1.0
+    ts_min: int = 1511539200
+    ts_max: int = 1512316800
+
+    def checks(self, prefix: str) -> list[tuple[str, bool, str]]:
+        """The shared checks and ``neg_ratio``, ``label_behaviors``."""
+        bad = [b for b in self.label_behaviors if b not in self.behaviors]
+        return super().checks(prefix) + [
+            (f"{prefix}.neg_ratio", self.neg_ratio >= 0, ">= 0"),
+            (f"{prefix}.label_behaviors", not bad, f"a subset of {self.behaviors}"),
+        ]
 
 
 @dataclass
@@ -156,3 +192,8 @@ class TaobaoConverter(Converter):
         labels = {n: np.concatenate([a, zeros])[order] for n, a in labels.items()}
         sampled = np.concatenate([np.zeros(pos_req.size, np.int8), np.ones(neg_req.size, np.int8)])
         return TargetSet(req[order], item, cat, labels, {"is_sampled": sampled[order]})
+
+
+#: the names `longseq.datasets.convert.registry` looks up
+Options = TaobaoOptions
+Converter = TaobaoConverter

@@ -12,7 +12,7 @@ import pytest
 from convert_ref import convert, group_rule, history_rule, read_csv_rows, read_rows, split_of
 from raw_fixtures import KUAI_LOG_HEADER, write_kuairand
 
-from longseq.datasets.convert.config import KUAIRAND_ACTION_COLUMNS
+from longseq.datasets.convert.kuairand import KUAIRAND_ACTION_COLUMNS
 from longseq.datasets.validate import validate_path
 
 GAP, MAXT, MAXH = 600, 5, 40
