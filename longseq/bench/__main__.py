@@ -1,43 +1,34 @@
-"""``python -m longseq.bench suite=<scaling|rlb|kernel|serve|all> quick=<bool> device=<cpu|cuda>
-out=<dir> [dtype=bf16|fp32] [reps=5] [threads=0] [report=docs/benchmarks.md]``.
+"""``python -m longseq.bench suite=<name|all> quick=<bool> device=<cpu|cuda> out=<dir>
+[dtype=bf16|fp32] [reps=5] [threads=0] [report=docs/benchmarks.md]``.
 
-Writes ``<out>/<suite>.json`` and ``<out>/<suite>.png`` per suite; with ``report=`` it then
-regenerates that markdown file from every result folder next to ``out`` (see
-`longseq.bench.report`). Suites are imported lazily: only ``rlb`` loads torchrec.
+Hydra entry point (primary config ``configs/bench.yaml``, schema
+`longseq.bench.common.BenchArgs`; suites: `longseq.bench.suites.SUITES`). Writes
+``<out>/<suite>.json`` and ``<out>/<suite>.png`` per suite; with ``report=`` it then regenerates
+that markdown file from every result folder next to ``out`` (see `longseq.bench.report`). Suites
+are imported lazily: only ``rlb``, ``reader`` and ``trainer`` load torchrec or pyarrow.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from longseq.bench.common import SUITES, BenchError, parse_args, setup_threads, write_json
-
-#: ``all`` runs the torch-only suites first, then those that load torchrec (``reader`` through
-#: collation, ``rlb`` with spawned ranks) and last ``trainer`` (the real torchrun trainer).
-ORDER = ("scaling", "kernel", "serve", "reader", "rlb", "trainer")
+from longseq.bench.common import BenchArgs, setup_threads, write_json
+from longseq.bench.suites import run_order, suite_function
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the requested suites; return the exit status."""
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def run(args: BenchArgs) -> int:
+    """Run the suites ``args`` asks for (``all``: `run_order`); return the exit status."""
     threads = setup_threads(args)
-    suites = ORDER if args.suite == "all" else (args.suite,)
-    assert set(ORDER) == set(SUITES)
+    suites = run_order() if args.suite == "all" else (args.suite,)
     t_all = time.perf_counter()
     failed = []
     for suite in suites:
         t0 = time.perf_counter()
         try:
-            module = importlib.import_module(f"longseq.bench.{suite}")
-            payload = module.run(args)
+            payload = suite_function(suite, "run")(args)
         except Exception:  # noqa: BLE001 - report, run the other suites, fail at the end
             traceback.print_exc()
             print(f"[bench] {suite}: FAILED (no {suite}.json written)", file=sys.stderr)
@@ -65,5 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def main() -> None:
+    """The Hydra app: ``key=value`` overrides of ``configs/bench.yaml``."""
+    from longseq.bench.config import hydra_main
+
+    hydra_main("bench", run)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

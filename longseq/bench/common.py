@@ -1,18 +1,18 @@
 """Benchmark plumbing: arguments, threads, environment capture, JSON (timing: `timing`).
 
+`BenchArgs` is the typed config of ``python -m longseq.bench`` (Hydra: `longseq.bench.config`).
+
 Plain torch only (no torchrec import), so the torch-only suites run on any accelerator machine.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import platform
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 
-SUITES = ("scaling", "rlb", "kernel", "serve", "reader", "trainer")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SCHEMA_VERSION = 1
 
@@ -31,10 +30,11 @@ class BenchError(ValueError):
 
 @dataclass
 class BenchArgs:
-    """Command-line options (``key=value``).
+    """Command-line options (``key=value``; Hydra schema ``bench_schema``).
 
     Attributes:
-        suite: ``scaling``, ``rlb``, ``kernel``, ``serve``, ``reader``, ``trainer`` or ``all``.
+        suite: a name in `longseq.bench.suites.SUITES` (``scaling``, ``rlb``, ``kernel``,
+            ``serve``, ``reader``, ``trainer``) or ``all``.
         quick: small grid (all suites in a few minutes on 2 CPU cores).
         device: ``cpu`` or ``cuda``.
         out: result folder (``<out>/<suite>.json`` and ``.png``).
@@ -80,53 +80,34 @@ class BenchArgs:
         """``tiny``, ``quick`` or ``full``."""
         return "tiny" if self.tiny else ("quick" if self.quick else "full")
 
+    def validate(self) -> None:
+        """Raise `BenchError` naming the key of a value outside its choices."""
+        from longseq.bench.suites import SUITES
 
-def _parse_bool(key: str, value: str) -> bool:
-    v = value.strip().lower()
-    if v in ("true", "1", "yes", "on"):
-        return True
-    if v in ("false", "0", "no", "off"):
-        return False
-    raise BenchError(f"{key}={value!r}: expected true or false")
+        choices = {
+            "suite": (*SUITES, "all"),
+            "device": ("cpu", "cuda"),
+            "dtype": ("auto", *DTYPES),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise BenchError(
+                    f"{key}={getattr(self, key)!r}: choose one of {', '.join(allowed)}"
+                )
+        if self.reps < 1 or self.warmup < 0 or self.threads < 0:
+            raise BenchError("reps must be >= 1, warmup >= 0 and threads >= 0")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise BenchError("device=cuda: torch.cuda.is_available() is False on this machine")
+        if not self.out:
+            raise BenchError("out= must name a folder")
 
 
 def parse_args(argv: list[str]) -> BenchArgs:
-    """Parse ``key=value`` arguments into `BenchArgs`; `BenchError` names any bad key or value."""
-    kinds = {f.name: f.type for f in fields(BenchArgs)}
-    values: dict[str, Any] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        key = key.lstrip("-").strip()
-        if not sep:
-            raise BenchError(f"argument {arg!r}: expected key=value (keys: {', '.join(kinds)})")
-        if key not in kinds:
-            raise BenchError(f"unknown key {key!r}; valid keys: {', '.join(kinds)}")
-        kind = kinds[key]
-        if kind in (bool, "bool"):
-            values[key] = _parse_bool(key, value)
-        elif kind in (int, "int"):
-            try:
-                values[key] = int(value)
-            except ValueError:
-                raise BenchError(f"{key}={value!r}: expected an integer") from None
-        else:
-            values[key] = value
-    args = BenchArgs(**values)
-    choices = {
-        "suite": (*SUITES, "all"),
-        "device": ("cpu", "cuda"),
-        "dtype": ("auto", *DTYPES),
-    }
-    for key, allowed in choices.items():
-        if getattr(args, key) not in allowed:
-            raise BenchError(f"{key}={getattr(args, key)!r}: choose one of {', '.join(allowed)}")
-    if args.reps < 1 or args.warmup < 0 or args.threads < 0:
-        raise BenchError("reps must be >= 1, warmup >= 0 and threads >= 0")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise BenchError("device=cuda: torch.cuda.is_available() is False on this machine")
-    if not args.out:
-        raise BenchError("out= must name a folder")
-    return args
+    """`BenchArgs` from ``key=value`` arguments (Hydra overrides of ``configs/bench.yaml``);
+    `BenchError` names any bad key or value."""
+    from longseq.bench.config import compose_config
+
+    return compose_config("bench", argv)
 
 
 def usable_cores() -> int:
@@ -283,13 +264,3 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
-
-
-def lazy_suite_function(suite: str, name: str) -> Callable[..., Any]:
-    """``longseq.bench.<suite>.<name>``, imported on first call: suites that load torchrec or
-    pyarrow keep the report and plots importable where those are missing."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(f"longseq.bench.{suite}"), name)(*args, **kwargs)
-
-    return call

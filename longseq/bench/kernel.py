@@ -10,7 +10,7 @@ Variants (all padded, every history slot valid, inference mode):
 * ``module_jagged``: the same ``kv`` computation in the packed layout
   (`longseq.model.jagged.jagged_attention` on the flat events and targets), projections included.
 
-Bytes and FLOPs are counted analytically (docs: performance.md): the compulsory traffic is the
+Bytes and FLOPs are counted analytically, from the shapes: the compulsory traffic is the
 per-request ``K, V`` (``2·L·d·b``) or ``X̃`` (``L·d·b``) read once; FLOPs ``4·L·d`` per target for
 ``kv`` and ``4·L·d·h`` for ``absorbed``. Achieved rates are divided by a memory-copy ceiling
 (``dst.copy_(src)`` of a tensor far larger than the caches) and a square-matmul ceiling, both

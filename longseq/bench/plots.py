@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from longseq.bench.common import lazy_suite_function
+from longseq.bench.suites import suite_function
 
 
 def _ok(payload: dict[str, Any], **match: Any) -> list[dict[str, Any]]:
@@ -17,7 +17,8 @@ def _ok(payload: dict[str, Any], **match: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _scaling(payload: dict[str, Any], axes: Any) -> None:
+def plot_scaling(payload: dict[str, Any], axes: Any) -> None:
+    """The scaling suite's figure on two axes."""
     ax_t, ax_m = axes
     towers = payload["config"]["towers"]
     for name in towers:
@@ -39,7 +40,8 @@ def _scaling(payload: dict[str, Any], axes: Any) -> None:
         ax.grid(True, which="both", alpha=0.3)
 
 
-def _rlb(payload: dict[str, Any], axes: Any) -> None:
+def plot_rlb(payload: dict[str, Any], axes: Any) -> None:
+    """The rlb suite's figure on two axes."""
     ax_t, ax_b = axes
     tp = _ok(payload, part="throughput")
     for length in sorted({r["length"] for r in tp}):
@@ -76,7 +78,8 @@ def _rlb(payload: dict[str, Any], axes: Any) -> None:
         ax.grid(True, which="both", alpha=0.3)
 
 
-def _kernel(payload: dict[str, Any], axes: Any) -> None:
+def plot_kernel(payload: dict[str, Any], axes: Any) -> None:
+    """The kernel suite's figure on two axes."""
     rows = _ok(payload)
     variants = sorted({r["variant"] for r in rows})
     cases = sorted({(r["length"], r["targets"]) for r in rows})
@@ -96,7 +99,8 @@ def _kernel(payload: dict[str, Any], axes: Any) -> None:
         ax.grid(True, axis="y", alpha=0.3)
 
 
-def _serve(payload: dict[str, Any], axes: Any) -> None:
+def plot_serve(payload: dict[str, Any], axes: Any) -> None:
+    """The serve suite's figure on two axes."""
     ax_t, ax_c = axes
     for form in payload["config"]["forms"]:
         rows = sorted(_ok(payload, form=form, part="request"), key=lambda r: r["candidates"])
@@ -118,16 +122,6 @@ def _serve(payload: dict[str, Any], axes: Any) -> None:
         ax.grid(True, which="both", alpha=0.3)
 
 
-PLOTTERS = {
-    "scaling": _scaling,
-    "rlb": _rlb,
-    "kernel": _kernel,
-    "serve": _serve,
-    "reader": lazy_suite_function("reader", "plot"),
-    "trainer": lazy_suite_function("trainer", "plot"),
-}
-
-
 def plot_suite(payload: dict[str, Any], path: str | Path) -> Path | None:
     """Write the suite's figure to ``path``; None (nothing written) without matplotlib."""
     try:
@@ -139,7 +133,7 @@ def plot_suite(payload: dict[str, Any], path: str | Path) -> Path | None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     try:
-        PLOTTERS[payload["suite"]](payload, axes)
+        suite_function(payload["suite"], "plot")(payload, axes)
         env = payload["environment"]
         fig.suptitle(
             f"{payload['suite']} - {env['device_name']} ({env['device']}, {env['dtype']}, "

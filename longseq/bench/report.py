@@ -3,9 +3,12 @@
     python -m longseq.bench.report [results=benchmarks/results] [doc=docs/benchmarks.md]
         [img=docs/img]
 
+(Hydra: primary config ``configs/bench_report.yaml``, schema `longseq.bench.config.ReportConfig`.)
+
 Every sub-folder of ``results`` holding ``<suite>.json`` files (e.g. ``cpu/``, ``gpu/``) becomes a
 section; plots go to ``<img>/<folder>_<suite>.png``. The document is generated in full: edit this
-module (or `longseq.bench.targets`), not the markdown.
+module (or `longseq.bench.targets`), not the markdown. Suites, their order and their titles:
+`longseq.bench.suites.SUITES`.
 """
 
 from __future__ import annotations
@@ -14,21 +17,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from longseq.bench.common import SUITES, lazy_suite_function
 from longseq.bench.plots import plot_suite
+from longseq.bench.suites import SUITES, suite_function
 from longseq.bench.targets import evaluate
 
-ORDER = ("scaling", "rlb", "trainer", "kernel", "serve", "reader")
-TITLES = {
-    "scaling": "Cost per target against history length (STCA, Transformer, DIN)",
-    "rlb": "Request-level against pointwise batching",
-    "kernel": "The attention step against measured ceilings",
-    "serve": "Serving one request with K candidates",
-    "reader": "Data pipeline: reader requests/s and stored bytes per target (RLB vs pointwise)",
-    "trainer": "End-to-end trainer (2 processes): request-level against pointwise batching",
-}
+if TYPE_CHECKING:
+    from longseq.bench.config import ReportConfig
 
 
 def load_folder(folder: Path) -> dict[str, dict[str, Any]]:
@@ -59,7 +55,8 @@ def _ok(p: dict[str, Any], **match: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _scaling_md(p: dict[str, Any]) -> str:
+def scaling_md(p: dict[str, Any]) -> str:
+    """The scaling section's tables."""
     towers = p["config"]["towers"]
     by = {(r["tower"], r["length"]): r for r in _ok(p)}
     rows = []
@@ -88,7 +85,8 @@ def _scaling_md(p: dict[str, Any]) -> str:
     return text + (f"\n\nSkipped: {'; '.join(skipped)}." if skipped else "")
 
 
-def _rlb_md(p: dict[str, Any]) -> str:
+def rlb_md(p: dict[str, Any]) -> str:
+    """The rlb section's tables."""
     parts = []
     tp = _ok(p, part="throughput")
     if tp:
@@ -120,7 +118,8 @@ def _rlb_md(p: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-def _kernel_md(p: dict[str, Any]) -> str:
+def kernel_md(p: dict[str, Any]) -> str:
+    """The kernel section's tables."""
     c = p["ceilings"]
     head = (f"Ceilings in this process: copy {c['copy']['bytes_per_s'] / 1e9:.1f} GB/s "
             f"(clone {c['clone']['bytes_per_s'] / 1e9:.1f} GB/s), matmul "
@@ -136,7 +135,8 @@ def _kernel_md(p: dict[str, Any]) -> str:
     return f"{head}\n\n{table}" + (f"\n\nJagged form: {jagged}." if jagged else "")
 
 
-def _serve_md(p: dict[str, Any]) -> str:
+def serve_md(p: dict[str, Any]) -> str:
+    """The serve section's tables."""
     ks = p["config"]["candidates"]
     rows = []
     for form, s in p["summary"].items():
@@ -151,16 +151,6 @@ def _serve_md(p: dict[str, Any]) -> str:
         f"History {p['config']['length']} events, d={p['config']['d_model']}, "
         f"{p['config']['num_layers']} layers.\n\n" + _table(head, rows)
     )
-
-
-RENDER = {
-    "scaling": _scaling_md,
-    "rlb": _rlb_md,
-    "kernel": _kernel_md,
-    "serve": _serve_md,
-    "reader": lazy_suite_function("reader", "render"),
-    "trainer": lazy_suite_function("trainer", "render"),
-}
 
 
 def _env_line(p: dict[str, Any]) -> str:
@@ -183,7 +173,7 @@ def _preamble(folders: dict[str, dict[str, dict[str, Any]]]) -> str:
         "`benchmarks/results/` (edit `longseq/bench/report.py`, not this file). Regenerate with "
         "`make bench`, or `python -m longseq.bench suite=all quick=true device=cpu "
         "out=benchmarks/results/cpu report=docs/benchmarks.md`. What each suite measures: "
-        "`benchmarks/README.md`; limits and anchors: `../shared/docs/performance.md`.",
+        "`benchmarks/README.md`.",
         "",
         "## How to read these numbers",
         "",
@@ -248,7 +238,7 @@ def write_report(results: str | Path, doc: str | Path, img: str | Path | None = 
         raise FileNotFoundError(f"no <suite>.json result files under {root}")
     sections = [_preamble(folders), _targets_md(folders)]
     for name, payloads in folders.items():
-        for suite in ORDER:
+        for suite in SUITES:
             if suite not in payloads:
                 continue
             p = payloads[suite]
@@ -258,35 +248,27 @@ def write_report(results: str | Path, doc: str | Path, img: str | Path | None = 
             rel = os.path.relpath(png, doc.parent) if png else None
             notes = "\n".join(f"- {n}" for n in p.get("notes", []))
             sections.append("\n".join([
-                f"## `{name}` / {suite}: {TITLES[suite]}", "",
+                f"## `{name}` / {suite}: {SUITES[suite].title}", "",
                 f"Command: `{p['command']}`  ", f"Environment: {_env_line(p)}", "",
-                RENDER[suite](p), "", *([f"![{suite}]({rel})", ""] if rel else []), notes,
+                suite_function(suite, "render")(p), "", *([f"![{suite}]({rel})", ""] if rel else []), notes,
             ]))  # fmt: skip
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n\n".join(sections).rstrip() + "\n")
     return doc
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: ``results=``, ``doc=``, ``img=`` (all optional)."""
-    opts = {"results": "benchmarks/results", "doc": "docs/benchmarks.md", "img": ""}
-    for arg in sys.argv[1:] if argv is None else argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in opts:
-            print(
-                f"error: {arg!r}: expected one of {', '.join(k + '=' for k in opts)}",
-                file=sys.stderr,
-            )
-            return 2
-        opts[key] = value
+def main(cfg: ReportConfig) -> int:
+    """Write the report ``cfg`` asks for; return the exit status (2: no result files)."""
     try:
-        doc = write_report(opts["results"], opts["doc"], opts["img"] or None)
+        doc = write_report(cfg.results, cfg.doc, cfg.img or None)
     except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: results={cfg.results}: {e}", file=sys.stderr)
         return 2
     print(f"[bench] report -> {doc}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from longseq.bench.config import hydra_main
+
+    hydra_main("bench_report", main)

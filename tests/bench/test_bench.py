@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from longseq.bench.common import SUITES, BenchError, parse_args
+from longseq.bench.common import BenchError, parse_args
+from longseq.bench.suites import SUITES, run_order, suite_function
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -181,10 +182,35 @@ def test_argument_errors_name_the_key(argv, key):
         parse_args(argv)
 
 
-def test_cli_exits_2_on_a_bad_argument():
-    proc = _cli("suite=all", "colour=blue", timeout=120)
+def test_cli_rejects_bad_arguments():
+    proc = _cli("suite=all", "colour=blue", timeout=120)  # Hydra: an unknown key
+    assert proc.returncode != 0
+    assert "'colour'" in proc.stderr
+    proc = _cli("suite=nope", timeout=120)  # a value outside the choices: exit 2, names the key
     assert proc.returncode == 2
-    assert "unknown key 'colour'" in proc.stderr and "suite" in proc.stderr
+    assert "suite='nope': choose one of" in proc.stderr and "scaling" in proc.stderr
+
+
+def test_suite_table():
+    """One table: the CLI's choices, the run order of ``all`` and the report read it."""
+    assert run_order() == ("scaling", "kernel", "serve", "reader", "rlb", "trainer")
+    assert set(run_order()) == set(SUITES)
+    for suite in ("scaling", "kernel", "serve"):  # the torch-only ones: cheap to import
+        for part in ("run", "render", "plot"):
+            assert callable(suite_function(suite, part))
+
+
+def test_report_cli_config(tiny_run, tmp_path, capsys):
+    from longseq.bench.config import compose_config
+    from longseq.bench.report import main
+
+    doc = tmp_path / "bench.md"
+    cfg = compose_config("bench_report", [f"results={tiny_run.parent}", f"doc={doc}"])
+    assert main(cfg) == 0 and "`cpu` / scaling:" in doc.read_text()
+    cfg = compose_config("bench_report", [f"results={tmp_path / 'none'}", f"doc={doc}"])
+    assert main(cfg) == 2 and "results=" in capsys.readouterr().err
+    with pytest.raises(BenchError, match="colour"):
+        compose_config("bench_report", ["colour=blue"])
 
 
 def test_defaults_and_dtype_resolution():
