@@ -31,7 +31,7 @@ from longseq.train.run_meta import (  # noqa: F401 - importable from here as bef
     table_sizes,
 )
 from longseq.train.setup import TrainState, build
-from longseq.train.train_metrics import finite, peak_memory_mib
+from longseq.train.train_metrics import peak_memory_mib
 
 log = get_logger("longseq.train")
 
@@ -137,7 +137,7 @@ def _values(s: TrainState, acc: torch.Tensor, step: int, dt: float) -> dict[str,
     if s.rec_metrics is not None:
         values.update(s.rec_metrics.compute())
     values.update(peak_memory_mib(s.env.device))
-    return finite(values)
+    return values
 
 
 def _checkpoint(s: TrainState, done: int) -> str:

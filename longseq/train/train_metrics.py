@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import resource
 import sys
-from typing import Any
 
 import torch
 from torchrec.metrics.auc import AUCMetric
@@ -66,16 +65,18 @@ class WindowedRecMetrics:
         for m in (self.auc, self.ne):
             m.update(predictions=preds, labels=labs, weights=ones)
 
-    def compute(self) -> dict[str, float]:
-        """The window values (collective; rank 0 gets them, other ranks ``{}``)."""
-        out: dict[str, float] = {}
+    def compute(self) -> dict[str, float | None]:
+        """The window values (collective; rank 0 gets them, other ranks ``{}``); None where a
+        value is not finite (e.g. one label class in the window)."""
+        out: dict[str, float | None] = {}
         for name, m in (("auc", self.auc), ("ne", self.ne)):
             for key, value in m.compute().items():  # e.g. "auc-click|window_auc"
                 head, _, tail = key.partition("|")
                 if tail != f"window_{name}":
                     continue
                 task = head.split("-", 1)[1]
-                out[f"train/{name}/{task}"] = float(value.reshape(-1)[0])
+                v = float(value.reshape(-1)[0])
+                out[f"train/{name}/{task}"] = v if math.isfinite(v) else None
         return out
 
 
@@ -89,10 +90,3 @@ def peak_memory_mib(device: torch.device) -> dict[str, float]:
     if device.type == "cuda":
         out["mem/cuda_peak_alloc_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out
-
-
-def finite(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with NaN/inf floats replaced by None (valid JSON in ``metrics.jsonl``)."""
-    return {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()
-    }

@@ -219,3 +219,40 @@ def test_profile_writes_a_trace(tiny_data: Path, tmp_path: Path) -> None:
     assert len(traces) == 1 and traces[0].stat().st_size > 10_000
     assert json.loads(traces[0].read_text())["traceEvents"]
     assert "profiler trace" in proc.stderr
+
+
+def test_metrics_tensorboard_and_plain_progress(tiny_data: Path, tmp_path: Path) -> None:
+    """One process with TensorBoard on: the training metrics keys, the event file's loss, one
+    plain progress line per log step (stderr is a pipe), the start-up and closing lines, and the
+    sharding config recorded in the checkpoint."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "tb"
+    proc = _train1(
+        tiny_data,
+        f"run_dir={run}",
+        "trainer.max_steps=4",
+        "trainer.log_every=2",
+        "trainer.checkpoint_every=4",
+        "trainer.tensorboard=true",
+    )
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    assert [r["step"] for r in records] == [2, 4]
+    for key in (
+        "loss", "lr/dense", "lr/sparse", "grad_norm", "tokens_per_s", "targets_per_s",
+        "requests_per_s", "mem/peak_rss_mib", "train/auc/click", "train/ne/click",
+    ):  # fmt: skip
+        assert key in records[-1], key
+    assert records[-1]["grad_norm"] > 0 and records[-1]["mem/peak_rss_mib"] > 10
+    assert 0 <= records[-1]["train/auc/click"] <= 1
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    loss = [(e.step, e.value) for e in acc.Scalars("loss")]
+    assert [s for s, _ in loss] == [2, 4]
+    assert abs(loss[-1][1] - records[-1]["loss"]) < 1e-6
+    assert "\r" not in proc.stderr  # no bar without a terminal
+    assert "step 2/4 loss" in proc.stderr and "step 4/4 loss" in proc.stderr
+    assert "world size 1" in proc.stderr and "sharding item=row_wise" in proc.stderr
+    assert f"last checkpoint {run / 'checkpoints' / 'step_4'}" in proc.stderr
+    meta = json.loads((run / "checkpoints" / "step_4" / "longseq.json").read_text())
+    assert meta["sharding"]["tables"] == {"item": "row_wise"}
