@@ -8,7 +8,8 @@ pipelines (the interaction is a leaf in their tracer). This module imports nothi
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 import torch
@@ -40,19 +41,45 @@ TGT_ID_KEYS = ("tgt_item_id", "tgt_category_id")
 #: the count channel. ``STCAConfig()`` alone stays the paper's tower.
 RECIPE = {"match_bias": True, "count_channel": True}
 
-#: ``model.tower`` -> tower class (its config is the ModelConfig attribute of the same name)
-TOWERS = {
-    "stca": STCATower,
-    "pooling": MeanPoolingTower,
-    "din": DINTower,
-    "transformer": TransformerTower,
-    "sim": SIMTower,
+
+@dataclass(frozen=True)
+class Tower:
+    """A sequence tower as `TOWERS` registers it.
+
+    Attributes:
+        module: the nn.Module class, built as ``module(config)``; interface
+            ``forward(hist, hist_mask, tgt) -> z [B, T, d]`` (see `STCATower`).
+        default: its config dataclass, or a function returning its default config. The
+            config has ``d_model`` and ``validate(prefix)``.
+    """
+
+    module: type[nn.Module]
+    default: Callable[[], Any]
+
+    @property
+    def config_type(self) -> type:
+        """The config dataclass."""
+        return self.default if isinstance(self.default, type) else type(self.default())
+
+
+#: ``model.tower`` -> `Tower`: the one registration of a tower. `ModelConfig` gets a section of
+#: the same name (``model.<name>.*``) from it.
+#:
+#: How to add one: write its module (pattern: ``longseq/model/baselines/din.py``: a config
+#: dataclass with ``d_model`` and ``validate(prefix)``, and the nn.Module), then add one entry
+#: here. ``model.tower=<name>`` and its ``model.<name>.*`` options then exist.
+TOWERS: dict[str, Tower] = {
+    "stca": Tower(STCATower, lambda: STCAConfig(**RECIPE)),
+    "pooling": Tower(MeanPoolingTower, MeanPoolingConfig),
+    "din": Tower(DINTower, DINConfig),
+    "transformer": Tower(TransformerTower, TransformerConfig),
+    "sim": Tower(SIMTower, SIMConfig),
 }
 
 
 @dataclass
-class ModelConfig:
-    """Model hyper-parameters.
+class ModelBase:
+    """Model hyper-parameters (`ModelConfig` adds one section per tower of `TOWERS`).
 
     Attributes:
         embedding_dim: width of every embedding table (EmbeddingCollection needs one width).
@@ -75,11 +102,6 @@ class ModelConfig:
     embedding_init_std: float = 0.5
     pos_dim: int = 16
     tower: str = "stca"
-    stca: STCAConfig = field(default_factory=lambda: STCAConfig(**RECIPE))
-    pooling: MeanPoolingConfig = field(default_factory=MeanPoolingConfig)
-    din: DINConfig = field(default_factory=DINConfig)
-    transformer: TransformerConfig = field(default_factory=TransformerConfig)
-    sim: SIMConfig = field(default_factory=SIMConfig)
     head_hidden: list[int] = field(default_factory=lambda: [128, 64])
     loss_weighting: str = "impression"
 
@@ -99,6 +121,19 @@ class ModelConfig:
     def tower_config(self):  # noqa: ANN201 - one of the tower config dataclasses
         """The config of the selected tower."""
         return getattr(self, self.tower)
+
+
+def _with_towers() -> type[ModelBase]:
+    """`ModelBase` plus a section per `TOWERS` entry (``stca: STCAConfig`` ...)."""
+    sections = [(n, t.config_type, field(default_factory=t.default)) for n, t in TOWERS.items()]
+    cls = make_dataclass("ModelConfig", sections, bases=(ModelBase,))
+    cls.__module__ = __name__
+    cls.__doc__ = ModelBase.__doc__
+    return cls
+
+
+#: the model's typed config: `ModelBase` + one section per registered tower
+ModelConfig = _with_towers()
 
 
 #: STCA switches added after the first checkpoints were written: absent from a checkpoint's model
@@ -131,7 +166,7 @@ class SequenceInteraction(nn.Module):
         super().__init__()
         d = cfg.tower_config.d_model
         self.tokens = Tokenizer(cfg.embedding_dim, cfg.pos_dim, d)
-        self.tower = TOWERS[cfg.tower](cfg.tower_config)
+        self.tower = TOWERS[cfg.tower].module(cfg.tower_config)
         self.jagged = cfg.tower == "stca" and cfg.stca.layout == "jagged"
         self.needs_categories = bool(getattr(self.tower, "needs_categories", False))
         self.needs_ids = bool(getattr(self.tower, "needs_ids", False))

@@ -1,7 +1,9 @@
 """Baseline towers with the `STCATower` interface ``forward(hist, hist_mask, tgt) -> z [B,T,d]``.
 
 Each is pure torch (no torchrec/fbgemm) and request-level: whatever depends on the history only
-is computed once per request row and shared by that row's ``T`` targets.
+is computed once per request row and shared by that row's ``T`` targets. Each is selectable as
+``model.tower=<name>`` through its one entry in `longseq.model.model.TOWERS` (how to add a
+tower: see there).
 
 * `MeanPoolingTower`: masked mean of a projected history, fused with the target.
 * `DINTower`: DIN's activation unit (MLP over ``[h, t, h-t, h*t]``, no softmax), optionally over
