@@ -256,3 +256,20 @@ def test_resume_with_another_model_config_names_the_key(trained, tiny_data, tmp_
     shutil.copytree(trained, run)
     proc = _run(_args(tiny_data, run, 6, "resume=auto", "model.embedding_dim=24"), ok=False)
     assert "model.embedding_dim: 16 in the checkpoint, 24 now" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_sigterm_stops_at_the_next_log_step_with_a_checkpoint(tiny_data, tmp_path):
+    """Preemption is agreed at log (and checkpoint) steps only: a SIGTERM stops the run at the
+    next multiple of log_every (no checkpoint step is near), with a checkpoint of it, exit 0."""
+    run = tmp_path / "run"
+    args = _args(tiny_data, run, 10_000, "trainer.log_every=3", "trainer.checkpoint_every=1000")
+    proc = _start(args, tmp_path / "run.log")
+    _wait_for(lambda: (run / "metrics.jsonl").is_file(), proc, "the first log line")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    ckpt = latest_checkpoint(run)
+    assert ckpt is not None
+    step = int(ckpt.name.split("_")[1])
+    assert step % 3 == 0 and step < 1000
+    assert _rows(run)[-1]["step"] == step
+    assert f"preempted: checkpointed step {step}" in (tmp_path / "run.log").read_text()
