@@ -178,3 +178,29 @@ def test_grad_norm_is_the_mean_of_the_steps_since_the_last_read():
         opt.step()
     assert opt.pop_grad_norm() == pytest.approx(3.0)  # (5 + 1) / 2, before clipping
     assert opt.pop_grad_norm() is None
+
+
+def _two_rank_worker(rank: int, world: int, window: int) -> dict:
+    from longseq.train.train_metrics import WindowedRecMetrics
+
+    m = WindowedRecMetrics(["click"], window, world, rank)
+    for p, y in _batches(seed=10 + rank, tasks=1):
+        m.update(p, y)
+    return m.compute()
+
+
+@pytest.mark.dist
+def test_window_auc_over_two_gloo_ranks_gathers_both_windows():
+    """Each rank keeps its last ceil(window / 2) targets; rank 0 gets the AUC of their union."""
+    from longseq.parallel.spawn import run_ranks
+
+    window = 100
+    out = run_ranks(2, _two_rank_worker, window, timeout=120)
+    assert out[1] == {}
+    probs, labels = [], []
+    for rank in range(2):
+        batches = _batches(seed=10 + rank, tasks=1)
+        probs.append(torch.cat([p for p, _ in batches])[-window // 2 :, 0])
+        labels.append(torch.cat([y for _, y in batches])[-window // 2 :, 0])
+    want = roc_auc_score(torch.cat(labels).numpy(), torch.cat(probs).numpy())
+    assert out[0]["train/auc/click"] == pytest.approx(want, abs=1e-6)
