@@ -74,8 +74,9 @@ class ShardingConfig:
     """How embedding tables are sharded and optimized.
 
     Attributes:
-        tables: sharding type per table name (``item``, ``category``, ``action``,
-            ``dt_bucket``); tables not listed are table-wise, placed round-robin.
+        tables: sharding type (one of `SHARDING_TYPES`) per table name (``item``,
+            ``category``, ``action``, ``dt_bucket``; another name is an error when the plan is
+            built); tables not listed are table-wise, placed round-robin.
         planner: use TorchRec's planner instead of ``tables``.
         sparse_optimizer: fused optimizer in backward: sgd | adagrad | row_wise_adagrad | adam.
         sparse_lr: its learning rate.
