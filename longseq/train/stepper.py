@@ -22,7 +22,6 @@ class PlainStepper:
 
     def __init__(self, model: nn.Module, optimizer: Any, stream: BatchStream) -> None:
         self.model, self.optimizer, self.stream = model, optimizer, stream
-
         self.last_predictions: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def step(self) -> torch.Tensor:
