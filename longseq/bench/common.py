@@ -102,14 +102,6 @@ class BenchArgs:
             raise BenchError("out= must name a folder")
 
 
-def parse_args(argv: list[str]) -> BenchArgs:
-    """`BenchArgs` from ``key=value`` arguments (Hydra overrides of ``configs/bench.yaml``);
-    `BenchError` names any bad key or value."""
-    from longseq.bench.config import compose_config
-
-    return compose_config("bench", argv)
-
-
 def usable_cores() -> int:
     """Cores this process may run on."""
     try:

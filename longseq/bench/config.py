@@ -90,3 +90,9 @@ def hydra_main(name: str, fn: Callable[[Any], int]) -> None:
             sys.exit(status)
 
     app()
+
+
+def parse_args(argv: list[str]) -> BenchArgs:
+    """`BenchArgs` from ``key=value`` arguments (Hydra overrides of ``configs/bench.yaml``);
+    `BenchError` names any bad key or value."""
+    return compose_config("bench", argv)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from longseq.bench.common import BenchError, parse_args
+from longseq.bench.common import BenchError
+from longseq.bench.config import parse_args
 from longseq.bench.suites import SUITES, run_order, suite_function
 
 REPO = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from longseq.bench.common import parse_args
+from longseq.bench.config import parse_args
 from longseq.bench.reader import render, run
 
 
