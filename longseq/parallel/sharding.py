@@ -146,6 +146,41 @@ def attach_sparse_optimizer(ec: nn.Module, cfg: ShardingConfig) -> None:
     apply_optimizer_in_backward(SPARSE_OPTIMIZERS[cfg.sparse_optimizer], params, kwargs)
 
 
+def make_planner(
+    ec: EmbeddingCollection,
+    cfg: ShardingConfig,
+    world_size: int,
+    device_type: str,
+    local_world_size: int | None = None,
+    hbm_gb: float | None = None,
+    batch_size: int | None = None,
+    pooling_factors: dict[str, list[float]] | None = None,
+) -> tuple[EmbeddingShardingPlanner, list[EmbeddingCollectionSharder]]:
+    """TorchRec's planner for ``ec``'s tables on a declared topology, with longseq's CPU limits
+    (docs/platform.md limits 2, 3) and optional per-table pooling factors (ids per request and
+    feature, for its perf and storage estimates), and the sharders to plan with:
+    ``planner.plan(model, sharders)``."""
+    names = [c.name for c in ec.embedding_configs()]
+    topo = Topology(
+        world_size=world_size,
+        compute_device=device_type,
+        local_world_size=local_world_size or world_size,
+        **({"hbm_cap": int(hbm_gb * 1024**3)} if hbm_gb else {}),
+    )
+    kw: dict[str, dict[str, Any]] = {name: {} for name in names}
+    if device_type == "cpu":  # off what breaks on CPU (docs/platform.md limits 2, 3)
+        for name in names:
+            kw[name]["sharding_types"] = [t for t in SHARDING_TYPES if t not in GPU_ONLY]
+            kw[name]["compute_kernels"] = ["fused"]
+    for name, factors in (pooling_factors or {}).items():
+        kw[name]["pooling_factors"] = list(factors)
+    constraints = {n: ParameterConstraints(**k) for n, k in kw.items() if k} or None
+    planner = EmbeddingShardingPlanner(
+        topology=topo, constraints=constraints, batch_size=batch_size
+    )
+    return planner, [EmbeddingCollectionSharder()]
+
+
 def build_plan(
     model: nn.Module,
     cfg: ShardingConfig,
@@ -162,23 +197,8 @@ def build_plan(
     cfg.check_table_names(names)
     sharder = EmbeddingCollectionSharder()
     if cfg.planner:
-        topo = Topology(
-            world_size=world_size,
-            compute_device=device_type,
-            local_world_size=local_world_size or world_size,
-            **({"hbm_cap": int(hbm_gb * 1024**3)} if hbm_gb else {}),
-        )
-        constraints = None
-        if device_type == "cpu":  # off what breaks on CPU (docs/platform.md limits 2, 3)
-            constraints = {
-                c: ParameterConstraints(
-                    sharding_types=[t for t in SHARDING_TYPES if t not in GPU_ONLY],
-                    compute_kernels=["fused"],
-                )
-                for c in names
-            }
-        planner = EmbeddingShardingPlanner(topology=topo, constraints=constraints)
-        return planner.plan(model, [sharder])
+        planner, sharders = make_planner(ec, cfg, world_size, device_type, local_world_size, hbm_gb)
+        return planner.plan(model, sharders)
     per_param = {
         name: PLAN_BUILDERS[cfg.tables.get(name, DEFAULT_TABLE_SHARDING)](i, world_size)
         for i, name in enumerate(names)
