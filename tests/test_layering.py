@@ -157,7 +157,9 @@ def test_import_model_loads_no_pyarrow():
 
 
 TOWER_FILES = [
+    "tower.py",
     "stca.py",
+    "stca_config.py",
     "attention.py",
     "jagged.py",
     "match.py",

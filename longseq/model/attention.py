@@ -14,10 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from longseq.model.jagged import jagged_attention
+from longseq.model.jagged import jagged_attention, jagged_project
 from longseq.model.match import GAIN, AttentionBias
 
 ATTENTION_FORMS = ("kv", "absorbed", "sdpa")
+
+#: one layer's part of the user state: ``(K, V)`` or the encoded history itself (``absorbed``)
+Projected = tuple[torch.Tensor, torch.Tensor] | torch.Tensor
 
 
 def _mask_scores(scores: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
@@ -32,6 +35,8 @@ def _mask_scores(scores: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
 class TargetAttention(nn.Module):
     """Multi-head single-query cross-attention of each target over its request's history.
 
+    Split for serving into `project` (the history side: the layer's part of the user state) and
+    `attend` (the targets' queries over a given state); ``forward`` is both in one call.
     ``bias``: the layer's optional match/position biases and count channel (`AttentionBias`).
     """
 
@@ -47,43 +52,50 @@ class TargetAttention(nn.Module):
         self.w_o = nn.Linear(d, d, bias=False)
         self.bias = bias
 
-    def forward(
+    def project(self, x: torch.Tensor, jagged: bool = False) -> Projected:
+        """The history side of this layer, once per request: its part of the user state.
+
+        Padded ``x [B,L,d]`` (the encoded history ``X̃``): ``kv`` -> ``(K, V)`` each
+        ``[B,L,h,d_h]``; ``sdpa`` -> ``(K, V)`` each ``[B,h,L,d_h]``; ``absorbed`` -> ``X̃``
+        itself (the form never builds keys/values). Jagged (``x [E,d]``): ``(K, V)`` each
+        ``[E,h,d_h]`` whatever the form (`longseq.model.jagged`).
+        """
+        if jagged:
+            return jagged_project(self, x)
+        if self.form == "absorbed":
+            return x
+        b = x.shape[0]
+        k = self.w_k(x).view(b, -1, self.h, self.dh)  # once per request
+        v = self.w_v(x).view(b, -1, self.h, self.dh)
+        if self.form == "sdpa":  # heads first, as SDPA takes them
+            return k.transpose(1, 2), v.transpose(1, 2)
+        return k, v
+
+    def attend(
         self,
         q: torch.Tensor,
-        x: torch.Tensor,
-        hist_mask: torch.Tensor | None = None,
-        hist_lengths: torch.Tensor | None = None,
-        num_targets: torch.Tensor | None = None,
+        state: Projected,
+        hist_mask: torch.Tensor,
         match: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
-        pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Padded: ``q [B,T,d]`` queries, ``x [B,L,d]`` encoded history ``X̃``, ``hist_mask``
-        -> ``[B,T,d]``. Jagged (``hist_lengths`` and ``num_targets`` given): ``q [N,d]``,
-        ``x [E,d]`` -> ``[N,d]`` (`longseq.model.jagged`). Both go through this forward, so
-        module hooks (FSDP2's parameter gathering, activation checkpointing) apply to both.
-        ``match`` / ``positions`` feed the layer's `AttentionBias` (padded: ``[B,T,L,F]`` and
-        ``[B,L]``; jagged: ``[P,F]`` and ``[E]``, with the request ``pairs``)."""
-        if hist_lengths is not None:
-            return jagged_attention(
-                self, q, x, hist_lengths, num_targets, match=match, positions=positions, pairs=pairs
-            )
+        """Padded: queries ``q [B,T,d]`` over ``state = project(X̃)`` with ``hist_mask [B,L]``
+        -> ``[B,T,d]``; ``match [B,T,L,F]`` / ``positions [B,L]`` feed the layer's bias."""
         b, t, _ = q.shape
         qh = self.w_q(q).view(b, t, self.h, self.dh)
         scale = 1.0 / math.sqrt(self.dh)
         bias = None if self.bias is None else self.bias.logit_bias(match, positions, padded=True)
         count = self.bias is not None and self.bias.count
         if self.form == "sdpa":
-            k = self.w_k(x).view(b, -1, self.h, self.dh).transpose(1, 2)  # once per request
-            v = self.w_v(x).view(b, -1, self.h, self.dh).transpose(1, 2)
+            k, v = state
             o = _sdpa(qh.transpose(1, 2), k, v, hist_mask, bias).transpose(1, 2)
         elif self.form == "kv":
-            k = self.w_k(x).view(b, -1, self.h, self.dh)  # once per request
-            v = self.w_v(x).view(b, -1, self.h, self.dh)
+            k, v = state
             scores = torch.einsum("bthe,blhe->bhtl", qh, k) * scale
             scores = scores if bias is None else scores + bias
             o = torch.einsum("bhtl,blhe->bthe", _mask_scores(scores, hist_mask), v)
         else:  # absorbed: u = (q W_Q) W_K^T per head, then (alpha X) W_V
+            x = state
             wk = self.w_k.weight.view(self.h, self.dh, self.d)
             wv = self.w_v.weight.view(self.h, self.dh, self.d)
             u = torch.einsum("bthe,hed->bthd", qh, wk)
@@ -95,6 +107,31 @@ class TargetAttention(nn.Module):
         if count:
             out = out + self.bias.count_padded(match, positions, hist_mask)
         return out
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        x: torch.Tensor,
+        hist_mask: torch.Tensor | None = None,
+        hist_lengths: torch.Tensor | None = None,
+        num_targets: torch.Tensor | None = None,
+        match: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``attend(q, project(x), ...)`` in one module call.
+
+        Padded: ``q [B,T,d]`` queries, ``x [B,L,d]`` encoded history ``X̃``, ``hist_mask``
+        -> ``[B,T,d]``. Jagged (``hist_lengths`` and ``num_targets`` given): ``q [N,d]``,
+        ``x [E,d]`` -> ``[N,d]`` (`longseq.model.jagged`). Both go through this forward, so
+        module hooks (FSDP2's parameter gathering, activation checkpointing) apply to both.
+        ``match`` / ``positions`` feed the layer's `AttentionBias` (padded: ``[B,T,L,F]`` and
+        ``[B,L]``; jagged: ``[P,F]`` and ``[E]``, with the request ``pairs``)."""
+        if hist_lengths is not None:
+            return jagged_attention(
+                self, q, x, hist_lengths, num_targets, match=match, positions=positions, pairs=pairs
+            )
+        return self.attend(q, self.project(x), hist_mask, match=match, positions=positions)
 
 
 def _sdpa(

@@ -51,6 +51,43 @@ def segment_softmax(scores: torch.Tensor, segment: torch.Tensor, num_segments: i
     return e / denom[segment]
 
 
+def jagged_project(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values ``[E, h, d_h]`` of the flat encoded history ``x [E, d]``, once per event."""
+    return attn.w_k(x).view(-1, attn.h, attn.dh), attn.w_v(x).view(-1, attn.h, attn.dh)
+
+
+def jagged_attend(
+    attn: nn.Module,
+    q: torch.Tensor,
+    kv: tuple[torch.Tensor, torch.Tensor],
+    hist_lengths: torch.Tensor,
+    num_targets: torch.Tensor,
+    match: torch.Tensor | None = None,
+    positions: torch.Tensor | None = None,
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``q [N, d]`` flat targets over ``kv = jagged_project(attn, X̃)`` -> ``[N, d]``.
+
+    Arguments as `jagged_attention`, with the history's keys and values given.
+    """
+    n, d = q.shape
+    h, dh = attn.h, attn.dh
+    pair_t, pair_e = pairs if pairs is not None else request_pairs(hist_lengths, num_targets)
+    qh = attn.w_q(q).view(n, h, dh)
+    k, v = kv
+    scores = (qh[pair_t] * k[pair_e]).sum(-1) / math.sqrt(dh)  # [P, h]
+    pos = positions[pair_e] if positions is not None else None  # each pair's event position
+    if attn.bias is not None:
+        bias = attn.bias.logit_bias(match, pos, padded=False)
+        scores = scores if bias is None else scores + bias
+    a = segment_softmax(scores, pair_t, n)
+    o = q.new_zeros(n, h, dh).index_add(0, pair_t, a[..., None] * v[pair_e])
+    out = attn.w_o(o.reshape(n, d))
+    if attn.bias is not None and attn.bias.count:
+        out = out + attn.bias.count_jagged(match, pos, pair_t, n)
+    return out
+
+
 def jagged_attention(
     attn: nn.Module,
     q: torch.Tensor,
@@ -70,20 +107,5 @@ def jagged_attention(
     ``match [P, F]`` (per pair) and ``positions [E]`` (per event) feed ``attn.bias``;
     ``pairs`` are `request_pairs` when the caller already has them.
     """
-    n, d = q.shape
-    h, dh = attn.h, attn.dh
-    pair_t, pair_e = pairs if pairs is not None else request_pairs(hist_lengths, num_targets)
-    qh = attn.w_q(q).view(n, h, dh)
-    k = attn.w_k(x).view(-1, h, dh)  # once per event
-    v = attn.w_v(x).view(-1, h, dh)
-    scores = (qh[pair_t] * k[pair_e]).sum(-1) / math.sqrt(dh)  # [P, h]
-    pos = positions[pair_e] if positions is not None else None  # each pair's event position
-    if attn.bias is not None:
-        bias = attn.bias.logit_bias(match, pos, padded=False)
-        scores = scores if bias is None else scores + bias
-    a = segment_softmax(scores, pair_t, n)
-    o = q.new_zeros(n, h, dh).index_add(0, pair_t, a[..., None] * v[pair_e])
-    out = attn.w_o(o.reshape(n, d))
-    if attn.bias is not None and attn.bias.count:
-        out = out + attn.bias.count_jagged(match, pos, pair_t, n)
-    return out
+    kv = jagged_project(attn, x)
+    return jagged_attend(attn, q, kv, hist_lengths, num_targets, match, positions, pairs)

@@ -32,10 +32,11 @@ from longseq.model.embeddings import TableSizes, build_embedding_collection
 from longseq.model.layers import jagged_to_padded, padded_to_jagged
 from longseq.model.stca import STCAConfig, STCATower
 from longseq.model.tokens import Tokenizer
+from longseq.model.tower import ID_FEATURES, SequenceTower
 
 #: the id features the match bias compares, in the order of `longseq.model.match`
-HIST_ID_KEYS = ("hist_item_id", "hist_category_id")
-TGT_ID_KEYS = ("tgt_item_id", "tgt_category_id")
+HIST_ID_KEYS = tuple(f"hist_{f}" for f in ID_FEATURES)
+TGT_ID_KEYS = tuple(f"tgt_{f}" for f in ID_FEATURES)
 
 #: STCA settings on by default in a model (docs/results.md, "Make it long"): the id-match bias and
 #: the count channel. ``STCAConfig()`` alone stays the paper's tower.
@@ -47,14 +48,19 @@ class Tower:
     """A sequence tower as `TOWERS` registers it.
 
     Attributes:
-        module: the nn.Module class, built as ``module(config)``; interface
-            ``forward(hist, hist_mask, tgt) -> z [B, T, d]`` (see `STCATower`).
+        module: the `longseq.model.tower.SequenceTower` subclass, built as ``module(config)``
+            (``encode_user`` / ``score``; its ``id_features`` and ``layout`` say what the model
+            feeds it).
         default: its config dataclass, or a function returning its default config. The
             config has ``d_model`` and ``validate(prefix)``.
     """
 
-    module: type[nn.Module]
+    module: type[SequenceTower]
     default: Callable[[], Any]
+
+    def __post_init__(self) -> None:
+        if not issubclass(self.module, SequenceTower):
+            raise TypeError(f"{self.module.__name__} must subclass SequenceTower")
 
     @property
     def config_type(self) -> type:
@@ -65,9 +71,10 @@ class Tower:
 #: ``model.tower`` -> `Tower`: the one registration of a tower. `ModelConfig` gets a section of
 #: the same name (``model.<name>.*``) from it.
 #:
-#: How to add one: write its module (pattern: ``longseq/model/baselines/din.py``: a config
-#: dataclass with ``d_model`` and ``validate(prefix)``, and the nn.Module), then add one entry
-#: here. ``model.tower=<name>`` and its ``model.<name>.*`` options then exist.
+#: How to add one: write its module (pattern: ``longseq/model/baselines/pooling.py``: a config
+#: dataclass with ``d_model`` and ``validate(prefix)``, and a `SequenceTower` subclass), then add
+#: one entry here. ``model.tower=<name>`` and its ``model.<name>.*`` options then exist
+#: (docs/model.md, "The tower protocol").
 TOWERS: dict[str, Tower] = {
     "stca": Tower(STCATower, lambda: STCAConfig(**RECIPE)),
     "pooling": Tower(MeanPoolingTower, MeanPoolingConfig),
@@ -166,10 +173,10 @@ class SequenceInteraction(nn.Module):
         super().__init__()
         d = cfg.tower_config.d_model
         self.tokens = Tokenizer(cfg.embedding_dim, cfg.pos_dim, d)
-        self.tower = TOWERS[cfg.tower].module(cfg.tower_config)
-        self.jagged = cfg.tower == "stca" and cfg.stca.layout == "jagged"
-        self.needs_categories = bool(getattr(self.tower, "needs_categories", False))
-        self.needs_ids = bool(getattr(self.tower, "needs_ids", False))
+        self.tower: SequenceTower = TOWERS[cfg.tower].module(cfg.tower_config)
+        self.jagged = self.tower.layout == "jagged"
+        #: the raw id features the tower compares (its ``id_features``)
+        self.id_features = tuple(self.tower.id_features)
         layers: list[nn.Module] = []
         width = 2 * d
         for h in cfg.head_hidden:
@@ -186,7 +193,7 @@ class SequenceInteraction(nn.Module):
     ) -> torch.Tensor:
         """Logits ``[N, num_tasks]`` for the ``N`` targets, in request order.
 
-        ``ids``: the batch's id KJT, for towers that need the raw category ids (SIM).
+        ``ids``: the batch's id KJT, for towers with ``id_features`` (STCA's match bias, SIM).
         """
         lengths = emb["hist_item_id"].lengths()
         parts = [
@@ -198,12 +205,12 @@ class SequenceInteraction(nn.Module):
             emb["tgt_item_id"].values(), emb["tgt_category_id"].values()
         )  # [N, d]
         hist_ids = tgt_ids = None
-        if self.needs_ids:  # (item, category) ids of events [E,2] and targets [N,2]
+        if self.id_features:  # the tower's id features of events [E,F] and targets [N,F]
             if ids is None:
                 raise ValueError(f"{type(self.tower).__name__} needs the batch's ids")
-            hist_ids = torch.stack([ids[k].values() for k in HIST_ID_KEYS], dim=-1)
-            tgt_ids = torch.stack([ids[k].values() for k in TGT_ID_KEYS], dim=-1)
-        if self.jagged:  # STCA, packed layout: no padding at all
+            hist_ids = torch.stack([ids[f"hist_{f}"].values() for f in self.id_features], -1)
+            tgt_ids = torch.stack([ids[f"tgt_{f}"].values() for f in self.id_features], -1)
+        if self.jagged:  # packed layout: no padding at all
             z = self.tower.forward_jagged(x, lengths, xt, num_targets, hist_ids, tgt_ids)
             return self.head(torch.cat([z, xt], dim=-1))
         max_len = max(int(lengths.max()) if lengths.numel() else 0, 1)
@@ -211,13 +218,7 @@ class SequenceInteraction(nn.Module):
         hist = jagged_to_padded(x, lengths, max_len)
         hist_mask = torch.arange(max_len, device=x.device)[None, :] < lengths[:, None]
         tgt = jagged_to_padded(xt, num_targets, max_t)
-        if self.needs_categories:
-            if ids is None:
-                raise ValueError(f"{type(self.tower).__name__} needs the batch's category ids")
-            hist_cat = jagged_to_padded(ids["hist_category_id"].values()[:, None], lengths, max_len)
-            tgt_cat = jagged_to_padded(ids["tgt_category_id"].values()[:, None], num_targets, max_t)
-            out = self.tower(hist, hist_mask, tgt, hist_cat.squeeze(-1), tgt_cat.squeeze(-1))
-        elif self.needs_ids:
+        if self.id_features:
             out = self.tower(
                 hist,
                 hist_mask,
@@ -258,8 +259,7 @@ class LongSeqModel(nn.Module):
 
     def forward(self, batch: RequestBatch) -> torch.Tensor:
         """Logits ``[N, num_tasks]``."""
-        needs = self.interaction.needs_categories or self.interaction.needs_ids
-        ids = batch.sparse if needs else None
+        ids = batch.sparse if self.interaction.id_features else None
         return self.interaction(self.ec(batch.sparse), batch.num_targets, ids)
 
     def loss(self, logits: torch.Tensor, batch: RequestBatch) -> torch.Tensor:

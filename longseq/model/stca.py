@@ -22,7 +22,9 @@ Optional target-aware signals (`longseq.model.match`): id-match and position bia
 logits and a count channel (``match_bias``, ``position_bias``, ``count_channel``).
 
 The attention itself (`TargetAttention`, `reference_attention`, the readable per-target loop all
-forms are tested against) lives in `longseq.model.attention`. Pure torch: no torchrec/fbgemm import on this path, so it runs on any accelerator.
+forms are tested against) lives in `longseq.model.attention`, the config in
+`longseq.model.stca_config`. The tower follows the protocol of `longseq.model.tower`. Pure torch:
+no torchrec/fbgemm import on this path, so it runs on any accelerator.
 """
 
 from __future__ import annotations
@@ -32,109 +34,74 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from longseq.model.attention import ATTENTION_FORMS, TargetAttention, reference_attention
-from longseq.model.jagged import request_pairs
+from longseq.model.attention import (
+    ATTENTION_FORMS,
+    Projected,
+    TargetAttention,
+    reference_attention,
+)
+from longseq.model.jagged import jagged_attend, request_pairs
 from longseq.model.layers import FFNStack
 from longseq.model.match import AttentionBias, match_padded, match_pairs, positions_padded
+from longseq.model.stca_config import STCAConfig
 from longseq.model.tokens import positions_from_most_recent
+from longseq.model.tower import ID_FEATURES, LAYOUTS, SequenceTower, UserState
 
 __all__ = [
     "ATTENTION_FORMS",
     "LAYOUTS",
     "STCAConfig",
+    "STCAState",
     "STCATower",
     "TargetAttention",
     "reference_attention",
 ]
 
 #: id features compared between target and event by the match bias: (item, category)
-NUM_MATCH_FEATURES = 2
-
-LAYOUTS = ("padded", "jagged")
+NUM_MATCH_FEATURES = len(ID_FEATURES)
 
 
 @dataclass
-class STCAConfig:
-    """Hyper-parameters of the STCA tower (paper §6 open details have defaults here).
+class STCAState(UserState):
+    """STCA's user state: every layer's projected history, and the per-request match inputs.
 
     Attributes:
-        d_model: width ``d`` of history/target tokens and layer outputs.
-        num_heads: ``h``; ``d_model`` must be divisible by it.
-        num_layers: ``M`` stacked cross-attention layers.
-        ffn_ratio: SwiGLU hidden width as a multiple of ``d``.
-        ffn_depth: SwiGLU blocks in each history FFN ("FFN depth" of the ablation).
-        shared_hist_ffn: one history FFN for all layers (False = faithful per-layer FFN on raw X).
-        fused_query_ln: LayerNorm on the fused query ``q_{i+1}`` (default True, matching ``q_1``).
-        ffn_residual: ``x + SwiGLU(x)`` in every FFN block (the paper leaves it open; without
-            it gradients to the history side vanish at initialisation, see `FFNStack`).
-        attention: ``kv``, ``absorbed`` or ``sdpa`` (exactly equivalent; a speed/memory choice).
-        layout: ``padded`` (histories padded to the longest in the batch, masked) or ``jagged``
-            (packed: no padding; the history FFNs run on real events only, attention on real
-            (target, event) pairs; the ``attention`` form is then ``kv`` computed per pair).
-        match_bias: add a learned per-head bias for "same item" and "same category as the
-            target" to every attention logit (`longseq.model.match`).
-        position_bias: add a learned per-head function of the event's log-position.
-        position_dim: width of the log-position encoding of the position bias.
-        count_channel: add per-head counts of the events that share the target's item /
-            category, in a learned position window, to each layer's output (needs
-            ``match_bias``): evidence a softmax average cannot carry.
+        layers: per layer, `TargetAttention.project` of ``X̃_i``: ``(K_i, V_i)`` (``kv``,
+            ``sdpa``, and any form in the jagged layout) or ``X̃_i`` (``absorbed``).
+        hist_mask: ``[B, L]`` (padded layout; ``None`` in the jagged one).
+        hist_lengths: ``[B]`` (jagged layout; ``None`` in the padded one).
+        positions: each event's distance from the newest (position bias / count channel).
+        hist_ids: the events' (item, category) ids (match bias).
     """
 
-    d_model: int = 64
-    num_heads: int = 4
-    num_layers: int = 2
-    ffn_ratio: float = 2.0
-    ffn_depth: int = 1
-    shared_hist_ffn: bool = False
-    fused_query_ln: bool = True
-    ffn_residual: bool = True
-    attention: str = "kv"
-    layout: str = "padded"
-    match_bias: bool = False
-    position_bias: bool = False
-    position_dim: int = 16
-    count_channel: bool = False
-
-    def validate(self, prefix: str = "model.stca") -> None:
-        """Raise ``ValueError`` naming the offending key."""
-        if self.num_heads < 1:
-            raise ValueError(f"{prefix}.num_heads must be >= 1, got {self.num_heads}")
-        if self.ffn_depth < 1:
-            raise ValueError(f"{prefix}.ffn_depth must be >= 1, got {self.ffn_depth}")
-        if self.d_model % self.num_heads:
-            raise ValueError(
-                f"{prefix}.d_model ({self.d_model}) must be divisible by "
-                f"{prefix}.num_heads ({self.num_heads})"
-            )
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"{prefix}.layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.attention not in ATTENTION_FORMS:
-            raise ValueError(f"{prefix}.attention must be one of {ATTENTION_FORMS}")
-        if self.num_layers < 1:
-            raise ValueError(f"{prefix}.num_layers must be >= 1, got {self.num_layers}")
-        if self.position_dim < 2 or self.position_dim % 2:
-            raise ValueError(f"{prefix}.position_dim must be even and >= 2")
-        if self.count_channel and not self.match_bias:
-            raise ValueError(f"{prefix}.count_channel counts id matches: set {prefix}.match_bias")
-
-    @property
-    def biased(self) -> bool:
-        """Whether any target-aware signal of `longseq.model.match` is on."""
-        return self.match_bias or self.position_bias or self.count_channel
+    layers: list[Projected]
+    hist_mask: torch.Tensor | None = None
+    hist_lengths: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
+    hist_ids: torch.Tensor | None = None
 
 
-class STCATower(nn.Module):
+class STCATower(SequenceTower):
     """The stacked tower: history tokens ``X`` and target tokens ``x_t`` -> output tokens ``z``.
 
     Per layer ``i``: ``X̃_i = LN(FFN_hist_i(X))``; ``q_1 = LN(FFN_tgt(x_t))``,
     ``q_{i+1} = LN(FFN_q([o_1..o_i, x_t] W_C))``; ``o_i = Attn(q_i, X̃_i)``;
     ``z = FFN_z([o_1..o_M, x_t] W_Z)`` with no LayerNorm on ``z``.
+
+    ``X̃_i`` and its keys/values depend on the history only, so `encode_user` computes every
+    layer's at once (`STCAState`) and `score` runs the stacked, fused-query target side.
+    ``forward`` is the same function with each layer's attention as ONE module call (history
+    projection and attention together), so activation checkpointing recomputes the keys/values
+    with the scores and FSDP2 gathers each layer's weights once (tests/model/test_tower_protocol.py
+    checks ``forward == score(encode_user(...))``).
     """
 
     def __init__(self, cfg: STCAConfig) -> None:
         super().__init__()
         cfg.validate()
         self.cfg = cfg
+        self.layout = cfg.layout
+        self.id_features = ID_FEATURES if cfg.match_bias else ()
         d, m = cfg.d_model, cfg.num_layers
         n_hist = 1 if cfg.shared_hist_ffn else m
         self.hist_ffn = nn.ModuleList(
@@ -170,18 +137,21 @@ class STCATower(nn.Module):
             cfg.count_channel,
         )
 
-    @property
-    def needs_ids(self) -> bool:
-        """Whether forward needs the (item, category) ids of events and targets."""
-        return self.cfg.match_bias
+    def checkpoint_layers(self) -> list[nn.Module]:
+        """Activation checkpointing: each layer's history FFN, attention and query fusion."""
+        return [*self.hist_ffn, *self.attn, *self.fuse_ffn]
+
+    def shard_layers(self) -> list[nn.Module]:
+        """FSDP2 units: each layer's history FFN and attention (the history-side weights)."""
+        return [*self.hist_ffn, *self.attn]
 
     def encode_history(self, x: torch.Tensor) -> list[torch.Tensor]:
         """User side, once per request: ``[X̃_1 .. X̃_M]``, each ``[B, L, d]``."""
         encoded = [ln(ffn(x)) for ffn, ln in zip(self.hist_ffn, self.hist_ln)]
         return encoded * self.cfg.num_layers if self.cfg.shared_hist_ffn else encoded
 
-    def _stack(self, encoded: list[torch.Tensor], tgt: torch.Tensor, attend) -> torch.Tensor:
-        """The layers over encoded history; ``attend(attn, q, X̃_i)`` is the layout's attention."""
+    def _stack(self, encoded: list, tgt: torch.Tensor, attend) -> torch.Tensor:
+        """The layers over the history; ``attend(attn, q, encoded[i])`` is the layer's attention."""
         q = self.tgt_ln(self.tgt_ffn(tgt))
         outs: list[torch.Tensor] = []
         for i, attn in enumerate(self.attn):
@@ -190,6 +160,54 @@ class STCATower(nn.Module):
                 q = self.fuse_ln[i - 1](self.fuse_ffn[i - 1](fused))
             outs.append(attend(attn, q, encoded[i]))
         return self.out_ffn(self.out_proj(torch.cat(outs + [tgt], dim=-1)))
+
+    def _positions(self, hist_mask=None, hist_lengths=None) -> torch.Tensor | None:
+        if not (self.cfg.position_bias or self.cfg.count_channel):
+            return None
+        if hist_lengths is not None:
+            return positions_from_most_recent(hist_lengths)
+        return positions_padded(hist_mask)
+
+    def _padded(self, per_layer, tgt, hist_mask, positions, match, fused: bool) -> torch.Tensor:
+        """The stack, padded; ``fused``: ``per_layer`` is ``X̃`` and each attention one call."""
+
+        def attend(attn: TargetAttention, q: torch.Tensor, s) -> torch.Tensor:
+            if fused:  # X̃ -> keys/values -> attention in ONE module call (hooks see it)
+                return attn(q, s, hist_mask, match=match, positions=positions)
+            return attn.attend(q, s, hist_mask, match=match, positions=positions)
+
+        return self._stack(per_layer, tgt, attend)
+
+    def _jagged(self, per_layer, tgt, lengths, num_targets, ids, tgt_ids, positions, fused):
+        """The stack, packed; ``fused`` as in `_padded`."""
+        pairs = request_pairs(lengths, num_targets)  # once for all layers
+        match = match_pairs(ids, tgt_ids, *pairs) if self.cfg.match_bias else None
+
+        def attend(attn: TargetAttention, q: torch.Tensor, s) -> torch.Tensor:
+            if fused:
+                return attn(q, s, None, lengths, num_targets, match, positions, pairs)
+            return jagged_attend(attn, q, s, lengths, num_targets, match, positions, pairs)
+
+        return self._stack(per_layer, tgt, attend)
+
+    def encode_user(
+        self, hist: torch.Tensor, hist_mask: torch.Tensor, hist_ids: torch.Tensor | None = None
+    ) -> STCAState:
+        """``hist [B,L,d]``, ``hist_mask [B,L]``, ``hist_ids [B,L,2]`` -> `STCAState`."""
+        encoded = self.encode_history(hist)
+        return STCAState(
+            layers=[attn.project(x) for attn, x in zip(self.attn, encoded)],
+            hist_mask=hist_mask,
+            positions=self._positions(hist_mask),
+            hist_ids=hist_ids if self.cfg.match_bias else None,
+        )
+
+    def score(
+        self, state: STCAState, tgt: torch.Tensor, tgt_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``tgt [B,T,d]`` (``tgt_ids [B,T,2]``) against a padded `STCAState` -> ``[B,T,d]``."""
+        match = match_padded(state.hist_ids, tgt_ids) if self.cfg.match_bias else None
+        return self._padded(state.layers, tgt, state.hist_mask, state.positions, match, False)
 
     def forward(
         self,
@@ -203,15 +221,35 @@ class STCATower(nn.Module):
 
         ``hist_ids [B,L,2]`` / ``tgt_ids [B,T,2]``: (item, category) ids, for ``match_bias``.
         """
-        encoded = self.encode_history(hist)
         match = match_padded(hist_ids, tgt_ids) if self.cfg.match_bias else None
-        with_pos = self.cfg.position_bias or self.cfg.count_channel
-        positions = positions_padded(hist_mask) if with_pos else None
-        return self._stack(
-            encoded,
-            tgt,
-            lambda attn, q, x: attn(q, x, hist_mask, match=match, positions=positions),
+        encoded = self.encode_history(hist)
+        return self._padded(encoded, tgt, hist_mask, self._positions(hist_mask), match, True)
+
+    def encode_user_jagged(
+        self,
+        hist: torch.Tensor,
+        hist_lengths: torch.Tensor,
+        hist_ids: torch.Tensor | None = None,
+    ) -> STCAState:
+        """Packed: ``hist [E,d]``, ``hist_lengths [B]``, ``hist_ids [E,2]`` -> `STCAState`."""
+        encoded = self.encode_history(hist)  # FFN + LN are per event: no padding to skip
+        return STCAState(
+            layers=[attn.project(x, jagged=True) for attn, x in zip(self.attn, encoded)],
+            hist_lengths=hist_lengths,
+            positions=self._positions(hist_lengths=hist_lengths),
+            hist_ids=hist_ids if self.cfg.match_bias else None,
         )
+
+    def score_jagged(
+        self,
+        state: STCAState,
+        tgt: torch.Tensor,
+        num_targets: torch.Tensor,
+        tgt_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Packed: ``tgt [N,d]`` (``num_targets [B]``, ``tgt_ids [N,2]``) -> ``z [N,d]``."""
+        lengths, ids, pos = state.hist_lengths, state.hist_ids, state.positions
+        return self._jagged(state.layers, tgt, lengths, num_targets, ids, tgt_ids, pos, False)
 
     def forward_jagged(
         self,
@@ -227,20 +265,6 @@ class STCATower(nn.Module):
         ``hist_ids [E,2]`` / ``tgt_ids [N,2]``: (item, category) ids, for ``match_bias``.
         """
         encoded = self.encode_history(hist)  # FFN + LN are per event: no padding to skip
-        pairs = request_pairs(hist_lengths, num_targets)  # once for all layers
-        match = match_pairs(hist_ids, tgt_ids, *pairs) if self.cfg.match_bias else None
-        with_pos = self.cfg.position_bias or self.cfg.count_channel
-        positions = positions_from_most_recent(hist_lengths) if with_pos else None
-        return self._stack(
-            encoded,
-            tgt,
-            lambda attn, q, x: attn(
-                q,
-                x,
-                hist_lengths=hist_lengths,
-                num_targets=num_targets,
-                match=match,
-                positions=positions,
-                pairs=pairs,
-            ),
-        )
+        pos = self._positions(hist_lengths=hist_lengths)
+        lengths = hist_lengths
+        return self._jagged(encoded, tgt, lengths, num_targets, hist_ids, tgt_ids, pos, True)

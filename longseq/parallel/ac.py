@@ -1,8 +1,9 @@
-"""Activation checkpointing of the STCA tower's per-layer modules, applied from outside the model.
+"""Activation checkpointing of a tower's per-layer modules, applied from outside the model.
 
-``trainer.activation_checkpointing=stca_layers`` marks every element of the tower's ``hist_ffn``
-(history FFN on ``[B, L, d]``), ``attn`` (keys/values and the ``[B, h, T, L]`` scores) and
-``fuse_ffn`` lists with torch's composable ``checkpoint`` (non-reentrant
+``trainer.activation_checkpointing=stca_layers`` marks every module the tower lists in its
+``checkpoint_layers()`` (`longseq.model.tower.SequenceTower`; for STCA each layer's history FFN on
+``[B, L, d]``, its attention, with the keys/values and the ``[B, h, T, L]`` scores, and its
+query-fusion FFN) with torch's composable ``checkpoint`` (non-reentrant
 ``torch.utils.checkpoint`` driven by forward hooks): their inner activations are dropped after
 forward and recomputed in backward. Parameter names do not change (no wrapper module), so
 checkpoints, optimizer state keys, FSDP2 and TorchRec's pipeline tracing are unaffected.
@@ -16,31 +17,31 @@ from torch import nn
 
 AC_MODES = ("none", "stca_layers")
 
-#: ModuleList attributes of `STCATower` whose elements are checkpointed
-STCA_AC_LISTS = ("hist_ffn", "attn", "fuse_ffn")
-
 
 def apply_activation_checkpointing(
     model: nn.Module, mode: str, key: str = "trainer.activation_checkpointing"
 ) -> list[str]:
-    """Checkpoint the STCA layer modules of ``model`` per ``mode``; returns their names."""
+    """Checkpoint the towers' layer modules of ``model`` per ``mode``; returns their names."""
     from torch.distributed._composable import checkpoint
 
-    from longseq.model.stca import STCATower
+    from longseq.model.tower import SequenceTower
 
     if mode not in AC_MODES:
         raise ValueError(f"{key}={mode!r}: choose one of {AC_MODES}")
     if mode == "none":
         return []
-    towers = [(n, m) for n, m in model.named_modules() if isinstance(m, STCATower)]
-    if not towers:
+    names = {id(m): n for n, m in model.named_modules()}
+    layers = [
+        layer
+        for m in model.modules()
+        if isinstance(m, SequenceTower)
+        for layer in m.checkpoint_layers()
+    ]
+    if not layers:
         raise ValueError(
-            f"{key}={mode}: the model has no STCA tower (model.tower is not stca); use none"
+            f"{key}={mode}: the model has no STCA tower (model.tower is not stca: its tower "
+            "lists no layers to checkpoint); use none"
         )
-    done = []
-    for name, tower in towers:
-        for attr in STCA_AC_LISTS:
-            for i, layer in enumerate(getattr(tower, attr)):
-                checkpoint(layer)
-                done.append(f"{name}.{attr}.{i}")
-    return done
+    for layer in layers:
+        checkpoint(layer)
+    return [names[id(layer)] for layer in layers]

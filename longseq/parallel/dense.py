@@ -3,8 +3,8 @@
 TorchRec's `DistributedModelParallel` shards the embedding tables and hands everything else to a
 ``data_parallel_wrapper``; its default wraps the whole remaining module in DDP. `FSDP2Wrapper`
 instead applies ``torch.distributed.fsdp.fully_shard`` (FSDP2, torchtitan style) to the dense
-modules: first one FSDP unit per STCA layer module (history FFN and attention of each layer),
-then each *dense root*, i.e. each largest submodule that holds no sharded embedding module (in
+modules: first one FSDP unit per layer module of the tower (its ``shard_layers()``; for STCA the
+history FFN and attention of each layer), then each *dense root*, i.e. each largest submodule that holds no sharded embedding module (in
 `LongSeqModel`: ``interaction``, which holds tokens, tower and heads). Parameters become
 ``DTensor`` shards (dim 0) under the same names, so checkpoints (DCP) keep their keys and load
 into DDP, FSDP2 or an unsharded model alike. The model code knows nothing of this.
@@ -24,9 +24,6 @@ from torchrec.distributed.model_parallel import (
 from torchrec.distributed.types import ShardedModule, ShardingEnv
 
 DENSE_MODES = ("ddp", "fsdp2")
-
-#: ModuleList attributes of `STCATower` whose elements become FSDP2 units of their own
-STCA_LAYER_LISTS = ("hist_ffn", "attn")
 
 
 def _holds_sharded(module: nn.Module) -> bool:
@@ -56,15 +53,14 @@ def dense_roots(root: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Mod
 
 
 def layer_units(module: nn.Module) -> list[nn.Module]:
-    """Per-layer FSDP2 units inside ``module``: the elements of each STCA tower's
-    ``hist_ffn`` and ``attn`` lists (none for other towers)."""
-    from longseq.model.stca import STCATower
+    """Per-layer FSDP2 units inside ``module``: each tower's ``shard_layers()``
+    (`longseq.model.tower.SequenceTower`; STCA: each layer's history FFN and attention)."""
+    from longseq.model.tower import SequenceTower
 
     units: list[nn.Module] = []
     for m in module.modules():
-        if isinstance(m, STCATower):
-            for attr in STCA_LAYER_LISTS:
-                units.extend(getattr(m, attr))
+        if isinstance(m, SequenceTower):
+            units.extend(m.shard_layers())
     return units
 
 

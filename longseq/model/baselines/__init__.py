@@ -1,7 +1,8 @@
-"""Baseline towers with the `STCATower` interface ``forward(hist, hist_mask, tgt) -> z [B,T,d]``.
+"""Baseline towers under the tower protocol of `longseq.model.tower` (as `STCATower`).
 
 Each is pure torch (no torchrec/fbgemm) and request-level: whatever depends on the history only
-is computed once per request row and shared by that row's ``T`` targets. Each is selectable as
+is its user state (``encode_user``), computed once per request row and shared by that row's ``T``
+targets (``score``); ``forward(hist, hist_mask, tgt) -> z [B,T,d]`` is both. Each is selectable as
 ``model.tower=<name>`` through its one entry in `longseq.model.model.TOWERS` (how to add a
 tower: see there).
 
@@ -9,7 +10,7 @@ tower: see there).
 * `DINTower`: DIN's activation unit (MLP over ``[h, t, h-t, h*t]``, no softmax), optionally over
   the last ``N`` events only (the "DIN (Recent N)" baseline).
 * `SIMTower`: SIM's hard search (the target's category, most recent ``top_k``), then target
-  attention over the retrieved events; it also takes the category ids (``needs_categories``).
+  attention over the retrieved events; it also takes the category ids (``id_features``).
 * `TransformerTower`: a quadratic self-attention encoder over the history, then one STCA-style
   target-attention readout per target: the paper's architectural foil.
 """

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from longseq.model.layers import FFNStack
+from longseq.model.tower import SequenceTower, UserState
 
 
 @dataclass
@@ -85,7 +86,23 @@ class PReLU(nn.Module):
         return torch.where(x >= 0, x, self.slope * x)
 
 
-class DINTower(nn.Module):
+@dataclass
+class DINState(UserState):
+    """`DINTower`'s user state: the kept events' projections and their activation-unit term.
+
+    Attributes:
+        h: ``[B, L', d]`` projected history (zero where masked; ``L' = min(last_n, L)`` with
+            ``last_n``).
+        h_part: ``[B, L', H]`` the history's share of the activation unit's first layer.
+        mask: ``[B, L']`` the events attended to.
+    """
+
+    h: torch.Tensor
+    h_part: torch.Tensor
+    mask: torch.Tensor
+
+
+class DINTower(SequenceTower):
     """``z = FFN([Σ_j a(x_j, x_t) P x_j | x_t] W_z)`` with DIN's activation unit ``a``."""
 
     def __init__(self, cfg: DINConfig) -> None:
@@ -104,22 +121,30 @@ class DINTower(nn.Module):
         self.out_proj = nn.Linear(2 * d, d, bias=False)
         self.out_ffn = FFNStack(d, d, cfg.ffn_ratio, 1, residual=True)
 
-    def forward(
-        self, hist: torch.Tensor, hist_mask: torch.Tensor, tgt: torch.Tensor
-    ) -> torch.Tensor:
-        """``hist [B,L,d]``, ``hist_mask [B,L]`` bool, ``tgt [B,T,d]`` -> ``z [B,T,d]``."""
+    def encode_user(
+        self, hist: torch.Tensor, hist_mask: torch.Tensor, hist_ids: torch.Tensor | None = None
+    ) -> DINState:
+        """``hist [B,L,d]``, ``hist_mask [B,L]`` bool -> `DINState` (once per request)."""
         d = self.cfg.d_model
         mask = hist_mask
         if self.cfg.last_n > 0:  # cut first: the pair MLP runs on the last_n events only
             hist, mask = cut_recent(hist, hist_mask, self.cfg.last_n)
-        h = torch.where(mask.unsqueeze(-1), self.proj(hist), 0.0)  # [B,L,d], once per request
+        h = torch.where(mask.unsqueeze(-1), self.proj(hist), 0.0)  # [B,L,d]
+        wa, _, wc, _ = self.att_in.weight.split(d, dim=1)  # each [H, d]
+        return DINState(h, h @ (wa + wc).T, mask)  # h_part [B,L,H]
+
+    def score(
+        self, state: DINState, tgt: torch.Tensor, tgt_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``tgt [B,T,d]`` against `DINState` -> ``z [B,T,d]``."""
+        d = self.cfg.d_model
+        h, mask = state.h, state.mask
         t = self.proj(tgt)  # [B,T,d]
-        wa, wb, wc, wd = self.att_in.weight.split(d, dim=1)  # each [H, d]
-        h_part = h @ (wa + wc).T  # [B,L,H], once per request
+        _, wb, wc, wd = self.att_in.weight.split(d, dim=1)  # each [H, d]
         t_part = t @ (wb - wc).T + self.att_in.bias  # [B,T,H]
         tw = t.unsqueeze(2) * wd  # [B,T,H,d]: (h * t) W_d = h (t * W_d), one GEMM per request
         cross = torch.einsum("bld,bthd->btlh", h, tw)  # per (target, event) pair
-        pre = cross + h_part.unsqueeze(1) + t_part.unsqueeze(2)  # [B,T,L,H]
+        pre = cross + state.h_part.unsqueeze(1) + t_part.unsqueeze(2)  # [B,T,L,H]
         w = self.att_mlp(self.att_act(pre)).squeeze(-1)  # [B,T,L], raw DIN weights
         w = torch.where(mask.unsqueeze(1), w, 0.0)
         pooled = torch.einsum("btl,bld->btd", w, h)

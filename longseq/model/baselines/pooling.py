@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from longseq.model.layers import FFNStack
+from longseq.model.tower import SequenceTower, UserState
 
 
 @dataclass
@@ -30,10 +31,17 @@ class MeanPoolingConfig:
             raise ValueError(f"{prefix}.ffn_ratio must be > 0, got {self.ffn_ratio}")
 
 
-class MeanPoolingTower(nn.Module):
+@dataclass
+class PooledState(UserState):
+    """`MeanPoolingTower`'s user state: the pooled history ``[B, d]``."""
+
+    pooled: torch.Tensor
+
+
+class MeanPoolingTower(SequenceTower):
     """``z = FFN([mean_j(W_h x_j + b) | x_t] W_z)``; an empty history pools to zeros.
 
-    The pooled vector is computed once per request and broadcast to its targets.
+    The pooled vector is the user state: computed once per request, broadcast to its targets.
     """
 
     def __init__(self, cfg: MeanPoolingConfig) -> None:
@@ -45,12 +53,17 @@ class MeanPoolingTower(nn.Module):
         self.out_proj = nn.Linear(2 * d, d, bias=False)
         self.out_ffn = FFNStack(d, d, cfg.ffn_ratio, 1, residual=True)
 
-    def forward(
-        self, hist: torch.Tensor, hist_mask: torch.Tensor, tgt: torch.Tensor
-    ) -> torch.Tensor:
-        """``hist [B,L,d]``, ``hist_mask [B,L]`` bool, ``tgt [B,T,d]`` -> ``z [B,T,d]``."""
+    def encode_user(
+        self, hist: torch.Tensor, hist_mask: torch.Tensor, hist_ids: torch.Tensor | None = None
+    ) -> PooledState:
+        """``hist [B,L,d]``, ``hist_mask [B,L]`` bool -> the masked mean ``[B, d]``."""
         m = hist_mask.unsqueeze(-1)
         h = torch.where(m, self.hist_proj(hist), 0.0)
-        pooled = h.sum(1) / m.sum(1).clamp(min=1).to(h.dtype)  # [B, d], once per request
-        pooled = pooled.unsqueeze(1).expand(-1, tgt.shape[1], -1)
+        return PooledState(h.sum(1) / m.sum(1).clamp(min=1).to(h.dtype))
+
+    def score(
+        self, state: PooledState, tgt: torch.Tensor, tgt_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``tgt [B,T,d]`` -> ``z [B,T,d]``."""
+        pooled = state.pooled.unsqueeze(1).expand(-1, tgt.shape[1], -1)
         return self.out_ffn(self.out_proj(torch.cat([pooled, tgt], dim=-1)))

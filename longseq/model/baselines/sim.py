@@ -6,8 +6,9 @@ multi-head single-query softmax attention of the target over the retrieved event
 retrieval is a mask over the padded history, so request-level sharing holds: the keys and values
 are computed once per request row; only the mask and the scores are per (target, event) pair.
 
-This tower needs the category ids of the events and targets (`needs_categories`), which the
-model passes from the batch; the other towers see only tokens.
+This tower needs the category ids of the events and targets (``id_features``), which the model
+passes from the batch. Its user state (`SIMState`) is the keys/values and categories of the
+history; the search and the attention are per target.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from longseq.model.layers import FFNStack
+from longseq.model.tower import SequenceTower, UserState
 
 
 @dataclass
@@ -62,10 +64,29 @@ def hard_search_mask(
     return match & (newer <= top_k)
 
 
-class SIMTower(nn.Module):
-    """``z = FFN([Attn(LN(x_t), retrieved events) | x_t] W_z)``."""
+def _category(ids: torch.Tensor) -> torch.Tensor:
+    """Category ids ``[B, N]`` from ``[B, N]`` or the model's ``[B, N, 1]`` ``*_ids``."""
+    return ids[..., 0] if ids.dim() == 3 else ids
 
-    needs_categories = True
+
+@dataclass
+class SIMState(UserState):
+    """`SIMTower`'s user state: keys/values ``[B,L,h,d_h]``, mask and categories ``[B,L]``."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    hist_mask: torch.Tensor
+    hist_cat: torch.Tensor
+
+
+class SIMTower(SequenceTower):
+    """``z = FFN([Attn(LN(x_t), retrieved events) | x_t] W_z)``.
+
+    ``hist_ids`` / ``tgt_ids`` are the category ids: ``[B, L]`` / ``[B, T]`` (or with a
+    trailing feature dim of 1, as the model passes ``id_features``).
+    """
+
+    id_features = ("category_id",)
 
     def __init__(self, cfg: SIMConfig) -> None:
         super().__init__()
@@ -82,25 +103,31 @@ class SIMTower(nn.Module):
         self.out_proj = nn.Linear(2 * d, d, bias=False)
         self.out_ffn = FFNStack(d, d, cfg.ffn_ratio, 1, residual=True)
 
-    def forward(
-        self,
-        hist: torch.Tensor,
-        hist_mask: torch.Tensor,
-        tgt: torch.Tensor,
-        hist_cat: torch.Tensor,
-        tgt_cat: torch.Tensor,
-    ) -> torch.Tensor:
-        """``hist [B,L,d]``, ``hist_mask [B,L]``, ``tgt [B,T,d]``, category ids ``hist_cat [B,L]``
-        and ``tgt_cat [B,T]`` -> ``z [B,T,d]``; a target with nothing retrieved attends to
-        nothing (zero attention output)."""
-        b, t, d = tgt.shape
+    def encode_user(
+        self, hist: torch.Tensor, hist_mask: torch.Tensor, hist_ids: torch.Tensor | None = None
+    ) -> SIMState:
+        """``hist [B,L,d]``, ``hist_mask [B,L]``, categories ``hist_ids`` -> `SIMState`."""
+        if hist_ids is None:
+            raise ValueError("SIMTower needs the events' category ids")
+        b = hist.shape[0]
         x = self.hist_ln(hist)
         k = self.w_k(x).view(b, -1, self.h, self.dh)  # once per request
         v = self.w_v(x).view(b, -1, self.h, self.dh)
+        return SIMState(k, v, hist_mask, _category(hist_ids))
+
+    def score(
+        self, state: SIMState, tgt: torch.Tensor, tgt_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``tgt [B,T,d]``, categories ``tgt_ids`` -> ``z [B,T,d]``; a target with nothing
+        retrieved attends to nothing (zero attention output)."""
+        if tgt_ids is None:
+            raise ValueError("SIMTower needs the targets' category ids")
+        b, t, d = tgt.shape
         q = self.w_q(self.tgt_ln(tgt)).view(b, t, self.h, self.dh)
-        keep = hard_search_mask(hist_mask, hist_cat, tgt_cat, self.cfg.top_k)[:, None]  # [B,1,T,L]
-        scores = torch.einsum("bthe,blhe->bhtl", q, k) / math.sqrt(self.dh)
+        keep = hard_search_mask(state.hist_mask, state.hist_cat, _category(tgt_ids), self.cfg.top_k)
+        keep = keep[:, None]  # [B,1,T,L]
+        scores = torch.einsum("bthe,blhe->bhtl", q, state.k) / math.sqrt(self.dh)
         scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
         a = torch.softmax(scores, dim=-1) * keep
-        o = self.w_o(torch.einsum("bhtl,blhe->bthe", a, v).reshape(b, t, d))
+        o = self.w_o(torch.einsum("bhtl,blhe->bthe", a, state.v).reshape(b, t, d))
         return self.out_ffn(self.out_proj(torch.cat([o, tgt], dim=-1)))

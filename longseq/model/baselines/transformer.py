@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from longseq.model.attention import ATTENTION_FORMS, TargetAttention
+from longseq.model.attention import ATTENTION_FORMS, Projected, TargetAttention
 from longseq.model.layers import FFNStack, SwiGLU
+from longseq.model.tower import SequenceTower, UserState
 
 
 @dataclass
@@ -90,7 +91,17 @@ def self_attention_mask(hist_mask: torch.Tensor, causal: bool) -> torch.Tensor:
     return ((keys[:, None, :] & older) | diag)[:, None]  # [B,1,L,L]
 
 
-class TransformerTower(nn.Module):
+@dataclass
+class TransformerState(UserState):
+    """`TransformerTower`'s user state: the readout's projection of the self-attended history
+    (`TargetAttention.project`: keys/values, or the encoded history in the ``absorbed`` form)
+    and the mask ``[B, L]``."""
+
+    kv: Projected
+    hist_mask: torch.Tensor
+
+
+class TransformerTower(SequenceTower):
     """History self-attention encoder (``O(L²)``) + one target-attention readout per target.
 
     ``E = LN(Enc_N(..Enc_1(X)))``; ``q = LN(FFN_tgt(x_t))``; ``o = MHA(q, E)``;
@@ -120,11 +131,16 @@ class TransformerTower(nn.Module):
             x = layer(x, mask)
         return self.enc_ln(x)
 
-    def forward(
-        self, hist: torch.Tensor, hist_mask: torch.Tensor, tgt: torch.Tensor
+    def encode_user(
+        self, hist: torch.Tensor, hist_mask: torch.Tensor, hist_ids: torch.Tensor | None = None
+    ) -> TransformerState:
+        """``hist [B,L,d]``, ``hist_mask [B,L]`` bool -> `TransformerState` (the ``O(L²)`` part)."""
+        return TransformerState(self.attn.project(self.encode_history(hist, hist_mask)), hist_mask)
+
+    def score(
+        self, state: TransformerState, tgt: torch.Tensor, tgt_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``hist [B,L,d]``, ``hist_mask [B,L]`` bool, ``tgt [B,T,d]`` -> ``z [B,T,d]``."""
-        enc = self.encode_history(hist, hist_mask)
+        """``tgt [B,T,d]`` against `TransformerState` -> ``z [B,T,d]``."""
         q = self.tgt_ln(self.tgt_ffn(tgt))
-        o = self.attn(q, enc, hist_mask)
+        o = self.attn.attend(q, state.kv, state.hist_mask)
         return self.out_ffn(self.out_proj(torch.cat([o, tgt], dim=-1)))

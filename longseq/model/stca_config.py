@@ -1,0 +1,78 @@
+"""`STCAConfig`: the hyper-parameters of the STCA tower (`longseq.model.stca`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from longseq.model.attention import ATTENTION_FORMS
+from longseq.model.tower import LAYOUTS
+
+
+@dataclass
+class STCAConfig:
+    """Hyper-parameters of the STCA tower (paper §6 open details have defaults here).
+
+    Attributes:
+        d_model: width ``d`` of history/target tokens and layer outputs.
+        num_heads: ``h``; ``d_model`` must be divisible by it.
+        num_layers: ``M`` stacked cross-attention layers.
+        ffn_ratio: SwiGLU hidden width as a multiple of ``d``.
+        ffn_depth: SwiGLU blocks in each history FFN ("FFN depth" of the ablation).
+        shared_hist_ffn: one history FFN for all layers (False = faithful per-layer FFN on raw X).
+        fused_query_ln: LayerNorm on the fused query ``q_{i+1}`` (default True, matching ``q_1``).
+        ffn_residual: ``x + SwiGLU(x)`` in every FFN block (the paper leaves it open; without
+            it gradients to the history side vanish at initialisation, see `FFNStack`).
+        attention: ``kv``, ``absorbed`` or ``sdpa`` (exactly equivalent; a speed/memory choice).
+        layout: ``padded`` (histories padded to the longest in the batch, masked) or ``jagged``
+            (packed: no padding; the history FFNs run on real events only, attention on real
+            (target, event) pairs; the ``attention`` form is then ``kv`` computed per pair).
+        match_bias: add a learned per-head bias for "same item" and "same category as the
+            target" to every attention logit (`longseq.model.match`).
+        position_bias: add a learned per-head function of the event's log-position.
+        position_dim: width of the log-position encoding of the position bias.
+        count_channel: add per-head counts of the events that share the target's item /
+            category, in a learned position window, to each layer's output (needs
+            ``match_bias``): evidence a softmax average cannot carry.
+    """
+
+    d_model: int = 64
+    num_heads: int = 4
+    num_layers: int = 2
+    ffn_ratio: float = 2.0
+    ffn_depth: int = 1
+    shared_hist_ffn: bool = False
+    fused_query_ln: bool = True
+    ffn_residual: bool = True
+    attention: str = "kv"
+    layout: str = "padded"
+    match_bias: bool = False
+    position_bias: bool = False
+    position_dim: int = 16
+    count_channel: bool = False
+
+    def validate(self, prefix: str = "model.stca") -> None:
+        """Raise ``ValueError`` naming the offending key."""
+        if self.num_heads < 1:
+            raise ValueError(f"{prefix}.num_heads must be >= 1, got {self.num_heads}")
+        if self.ffn_depth < 1:
+            raise ValueError(f"{prefix}.ffn_depth must be >= 1, got {self.ffn_depth}")
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"{prefix}.d_model ({self.d_model}) must be divisible by "
+                f"{prefix}.num_heads ({self.num_heads})"
+            )
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"{prefix}.layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.attention not in ATTENTION_FORMS:
+            raise ValueError(f"{prefix}.attention must be one of {ATTENTION_FORMS}")
+        if self.num_layers < 1:
+            raise ValueError(f"{prefix}.num_layers must be >= 1, got {self.num_layers}")
+        if self.position_dim < 2 or self.position_dim % 2:
+            raise ValueError(f"{prefix}.position_dim must be even and >= 2")
+        if self.count_channel and not self.match_bias:
+            raise ValueError(f"{prefix}.count_channel counts id matches: set {prefix}.match_bias")
+
+    @property
+    def biased(self) -> bool:
+        """Whether any target-aware signal of `longseq.model.match` is on."""
+        return self.match_bias or self.position_bias or self.count_channel
