@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -11,7 +12,19 @@ from hypothesis import strategies as st
 from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import roc_auc_score
 
-from longseq.metrics import GroupAUC, auc, calibration, gauc, log_loss
+from longseq.metrics import (
+    FIXED_SHIFT,
+    GroupAUC,
+    GroupAUCSums,
+    auc,
+    auc_counts,
+    calibration,
+    exact_sum,
+    fixed_ratio,
+    gauc,
+    gauc_sums,
+    log_loss,
+)
 
 HYP = settings(max_examples=80, deadline=None)
 
@@ -140,3 +153,56 @@ def test_calibration():
     y = (rng.random(p.size) < p).astype(np.float64)  # calibrated by construction
     assert calibration(y, p) == pytest.approx(1.0, abs=0.01)
     assert calibration(y, 2 * p) == pytest.approx(2.0, abs=0.02)
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=True)
+
+
+@HYP
+@given(st.lists(finite, max_size=40), st.integers(0, 40))
+def test_exact_sum_is_exact_and_additive(xs, cut):
+    got = exact_sum(np.array(xs, dtype=np.float64))
+    assert Fraction(got, 2**FIXED_SHIFT) == sum((Fraction(x) for x in xs), Fraction(0))
+    assert exact_sum(xs[:cut]) + exact_sum(xs[cut:]) == got  # parts add up to the whole
+    if xs:  # rounded once: Python's correctly rounded int / int
+        assert fixed_ratio(got, len(xs) << FIXED_SHIFT) == float(
+            sum((Fraction(x) for x in xs), Fraction(0)) / len(xs)
+        )
+
+
+def test_exact_sum_of_large_arrays_and_cancellation():
+    rng = np.random.default_rng(0)
+    x = rng.random(3 * 2**21) * 1e-3
+    assert exact_sum(x) == sum(exact_sum(x[i::7]) for i in range(7))
+    assert exact_sum([1e300, 1.0, -1e300]) == 1 << FIXED_SHIFT
+    assert exact_sum([]) == 0 and math.isnan(fixed_ratio(0, 0))
+
+
+@HYP
+@given(samples)
+def test_auc_counts_are_integers_of_the_mann_whitney_statistic(pairs):
+    y = np.array([p[0] for p in pairs], dtype=np.float64)
+    s = np.array([p[1] for p in pairs])
+    u2, n_pos, n_neg = auc_counts(y, s)
+    brute = sum(
+        2 * (a > b) + (a == b) for a in s[y == 1] for b in s[y == 0]
+    )  # pairs (positive, negative)
+    assert (u2, n_pos, n_neg) == (brute, int(y.sum()), int((y == 0).sum()))
+
+
+@HYP
+@given(
+    st.lists(st.tuples(st.integers(0, 1), tied_scores, st.integers(0, 9)), min_size=1, max_size=80),
+    st.integers(2, 4),
+)
+def test_gauc_sums_of_disjoint_groups_add_to_the_whole(rows, parts):
+    y = np.array([r[0] for r in rows], dtype=np.float64)
+    s = np.array([r[1] for r in rows])
+    g = np.array([r[2] for r in rows], dtype=np.int64)
+    total = GroupAUCSums()
+    for k in range(parts):  # groups dealt over parts, in scrambled order
+        m = g * 7 % parts == k
+        total = total + gauc_sums(y[m][::-1], s[m][::-1], g[m][::-1])
+    whole = gauc_sums(y, s, g)
+    assert total == whole
+    assert repr(total.result()) == repr(gauc(y, s, g))  # bit-identical, NaN included
