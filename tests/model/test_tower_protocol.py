@@ -5,11 +5,15 @@ equals scoring them at once; the state does not depend on (and is not changed by
 from __future__ import annotations
 
 import dataclasses
+import sys
+import types
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from longseq.model.baselines import (
     DINConfig,
@@ -21,7 +25,7 @@ from longseq.model.baselines import (
     TransformerConfig,
     TransformerTower,
 )
-from longseq.model.model import TOWERS, Tower
+from longseq.model.model import TOWERS, SequenceInteraction, Tower, _with_towers
 from longseq.model.stca import ATTENTION_FORMS, STCAConfig, STCATower
 from longseq.model.tower import ID_FEATURES, SequenceTower, UserState
 
@@ -175,6 +179,41 @@ def test_stca_layers_are_the_per_layer_modules():
     assert tower.checkpoint_layers() == [*tower.hist_ffn, *tower.attn, *tower.fuse_ffn]
     assert tower.shard_layers() == [*tower.hist_ffn, *tower.attn]
     assert MeanPoolingTower(MeanPoolingConfig(d_model=D)).checkpoint_layers() == []
+
+
+def _docs_example(monkeypatch) -> types.ModuleType:
+    """Import the smallest-tower example of docs/model.md ("The tower protocol") as a module."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "model.md").read_text()
+    section = text.split("## The tower protocol", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    module = types.ModuleType("docs_last_tower")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(code, "docs/model.md", "exec", dont_inherit=True), module.__dict__)  # noqa: S102
+    return module
+
+
+def test_the_docs_tower_is_one_file_plus_one_registration(monkeypatch):
+    """The docs' example tower, registered by one `TOWERS` entry, gets a config section and runs
+    inside the model; its state scores candidates like its forward."""
+    docs = _docs_example(monkeypatch)
+    last, config = docs.LastTower, docs.LastConfig
+    tower = _tower(lambda: last(config(d_model=D)))
+    hist, mask, tgt, _, _ = _inputs(tower)
+    _close(tower.score(tower.encode_user(hist, mask), tgt), tower(hist, mask, tgt))
+
+    monkeypatch.setitem(TOWERS, "last", Tower(last, config))  # the one registration
+    cfg_type = _with_towers()  # what model.py builds from TOWERS at import
+    cfg = cfg_type(embedding_dim=4, pos_dim=4, tower="last", head_hidden=[8])
+    cfg.last.d_model = D
+    cfg.validate()
+    interaction = SequenceInteraction(cfg, 2)
+    lens, n_tgt = torch.tensor([2, 0, 3]), torch.tensor([1, 2, 2])
+    emb = {
+        k: JaggedTensor(torch.randn(int(n.sum()), 4), lengths=n)
+        for k, n in [(f"hist_{f}", lens) for f in ("item_id", "category_id", "action")]
+        + [("hist_dt_bucket", lens), ("tgt_item_id", n_tgt), ("tgt_category_id", n_tgt)]
+    }
+    assert interaction(emb, n_tgt).shape == (5, 2)
 
 
 class _Last(SequenceTower):
