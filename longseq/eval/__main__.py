@@ -1,7 +1,7 @@
 """``python -m longseq.eval checkpoint=<dir> data.path=<dir> out=<dir> [windows=[...]]``.
 
-Under ``torchrun --nproc-per-node N`` the batches are dealt over N processes and gathered on
-rank 0 (bit-identical to one process).
+Under ``torchrun --nproc-per-node N`` the batches are dealt over N processes, which compute the
+metrics together without gathering the predictions (bit-identical to one process).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import torch
 
 from longseq.eval.config import EvalConfig
 from longseq.eval.load import load_model, resolve_checkpoint
-from longseq.eval.predict import Predictions, gather_predictions, predict
+from longseq.eval.predict import Predictions, predict
 from longseq.log import get_logger
 from longseq.metrics import auc, calibration, gauc, log_loss
 
@@ -35,8 +35,11 @@ def oracle_at(oracle: dict[str, Any] | None, window: int) -> dict[str, float] | 
 
 
 def window_metrics(p: Predictions, tasks: list[str]) -> list[dict[str, Any]]:
-    """AUC, GAUC (weighted and not), log loss, calibration and counts, per task."""
+    """AUC, GAUC (weighted and not), log loss, calibration and counts, per task (one process;
+    `longseq.eval.dist_metrics.dist_window_metrics` returns the same rows over several)."""
     out = []
+    served = p.served_len.astype(np.int64)
+    requests = int(np.unique(p.request_id).size)
     for k, task in enumerate(tasks):
         y, s = p.labels[:, k], p.scores[:, k]
         g = gauc(y, s, p.user_id)
@@ -50,11 +53,11 @@ def window_metrics(p: Predictions, tasks: list[str]) -> list[dict[str, Any]]:
                 "gauc_users_excluded": g.groups_excluded,
                 "nll": log_loss(y, s),
                 "calibration": calibration(y, s),
-                "requests": int(np.unique(p.request_id).size),
+                "requests": requests,
                 "targets": int(y.size),
-                "users": int(np.unique(p.user_id).size),
-                "served_len_mean": float(p.served_len.mean()),
-                "served_len_max": int(p.served_len.max()),
+                "users": g.groups_used + g.groups_excluded,  # every user is one or the other
+                "served_len_mean": int(served.sum()) / served.size,
+                "served_len_max": int(served.max()),
             }
         )
     return out
@@ -116,9 +119,12 @@ def _rank_world() -> tuple[int, int]:
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate ``cfg.checkpoint`` on ``cfg.data`` at every window; write outputs to ``cfg.out``.
 
-    Under torchrun (an initialised process group) the batches are dealt over the ranks and the
-    predictions gathered on rank 0, which computes the metrics and writes the outputs; the numbers
-    are bit-identical to a one-process run. Returns the result on rank 0, ``{}`` elsewhere.
+    Under torchrun (an initialised process group) the batches are dealt over the ranks; each
+    rank keeps its own predictions and the metrics are computed collectively
+    (`longseq.eval.dist_metrics`, no rank holds all predictions), bit-identical to a one-process
+    run. Rank 0 writes ``eval.json``, ``eval.md`` and the plot; with ``save_predictions`` every
+    rank writes its part of ``predictions.parquet/``. Returns the result on rank 0, ``{}``
+    elsewhere.
     """
     from longseq.eval.ids import check_ids
     from longseq.parallel.checkpoint import verify_checkpoint
@@ -155,7 +161,18 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     windows: list[int | None] = list(cfg.windows) or [None]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    results, preds = [], []
+    results = []
+    writer = None
+    if cfg.save_predictions:
+        from longseq.eval.predictions_io import PredictionWriter, prepare_folder
+
+        if rank == 0:
+            prepare_folder(out / "predictions.parquet")
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # the folder is empty before any rank writes
+        writer = PredictionWriter(out / "predictions.parquet", rank, model.tasks)
     for w in windows:
         p = predict(
             model,
@@ -170,18 +187,23 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             device=device,
         )
         if world > 1:
-            p = gather_predictions(p)
-            if p is None:  # rank 0 computes the metrics and writes the outputs
-                continue
-        for r in window_metrics(p, model.tasks):
+            from longseq.eval.dist_metrics import dist_window_metrics
+
+            rows = dist_window_metrics(p, model.tasks)  # collective; the same rows on every rank
+        else:
+            rows = window_metrics(p, model.tasks)
+        for r in rows:
             served = w if w is not None else r["served_len_max"]
             r["window"] = served
             r["oracle"] = (
                 oracle_at(oracle, served) if r["task"] == (oracle or {}).get("task") else None
             )
             results.append(r)
-        if cfg.save_predictions:
-            preds.append((w, p))
+        if writer is not None:
+            writer.write(w, p)
+        del p
+    if writer is not None:
+        writer.close()
     if rank != 0:
         return {}
     result = {
@@ -212,8 +234,4 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         plot_auc_vs_window(result, out / "auc_vs_window.png")
     except Exception as e:  # a plot must never lose the numbers
         log.warning(f"plot skipped: {e}")
-    if cfg.save_predictions:
-        from longseq.eval.predictions_io import write_predictions
-
-        write_predictions(out / "predictions.parquet", preds, model.tasks)
     return result

@@ -1,18 +1,21 @@
-"""Score a split with a checkpointed model at a served window (no trainer needed)."""
+"""Score a split with a checkpointed model at a served window (no trainer needed).
+
+The reader, collation and the model (TorchRec) are imported when `predict` runs, so code that
+only handles `Predictions` (the metrics, spawned test ranks) stays light.
+"""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from longseq.data.collate import collate
-from longseq.data.reader import RequestReader
-from longseq.model.model import LongSeqModel
+if TYPE_CHECKING:
+    from longseq.model.model import LongSeqModel
 
 
 @dataclass
@@ -45,15 +48,21 @@ def predict(
 
     With ``world_size > 1`` this rank scores batches ``rank, rank + world_size, ...`` of the same
     unshuffled batch sequence a single process would score, so every request is scored in exactly
-    the same batch (same padding, same float reductions) as in a one-process run: gathered
-    predictions are bit-identical to the single-process ones. Rows carry ``batch_index`` order.
-    The price: every rank reads the whole split's Arrow data (only its own batches are collated
-    and scored), which is small next to scoring.
+    the same batch (same padding, same float reductions) as in a one-process run: each rank's
+    predictions are bit-identical to the single-process ones of its batches, and the metrics over
+    all ranks (`longseq.eval.dist_metrics`) equal the one-process metrics. Rows carry the
+    ``batch_index`` of their batch. The price: every rank reads the whole split's Arrow data
+    (only its own batches are collated and scored), which is small next to scoring.
 
     ``lockstep``: the model's lookups are collectives (sharded tables), so every rank runs the
     same number of forwards; a rank left without a batch in the last round re-scores one of the
     split's batches and discards the result. ``device``: where batches go (the tables' device).
     """
+    from tqdm import tqdm
+
+    from longseq.data.collate import collate
+    from longseq.data.reader import RequestReader
+
     reader = RequestReader(split_dir, batch_size, 0, 1, shuffle=False)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in Predictions.__dataclass_fields__}
     total = -(-reader.num_rows() // batch_size)
@@ -83,28 +92,12 @@ def predict(
             model(b if device is None else b.to(device))
     if not cols["labels"] and world_size == 1:
         raise ValueError(f"no requests to evaluate in {split_dir}")
-    return Predictions(**{k: _cat(v, k) for k, v in cols.items()})
+    return Predictions(**{k: _cat(v, k, len(model.tasks)) for k, v in cols.items()})
 
 
-def _cat(parts: list[np.ndarray], name: str) -> np.ndarray:
+def _cat(parts: list[np.ndarray], name: str, tasks: int) -> np.ndarray:
     if parts:
         return np.concatenate(parts)
-    return np.zeros((0, 0) if name in ("labels", "scores") else 0)
-
-
-def gather_predictions(p: Predictions) -> Predictions | None:
-    """All ranks' predictions on rank 0, in single-process order (None on other ranks)."""
-    import torch.distributed as dist
-
-    parts: list[Predictions] | None = (
-        [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-    )
-    dist.gather_object(p, parts, dst=0)
-    if parts is None:
-        return None
-    parts = [q for q in parts if q.request_id.size]
-    merged = {
-        k: np.concatenate([getattr(q, k) for q in parts]) for k in Predictions.__dataclass_fields__
-    }
-    order = np.argsort(merged["batch_index"], kind="stable")  # batches back in reading order
-    return Predictions(**{k: v[order] for k, v in merged.items()})
+    if name in ("labels", "scores"):
+        return np.zeros((0, tasks), dtype=np.float32)
+    return np.zeros(0, dtype=np.int64)

@@ -2,8 +2,9 @@
 
 At every ``eval_every`` steps that coincide with a checkpoint (and at the end when
 ``eval_at_end``), all training ranks evaluate that checkpoint together exactly as
-``torchrun -m longseq.eval`` would (batches dealt over the ranks, gathered on rank 0), rank 0
-writes ``<run_dir>/eval/step_<n>/`` (the final one also to ``<run_dir>/eval/``) and logs
+``torchrun -m longseq.eval`` would (batches dealt over the ranks, metrics computed by all ranks
+together without gathering predictions, `longseq.eval.dist_metrics`), rank 0 writes
+``<run_dir>/eval/step_<n>/`` (the final one also to ``<run_dir>/eval/``) and logs
 ``eval/auc/<task>@<window>`` etc. to ``metrics.jsonl``. Each evaluated checkpoint is also a
 candidate for ``checkpoints/best`` (`longseq.train.best`, ``trainer.best_metric``).
 """
