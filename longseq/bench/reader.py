@@ -13,6 +13,11 @@ length:
 * ``stream_w<N>``: the trainer's `BatchStream` (reader + Beta windows + collation) with N
   data-loader workers, steady state after the workers start, requests/s.
 
+And ``startup``: `RequestReader` start-up (constructing it: file list, row groups, schema check)
+on a split of many small files (10,000; tiny: 50), without and with the split's
+``_manifest.json`` (`longseq.data.manifest`), and the time to write the manifest from the footers
+(``python -m longseq.data.index``). Page cache warm in both cases.
+
 And ``stored``: bytes on disk per target of the request-level layout against the pointwise one
 (each target a row repeating its history), both as Parquet with the same writer settings, at
 histories 512, 2k and 10k (`longseq.bench.rlb_data.stored_bytes`: plain, zstd with a request's
@@ -41,6 +46,7 @@ from longseq.bench.rlb_data import VOCAB, request_table, stored_bytes
 from longseq.data.batcher import StreamSpec
 from longseq.data.collate import collate
 from longseq.data.format import SplitWriter
+from longseq.data.manifest import manifest_path, write_manifest
 from longseq.data.reader import RequestReader
 from longseq.data.stream import BatchStream
 from longseq.data.windows import WindowConfig
@@ -52,18 +58,21 @@ def grid(args: BenchArgs) -> dict[str, Any]:
     """Sizes of this mode: ``requests[length]`` rows per throughput data set."""
     if args.tiny:
         return dict(lengths=[64], requests={64: 256}, batch=32, workers=[0, 1],
-                    stored_lengths=[64], stored_requests=16)  # fmt: skip
+                    stored_lengths=[64], stored_requests=16, startup_files=50)  # fmt: skip
     if args.quick:
         return dict(lengths=[512, 2048], requests={512: 2048, 2048: 512}, batch=32,
-                    workers=[0, 2], stored_lengths=[512, 2048, 10240], stored_requests=64)  # fmt: skip
+                    workers=[0, 2], stored_lengths=[512, 2048, 10240], stored_requests=64,
+                    startup_files=10_000)  # fmt: skip
     return dict(lengths=[512, 2048, 10240], requests={512: 8192, 2048: 2048, 10240: 512},
                 batch=32, workers=[0, 1, 2, 4], stored_lengths=[512, 2048, 10240],
-                stored_requests=256)  # fmt: skip
+                stored_requests=256, startup_files=10_000)  # fmt: skip
 
 
-def write_split(root: Path, requests: int, length: int) -> Path:
+def write_split(
+    root: Path, requests: int, length: int, rows_per_file: int = 4096, row_group_size: int = 256
+) -> Path:
     """A data set folder with ``train/`` (as the generator writes it) and ``meta.json``."""
-    w = SplitWriter(root / "train", rows_per_file=4096, row_group_size=256)
+    w = SplitWriter(root / "train", rows_per_file=rows_per_file, row_group_size=row_group_size)
     for start in range(0, requests, 1024):
         n = min(1024, requests - start)
         t = request_table(n, TARGETS, length, seed=start)
@@ -135,6 +144,29 @@ def _throughput(split: Path, requests: int, g: dict[str, Any], reps: int) -> lis
     return rows
 
 
+def _startup(files: int, reps: int) -> list[dict[str, Any]]:
+    """Reader start-up on ``files`` files of 4 requests (2 row groups each), history 32."""
+    with tempfile.TemporaryDirectory(prefix="longseq-bench-startup-") as tmp:
+        split = write_split(Path(tmp), 4 * files, 32, rows_per_file=4, row_group_size=2)
+        manifest = manifest_path(split)
+        assert len(list(split.glob("*.parquet"))) == files and manifest.is_file()
+        rows = []
+        for stage in ("footers", "manifest"):
+            if stage == "footers":
+                manifest.rename(manifest.with_suffix(".off"))
+            times, reader = _timed(lambda: RequestReader(split, 32), reps)
+            if stage == "footers":
+                manifest.with_suffix(".off").rename(manifest)
+            rows.append({"part": "startup", "stage": stage, "files": files, "row_groups":
+                         len(reader.plan.groups), "seconds": statistics.median(times),
+                         "best_s": min(times), "reps_s": times})  # fmt: skip
+        times, _ = _timed(lambda: write_manifest(split), reps)
+        rows.append({"part": "startup", "stage": "index", "files": files, "row_groups":
+                     rows[0]["row_groups"], "seconds": statistics.median(times),
+                     "best_s": min(times), "reps_s": times})  # fmt: skip
+    return rows
+
+
 def run(args: BenchArgs) -> dict[str, Any]:
     """Measure; return the suite payload (``results``: one row per measurement)."""
     g = grid(args)
@@ -151,6 +183,8 @@ def run(args: BenchArgs) -> dict[str, Any]:
             print(f"[reader] L={length}: done", file=sys.stderr, flush=True)
     for length in g["stored_lengths"]:
         results.append({"part": "stored", **stored_bytes(g["stored_requests"], TARGETS, length)})
+    results += _startup(g["startup_files"], reps)
+    print(f"[reader] start-up on {g['startup_files']} files: done", file=sys.stderr, flush=True)
     return result_payload(
         args, "reader", {**g, "requests": {str(k): v for k, v in g["requests"].items()},
                          "reps_used": reps}, results, summarize(results),
@@ -159,15 +193,21 @@ def run(args: BenchArgs) -> dict[str, Any]:
             "stream_wN: one epoch of batches per repetition, after the first batch (worker "
             "start-up); on a 2-core machine worker processes compete with the main process",
             "requests_per_s: median of the repetitions; best_requests_per_s: the fastest",
+            "startup: constructing RequestReader (no row read), median seconds; page cache warm "
+            "(files just written): on a network file system reading the footers costs more",
         ],
     )  # fmt: skip
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Requests/s per stage and length; RLB/pointwise stored-bytes ratio per length."""
+    """Requests/s per stage and length; RLB/pointwise stored-bytes ratio per length; reader
+    start-up seconds without (footers) and with the manifest, and the speed-up."""
     tp = [r for r in results if r["part"] == "throughput"]
     st = [r for r in results if r["part"] == "stored"]
+    su = {r["stage"]: r["seconds"] for r in results if r["part"] == "startup"}
     return {
+        "startup_s": su,
+        "startup_speedup": su["footers"] / su["manifest"] if su else None,
         "requests_per_s": {f"{r['stage']}@{r['length']}": r["requests_per_s"] for r in tp},
         "stored_zstd_ratio": {str(r["length"]): r["zstd_ratio"] for r in st},
         "stored_zstd_ratio_dispersed": {str(r["length"]): r["zstd_ratio_dispersed"] for r in st},
@@ -199,6 +239,17 @@ def render(payload: dict[str, Any]) -> str:
             f"{r['zstd_pointwise_dispersed_per_target']:,.0f} | "
             f"{r['zstd_ratio_dispersed']:.3f} |"
         )
+    su = [r for r in payload["results"] if r["part"] == "startup"]
+    if su:
+        what = {"footers": "reader start-up, no manifest (every footer read)",
+                "manifest": "reader start-up with `_manifest.json`",
+                "index": "writing the manifest (`python -m longseq.data.index`)"}  # fmt: skip
+        lines += ["", f"Reader start-up on {su[0]['files']:,} small files "
+                  f"({su[0]['row_groups']:,} row groups; median seconds, page cache warm):", "",
+                  "| stage | seconds | best |", "|---|---|---|"]  # fmt: skip
+        lines += [f"| {what[r['stage']]} | {r['seconds']:.3f} | {r['best_s']:.3f} |" for r in su]
+        speedup = payload["summary"].get("startup_speedup")
+        lines += ["", f"Start-up speed-up with the manifest: {speedup:.1f}x"] if speedup else []
     lines += ["", f"Command: `{payload['command']}`"]
     return "\n".join(lines) + "\n"
 
@@ -212,6 +263,10 @@ def plot(payload: dict[str, Any], axes: Any) -> None:
         ax_t.plot([r["length"] for r in rows], [r["requests_per_s"] for r in rows], "o-",
                   label=stage)  # fmt: skip
     ax_t.set(xscale="log", yscale="log", xlabel="history length", ylabel="requests/s")
+    su = payload["summary"].get("startup_s")
+    if su:
+        ax_t.set_title(f"reader start-up: {su['footers']:.2f} s, {su['manifest']:.3f} s with the "
+                       "manifest", fontsize=8)  # fmt: skip
     st = sorted((r for r in payload["results"] if r["part"] == "stored"), key=lambda r: r["length"])
     xs = [r["length"] for r in st]
     for key, label in [

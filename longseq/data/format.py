@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from longseq.data.manifest import write_manifest
+
 HIST_COLUMNS: tuple[str, ...] = ("hist_item_id", "hist_category_id", "hist_action", "hist_ts")
 TGT_ID_COLUMNS: tuple[str, ...] = ("tgt_item_id", "tgt_category_id")
 #: ``tgt_*`` columns that are not task labels.
@@ -187,7 +189,9 @@ class SplitWriter:
 
     Rows are buffered until a full row group is available; a file holds at most
     ``rows_per_file`` rows (rounded up to whole row groups). :meth:`close` writes the last
-    partial row group and returns the files; a split without rows still gets one empty file.
+    partial row group and the folder's manifest (``_manifest.json``, `longseq.data.manifest`:
+    readers then start without reading every footer) and returns the files; a split without rows
+    still gets one empty file.
     """
 
     def __init__(
@@ -203,6 +207,7 @@ class SplitWriter:
         self.schema, self.compression = schema, compression
         self.rows_per_file, self.row_group_size = rows_per_file, row_group_size
         self.files: list[Path] = []
+        self._footers: list[pq.FileMetaData] = []  # one per closed file (for the manifest)
         self._buf: list[pa.Table] = []
         self._buffered = 0
         self._writer: pq.ParquetWriter | None = None
@@ -236,7 +241,9 @@ class SplitWriter:
         if self._writer is None or self._rows_in_file >= self.rows_per_file:
             self._close_file()
             path = self.folder / f"part-{len(self.files):05d}.parquet"
-            self._writer = pq.ParquetWriter(path, self.schema, compression=self.compression)
+            self._writer = pq.ParquetWriter(
+                path, self.schema, compression=self.compression, metadata_collector=self._footers
+            )
             self.files.append(path)
         self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self._rows_in_file += table.num_rows
@@ -247,9 +254,10 @@ class SplitWriter:
             self._writer, self._rows_in_file = None, 0
 
     def close(self) -> list[Path]:
-        """Flush the buffer, close the current file and return all files written."""
+        """Flush the buffer, close the current file, write the manifest; return the files."""
         if self._buffered or not self.files:
             self._write(pa.concat_tables(self._buf) if self._buf else self.schema.empty_table())
         self._buf, self._buffered = [], 0
         self._close_file()
+        write_manifest(self.folder, dict(zip(map(str, self.files), self._footers, strict=True)))
         return self.files

@@ -31,7 +31,8 @@ import pyarrow.parquet as pq
 
 from longseq.data.bad_rows import BadRow, BadRowLog, RowChecker
 from longseq.data.collate import cut_histories
-from longseq.data.shards import Piece, ShardPlan, list_parquet_files, row_groups
+from longseq.data.manifest import split_layout
+from longseq.data.shards import Piece, ShardPlan, list_parquet_files
 
 __all__ = ["RequestReader", "list_parquet_files", "planned_requests"]
 
@@ -82,8 +83,8 @@ class RequestReader:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         if not 0 <= rank < world_size or not 0 <= worker < max(num_workers, 1):
             raise ValueError(f"rank {rank}/{world_size}, worker {worker}/{num_workers}: bad ids")
-        self.split_dir = str(split_dir)
-        self.files = list_parquet_files(split_dir)
+        layout = split_layout(split_dir)  # its manifest, or every footer (names a bad file)
+        self.split_dir, self.files = str(split_dir), layout.files
         self.batch_size = batch_size
         self.rank, self.world_size = rank, world_size
         self.worker, self.num_workers = worker, max(num_workers, 1)
@@ -94,13 +95,12 @@ class RequestReader:
         self.hist_cut = 0  # requests whose history was cut to max_hist_len (windows loaded)
         core = {"request_id", "user_id", "request_ts", "hist_item_id", "tgt_item_id"}
         self._validate = on_bad_row == "skip" or columns is None or core <= set(columns)
-        groups = row_groups(self.files)  # reads every footer: names an unreadable file
         if self._validate:
-            self.checker.check_schemas(self.files)
+            layout.check_schemas(self.checker.tasks)
         part = rank * self.num_workers + worker
         parts = world_size * self.num_workers
         window_rows = max(shuffle_buffer, batch_size) if shuffle else 1
-        self.plan = ShardPlan(groups, part, parts, shuffle, seed, window_rows)
+        self.plan = ShardPlan(layout.groups, part, parts, shuffle, seed, window_rows)
         if infinite and self.plan.share == 0:
             raise ValueError(
                 f"{split_dir}: {self.plan.total_rows} requests cannot feed {world_size} ranks x "

@@ -26,6 +26,7 @@ from omegaconf import MISSING
 from scipy.special import expit
 
 from longseq.data.format import REQUEST_SCHEMA, SplitWriter
+from longseq.data.manifest import MANIFEST_NAME
 from longseq.datasets import oracle
 
 
@@ -260,6 +261,7 @@ def generate(cfg: SynthConfig, preset: str | None = None) -> dict[str, Any]:
     for split in ("train", "valid", "test"):  # parts of an earlier run would mix with this one
         for stale in (out / split).glob("part-*.parquet"):
             stale.unlink()
+        (out / split / MANIFEST_NAME).unlink(missing_ok=True)  # SplitWriter writes a new one
     names = ("train", "valid", "test") if g.is_valid.any() else ("train", "test")
     writers = {
         s: SplitWriter(out / s, REQUEST_SCHEMA, cfg.rows_per_file, cfg.row_group_size, cfg.compression)

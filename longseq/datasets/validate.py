@@ -11,6 +11,9 @@ its ``tgt_<task>`` column. Exit status 0 with a summary (files, requests, target
 with a message naming file, row group, row (and ``request_id``) and column otherwise. With
 ``max_errors=1`` (default) the scan stops at the first problem; with ``max_errors=N`` it scans
 everything, prints up to N problems and counts all of them (one per row, column and check).
+Every split's ``_manifest.json`` (`longseq.data.manifest`; optional) is checked against the files:
+the same files and sizes, the row count of every row group, the schemas; a mismatch names the file
+(``python -m longseq.data.index path=...`` rewrites a stale manifest).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from longseq.data.checks import (
     schema_problem,
 )
 from longseq.data.format import dataset_files, validate_table
+from longseq.data.manifest import MANIFEST_NAME, manifest_problems
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Report:
     row_groups: int = 0
     requests: int = 0
     targets: int = 0
+    manifests: int = 0  #: ``_manifest.json`` files checked
     num_problems: int = 0
     problems: list[str] = field(default_factory=list)  #: the first ``max_errors`` messages
     stopped_early: bool = False
@@ -76,7 +81,7 @@ class Report:
         ids = f"ids checked against {self.meta}" if self.meta else "no meta.json: ids only >= 0"
         counts = (
             f"{self.files} files, {self.row_groups} row groups, {self.requests:,} requests, "
-            f"{self.targets:,} targets"
+            f"{self.targets:,} targets, {self.manifests} manifest(s)"
         )
         if self.ok:
             return f"OK {self.path}: {counts} ({ids})"
@@ -191,18 +196,29 @@ def validate_path(
     bar = tqdm(files, desc="validate", unit="file", file=sys.stderr, disable=not progress)
     for f in bar:
         rep.files += 1
-        for msg in _check_file(f, rep, limits, tasks, stop):
-            rep.num_problems += 1
-            if len(rep.problems) < max(max_errors, 1):
-                rep.problems.append(msg)
-            if stop:
-                rep.stopped_early = True
-                break
+        _add(rep, _check_file(f, rep, limits, tasks, stop), max_errors)
         bar.set_postfix(problems=rep.num_problems)
         if rep.stopped_early:
             break
     bar.close()
+    manifests = sorted(Path(path).rglob(MANIFEST_NAME)) if Path(path).is_dir() else []
+    for m in manifests if not rep.stopped_early else []:  # after the rows: the lesser problem
+        rep.manifests += 1
+        _add(rep, iter(manifest_problems(m.parent)), max_errors)
+        if rep.stopped_early:
+            break
     return rep
+
+
+def _add(rep: Report, found: Iterator[str], max_errors: int) -> None:
+    """Count and keep the problems in ``found`` (only the first with ``max_errors=1``)."""
+    for msg in found:
+        rep.num_problems += 1
+        if len(rep.problems) < max(max_errors, 1):
+            rep.problems.append(msg)
+        if max_errors <= 1:
+            rep.stopped_early = True
+            return
 
 
 def _register() -> None:

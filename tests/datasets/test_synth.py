@@ -17,6 +17,7 @@ from scipy.special import logit
 
 from longseq.config import CONFIG_DIR
 from longseq.data.format import REQUEST_SCHEMA, validate_dataset
+from longseq.data.manifest import split_layout
 from longseq.datasets import oracle
 from longseq.datasets.synth import SynthConfig, generate
 
@@ -118,7 +119,10 @@ def test_fixed_length_and_streaming_layout(tmp_path):
     lens = {len(x) for x in _read(tmp_path / "train").column("hist_ts").to_pylist()}
     assert lens == {40}
     generate(make_config("tiny", tmp_path))  # rerun into the same folder: no stale parts
-    assert [f.name for f in (tmp_path / "train").iterdir()] == ["part-00000.parquet"]
+    assert sorted(f.name for f in (tmp_path / "train").iterdir()) == [
+        "_manifest.json", "part-00000.parquet"
+    ]  # fmt: skip
+    assert split_layout(tmp_path / "train").source == "manifest"  # the rewritten manifest
     assert validate_dataset(tmp_path) == 128
 
 

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from longseq.data.checks import row_problems
+from longseq.data.manifest import write_manifest
 from longseq.datasets.validate import validate_path
 
 BAD_FILE = "train/part-00000.parquet"
@@ -126,6 +127,9 @@ def test_max_errors_counts_every_problem(synth: Path, tmp_path: Path) -> None:
     path = bad / BAD_FILE
     table = _edit_list(pq.read_table(path), "hist_item_id", 0, lambda v: [-1] + v[1:])
     pq.write_table(table, path, row_group_size=32)
+    rep = validate_path(bad, max_errors=10)
+    assert rep.num_problems == 3 and f"{path}: " in rep.problems[2]  # the manifest: file rewritten
+    write_manifest(path.parent)
     rep = validate_path(bad, max_errors=10)
     assert rep.num_problems == 2 and len(rep.problems) == 2 and not rep.stopped_early
     assert "negative id" in rep.problems[0] and "(row group 0)" in rep.problems[0]

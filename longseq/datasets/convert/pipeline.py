@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from longseq.data.format import REQUEST_SCHEMA, SplitWriter
+from longseq.data.manifest import MANIFEST_NAME
 from longseq.datasets.convert.base import Context, Converter
 from longseq.datasets.convert.config import SPLITS, ConvertConfig, SplitConfig
 from longseq.datasets.convert.csvsource import iter_blocks
@@ -104,6 +105,7 @@ def convert(cfg: ConvertConfig, conv: Converter) -> dict[str, Any]:
     for split in SPLITS:  # parts of an earlier run would mix with this one
         for stale in (out / split).glob("part-*.parquet"):
             stale.unlink()
+        (out / split / MANIFEST_NAME).unlink(missing_ok=True)  # SplitWriter writes a new one
     tmp = Path(cfg.tmp) if cfg.tmp else out / "_buckets"
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -151,12 +151,14 @@ def test_cli_converts_and_reports_errors(kuai_raw: Path, tmp_path: Path) -> None
 def test_small_row_groups_and_files_hold_the_same_rows(kuai_raw: Path, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
+    from longseq.data.manifest import split_layout
     from longseq.datasets.validate import validate_path
 
     convert("kuairand", kuai_raw, tmp_path / "big")
     convert("kuairand", kuai_raw, tmp_path / "small", row_group_size=4, rows_per_file=10,
             hist_chunk_events=50)  # fmt: skip
-    assert validate_path(tmp_path / "small").ok
+    assert validate_path(tmp_path / "small").ok  # the manifests the converter wrote too
+    assert {split_layout(tmp_path / "small" / s).source for s in SPLITS} == {"manifest"}
     files = sorted((tmp_path / "small" / "train").glob("*.parquet"))
     assert len(files) > 2
     for f in files:
