@@ -157,6 +157,8 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
                 raise ValueError(f"entry {e['path']!r}: no schema {e['schema']}")
             if sum(e["row_groups"]) != e["rows"]:
                 raise ValueError(f"entry {e['path']!r}: row groups do not add up to 'rows'")
+        for text in m["schemas"]:
+            _decode(text)  # base64 and Arrow errors are ValueErrors
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
         raise ValueError(f"{path}: not a {FORMAT} manifest ({type(e).__name__}: {e})") from e
     return m
@@ -196,7 +198,7 @@ def split_layout(split_dir: str | Path, use_manifest: bool = True) -> SplitLayou
     try:
         m = read_manifest(path)
         why = stale_reason(m, split_dir, files)
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # OSError: a file removed since the listing
         why = str(e)
     if why is not None:
         warnings.warn(

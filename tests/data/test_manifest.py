@@ -156,9 +156,10 @@ def test_validate_catches_a_wrong_row_count_naming_the_file(split: Path) -> None
     name = split / m["files"][1]["path"]
     assert rep.problems[0] == f"{name}: row group 2 has 5 rows, {path} says 6"
     assert "1 manifest(s)" in rep.summary()
-    path.write_text("[]")
-    (msg,) = validate_path(split, max_errors=10).problems
-    assert msg.startswith(f"{path}: not a longseq.manifest.v1 manifest")
+    for garbled in ("[]", json.dumps({**m, "schemas": ["not base64 Arrow"]})):
+        path.write_text(garbled)
+        (msg,) = validate_path(split, max_errors=10).problems
+        assert msg.startswith(f"{path}: not a longseq.manifest.v1 manifest"), msg
 
 
 def test_schema_problems_are_found_from_the_manifest(tmp_path: Path) -> None:
