@@ -1,0 +1,46 @@
+"""Typed config of ``python -m longseq.serve`` (registered as ``serve_schema``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ServeDataConfig:
+    """The data set folder and split to score."""
+
+    path: str = MISSING
+    split: str = "test"
+    batch_size: int = 64
+
+
+@dataclass
+class ServeConfig:
+    """Batch scoring of a split with a checkpoint, through the serving path.
+
+    Attributes:
+        checkpoint: a ``step_<n>`` checkpoint folder, a pointer file
+            (``<run>/checkpoints/latest`` or ``best``) or a run dir (its latest checkpoint).
+            Loaded as the evaluation loads it (no code runs from the checkpoint).
+        data: the split to score (``data.path``/``data.split``), read ``data.batch_size``
+            requests at a time.
+        window: most recent history events served per request; 0 = the full stored history.
+        out: output folder; ``scores.parquet`` (one row per target) is written there.
+        progress: a progress bar on stderr (only when stderr is a terminal).
+        cache_mb: bound of the user-state cache in MiB (0: no cache). Keys are
+            ``(user_id, (history length, last event time, request time))``.
+    """
+
+    checkpoint: str = MISSING
+    data: ServeDataConfig = field(default_factory=ServeDataConfig)
+    window: int = 0
+    out: str = MISSING
+    progress: bool = True
+    cache_mb: float = 256.0
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="serve_schema", node=ServeConfig)

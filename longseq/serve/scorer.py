@@ -1,0 +1,215 @@
+"""`Scorer`: a checkpointed model for inference, its user side computed once per request.
+
+`Scorer.encode` turns one request's history into a `UserSide` (through a `UserStateCache` when
+given a version); `Scorer.score` scores any number of candidates against it. `score_requests`
+does both for every request of a `RequestBatch` (what ``python -m longseq.serve`` runs) and
+`score_batch` scores a whole batch at once without the cache. Scores are probabilities
+``[targets, tasks]`` and equal the evaluation's (`longseq.eval.predict.predict`) on the same
+checkpoint and data (tests/serve/test_parity.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from longseq.data.batch import HISTORY_KEYS, TARGET_KEYS, RequestBatch
+from longseq.data.collate import dt_buckets
+from longseq.model.model import LongSeqModel
+from longseq.model.user_side import (
+    UserSide,
+    encode_users,
+    history_tokens,
+    lookup,
+    score_targets,
+    split_logits,
+    target_tokens,
+)
+from longseq.serve.cache import UserStateCache
+
+
+def _own(obj: Any) -> Any:
+    """``obj`` with every tensor that views a larger storage copied out: a cached state must not
+    keep its whole batch's tensors alive."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone() if obj.untyped_storage().nbytes() > obj.nbytes else obj
+    if isinstance(obj, list | tuple):
+        return type(obj)(_own(x) for x in obj)
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return replace(obj, **{f.name: _own(getattr(obj, f.name)) for f in fields(obj)})
+    return obj
+
+
+def make_request(
+    hist_item_id: Sequence[int],
+    hist_category_id: Sequence[int],
+    hist_action: Sequence[int],
+    hist_ts: Sequence[int],
+    request_ts: int,
+    tgt_item_id: Sequence[int] = (),
+    tgt_category_id: Sequence[int] = (),
+    window: int | None = None,
+    user_id: int = 0,
+    request_id: int = 0,
+) -> RequestBatch:
+    """A one-request `RequestBatch` from raw arrays (history oldest -> newest, as stored;
+    docs/data-format.md). ``window``: serve only the most recent events. Candidates may be
+    empty (a batch to `Scorer.encode` only)."""
+    cols = [np.asarray(c, dtype=np.int64) for c in (hist_item_id, hist_category_id, hist_action)]
+    ts = np.asarray(hist_ts, dtype=np.int64)
+    if any(c.shape != ts.shape for c in cols) or ts.ndim != 1:
+        raise ValueError("hist_item_id, hist_category_id, hist_action, hist_ts: same length")
+    cols.append(dt_buckets(request_ts - ts))
+    if window is not None:
+        cols = [c[max(len(c) - window, 0) :] for c in cols]
+    tgt = [np.asarray(c, dtype=np.int64) for c in (tgt_item_id, tgt_category_id)]
+    if tgt[0].shape != tgt[1].shape:
+        raise ValueError("tgt_item_id and tgt_category_id must have the same length")
+    kjt = KeyedJaggedTensor.from_lengths_sync(
+        keys=list(HISTORY_KEYS + TARGET_KEYS),
+        values=torch.from_numpy(np.concatenate(cols + tgt)),
+        lengths=torch.tensor([len(cols[0])] * len(HISTORY_KEYS) + [len(tgt[0])] * 2),
+    )
+    k = len(tgt[0])
+    return RequestBatch(
+        sparse=kjt,
+        num_targets=torch.tensor([k]),
+        labels=torch.zeros(k, 0),
+        request_ids=torch.tensor([request_id]),
+        user_ids=torch.tensor([user_id]),
+        dense=torch.zeros(1, 0),
+    )
+
+
+class Scorer:
+    """Inference with a `LongSeqModel`: per-request user states, cached, then candidates.
+
+    Args:
+        model: the model (eval mode is set here).
+        cache_bytes: bound of the `UserStateCache` (``0``: no caching).
+        device: where the model runs (default: where its parameters are).
+    """
+
+    def __init__(
+        self, model: LongSeqModel, cache_bytes: int = 256 << 20, device: str | None = None
+    ) -> None:
+        self.device = torch.device(device) if device else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.cache = UserStateCache(cache_bytes)
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: str | Path, cache_mb: float = 256.0, device: str | None = None
+    ) -> Scorer:
+        """A `Scorer` of a checkpoint folder, pointer file or run dir (its latest checkpoint),
+        loaded as the evaluation loads it (manifest verified, no code run from the files)."""
+        from longseq.eval.load import load_model, resolve_checkpoint
+        from longseq.parallel.checkpoint import verify_checkpoint
+
+        ckpt = resolve_checkpoint(checkpoint)
+        meta = verify_checkpoint(ckpt)
+        scorer = cls(load_model(ckpt, meta), int(cache_mb * (1 << 20)), device)
+        scorer.checkpoint, scorer.meta = ckpt, meta
+        return scorer
+
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks, in the order of the score columns."""
+        return self.model.tasks
+
+    @torch.no_grad()
+    def score_batch(self, batch: RequestBatch) -> torch.Tensor:
+        """Probabilities ``[N, tasks]`` of every target of ``batch`` (all requests at once, no
+        cache)."""
+        return torch.sigmoid(split_logits(self.model, batch.to(self.device))).float().cpu()
+
+    @torch.no_grad()
+    def encode(
+        self, batch: RequestBatch, row: int = 0, version: Hashable | None = None
+    ) -> UserSide:
+        """The user state of request ``row`` of ``batch``.
+
+        With a ``version`` (anything hashable naming the served history, e.g. its length and
+        last event time) the state is looked up in, and stored into, the cache under
+        ``(user_id, version)``: a hit skips the lookup and the tower's user side."""
+        key = None if version is None else (int(batch.user_ids[row]), version)
+        if key is not None and (hit := self.cache.get(key)) is not None:
+            return hit
+        batch = batch.to(self.device)
+        emb = lookup(self.model, batch)
+        x, lengths, ids = history_tokens(self.model, emb, batch.sparse)
+        user = self._encode_row(x, lengths, ids, row)
+        if key is not None:
+            self.cache.put(key, user, user.nbytes())
+        return user
+
+    def _encode_row(self, x, lengths, ids, row: int) -> UserSide:
+        start = int(lengths[:row].sum())
+        end = start + int(lengths[row])
+        sub_ids = None if ids is None else ids[start:end]
+        return _own(encode_users(self.model, x[start:end], lengths[row : row + 1], sub_ids))
+
+    @torch.no_grad()
+    def score(
+        self,
+        user: UserSide,
+        item_ids: Sequence[int] | torch.Tensor,
+        category_ids: Sequence[int] | torch.Tensor,
+    ) -> torch.Tensor:
+        """Probabilities ``[K, tasks]`` of ``K`` candidates (item and category ids) for the
+        request whose state is ``user`` (from `encode`)."""
+        item = torch.as_tensor(item_ids, dtype=torch.int64).reshape(-1)
+        cat = torch.as_tensor(category_ids, dtype=torch.int64).reshape(-1)
+        if item.shape != cat.shape:
+            raise ValueError(f"{item.numel()} item ids but {cat.numel()} category ids")
+        k = item.numel()
+        kjt = KeyedJaggedTensor.from_lengths_sync(
+            keys=list(HISTORY_KEYS + TARGET_KEYS),
+            values=torch.cat([item, cat]),
+            lengths=torch.tensor([0] * len(HISTORY_KEYS) + [k, k]),
+        ).to(self.device)
+        xt, tgt_ids = target_tokens(self.model, self.model.ec(kjt), kjt)
+        logits = score_targets(self.model, user, xt, torch.tensor([k], device=self.device), tgt_ids)
+        return torch.sigmoid(logits).float().cpu()
+
+    @torch.no_grad()
+    def score_requests(
+        self, batch: RequestBatch, versions: Sequence[Hashable] | None = None
+    ) -> torch.Tensor:
+        """Probabilities ``[N, tasks]`` of every target of ``batch``, request by request: each
+        request's user state from the cache under ``(user_id, versions[r])`` or encoded (and
+        stored), then its candidates scored against it. One lookup serves the whole batch."""
+        b = batch.batch_size
+        if versions is not None and len(versions) != b:
+            raise ValueError(f"{len(versions)} versions for {b} requests")
+        batch = batch.to(self.device)
+        emb = lookup(self.model, batch)
+        xt, tgt_ids = target_tokens(self.model, emb, batch.sparse)
+        users: list[UserSide | None] = [None] * b
+        keys = [None] * b
+        if versions is not None:
+            uids = batch.user_ids.tolist()
+            keys = [(u, v) for u, v in zip(uids, versions, strict=True)]
+            users = [self.cache.get(k) for k in keys]
+        if any(u is None for u in users):
+            x, lengths, ids = history_tokens(self.model, emb, batch.sparse)
+            for r in range(b):
+                if users[r] is None:
+                    users[r] = self._encode_row(x, lengths, ids, r)
+                    if keys[r] is not None:
+                        self.cache.put(keys[r], users[r], users[r].nbytes())
+        nt = batch.num_targets
+        ends = torch.cumsum(nt, 0).tolist()
+        out = []
+        for r, user in enumerate(users):
+            s, e = ends[r] - int(nt[r]), ends[r]
+            sub_ids = None if tgt_ids is None else tgt_ids[s:e]
+            out.append(score_targets(self.model, user, xt[s:e], nt[r : r + 1], sub_ids))
+        logits = torch.cat(out) if out else xt.new_zeros(0, len(self.tasks))
+        return torch.sigmoid(logits).float().cpu()
