@@ -68,6 +68,14 @@ def _work(rank: int, world: int) -> dict:
     out = {}
     for name in CASES:
         out[name] = dist_window_metrics(rank_share(make_case(name), name, rank, world), TASKS)
+    real = dist.get_backend
+    dist.get_backend = lambda group=None: "nccl"  # as on GPU machines: a gloo group of its own
+    try:
+        out["own_group"] = dist_window_metrics(
+            rank_share(make_case("ties"), "ties", rank, world), TASKS
+        )
+    finally:
+        dist.get_backend = real
     big = [(rank + 1) << 2000, -(3**700) * (rank + 1), rank - 1, 0]
     out["allreduce"] = allreduce_exact(big)
     dest = np.arange(7) % world
@@ -96,6 +104,12 @@ def test_equals_one_process_bit_for_bit(ranks, name):
     want = window_metrics(make_case(name), TASKS)
     for rank in range(world):
         assert _canon(out[rank][name]) == _canon(want), (world, rank)
+
+
+def test_a_gloo_group_of_its_own_beside_nccl(ranks):
+    world, out = ranks
+    for rank in range(world):
+        assert _canon(out[rank]["own_group"]) == _canon(out[rank]["ties"])
 
 
 def test_the_cases_cover_what_they_claim():
