@@ -7,7 +7,7 @@ hashed onto ``targets / 64`` users (so every user's targets lie on several ranks
 rounded to 1e-4 (ties), labels drawn with the score as probability. The targets come in chunks
 of 2**18 dealt round-robin over the ranks; each rank generates only its own chunks, so the data
 set is the same at every world size. Per world size, spawned gloo ranks
-(`longseq.parallel.spawn`) compute the metrics of `longseq.eval.evaluate.window_metrics`:
+(`longseq.parallel.spawn`) compute the metrics of `longseq.eval.window.window_metrics`:
 
 * ``single`` (1 process): `window_metrics` on every target;
 * ``dist``: `longseq.eval.dist_metrics.dist_window_metrics`, the evaluator's path (no rank holds
@@ -87,8 +87,8 @@ def _gather_metrics(p: Any) -> list[dict[str, Any]] | None:
     """The previous evaluator: predictions gathered on rank 0, which computes the metrics."""
     import torch.distributed as dist
 
-    from longseq.eval.evaluate import window_metrics
     from longseq.eval.predict import Predictions
+    from longseq.eval.window import window_metrics
 
     parts: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
     dist.gather_object(p, parts, dst=0)
@@ -107,7 +107,7 @@ def _worker(rank: int, world: int, path: str, g: dict[str, Any]) -> dict[str, An
     import torch.distributed as dist
 
     from longseq.eval.dist_metrics import dist_window_metrics
-    from longseq.eval.evaluate import window_metrics
+    from longseq.eval.window import window_metrics
 
     base = _rss_mib()
     p = make_share(g["targets"], g["chunk"], rank, world)

@@ -2,7 +2,7 @@
 
 Each rank holds the predictions it scored (`longseq.eval.predict.Predictions`); no rank ever holds
 all of them. Per window and task, `dist_window_metrics` returns on every rank the same row as the
-one-process `longseq.eval.evaluate.window_metrics`, **bit-identical** for any split of the
+one-process `longseq.eval.window.window_metrics`, **bit-identical** for any split of the
 targets over any number of ranks, because every metric is a ratio of exact, additive sums
 (`longseq.metrics`) that are added exactly over the ranks and rounded once:
 
@@ -154,7 +154,7 @@ def dist_auc_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[int, int, i
 
 
 def dist_window_metrics(p: Predictions, tasks: list[str]) -> list[dict[str, Any]]:
-    """`longseq.eval.evaluate.window_metrics` over the predictions of every rank (each rank
+    """`longseq.eval.window.window_metrics` over the predictions of every rank (each rank
     passes its own); the same rows on every rank. Collective."""
     world = dist.get_world_size()
     n = int(p.request_id.size)

@@ -7,14 +7,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from longseq.eval.config import EvalConfig
 from longseq.eval.load import load_model, resolve_checkpoint
-from longseq.eval.predict import Predictions, predict
+from longseq.eval.predict import predict
+from longseq.eval.window import window_metrics
 from longseq.log import get_logger
-from longseq.metrics import auc, calibration, gauc, log_loss
 
 log = get_logger("longseq.eval")
 
@@ -32,35 +31,6 @@ def oracle_at(oracle: dict[str, Any] | None, window: int) -> dict[str, float] | 
     w = min(window, int(oracle["hist_len_max"]))
     cands = [e for e in oracle["windows"] if int(e["window"]) <= w]
     return max(cands, key=lambda e: int(e["window"])) if cands else None
-
-
-def window_metrics(p: Predictions, tasks: list[str]) -> list[dict[str, Any]]:
-    """AUC, GAUC (weighted and not), log loss, calibration and counts, per task (one process;
-    `longseq.eval.dist_metrics.dist_window_metrics` returns the same rows over several)."""
-    out = []
-    served = p.served_len.astype(np.int64)
-    requests = int(np.unique(p.request_id).size)
-    for k, task in enumerate(tasks):
-        y, s = p.labels[:, k], p.scores[:, k]
-        g = gauc(y, s, p.user_id)
-        out.append(
-            {
-                "task": task,
-                "auc": auc(y, s),
-                "gauc": g.gauc,
-                "gauc_unweighted": g.gauc_unweighted,
-                "gauc_users": g.groups_used,
-                "gauc_users_excluded": g.groups_excluded,
-                "nll": log_loss(y, s),
-                "calibration": calibration(y, s),
-                "requests": requests,
-                "targets": int(y.size),
-                "users": g.groups_used + g.groups_excluded,  # every user is one or the other
-                "served_len_mean": int(served.sum()) / served.size,
-                "served_len_max": int(served.max()),
-            }
-        )
-    return out
 
 
 def _fmt(v: Any) -> str:

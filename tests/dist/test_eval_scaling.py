@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from longseq.eval.predict import Predictions
+from longseq.eval.window import window_metrics
 from longseq.parallel.spawn import run_ranks
 
 pytestmark = pytest.mark.dist
@@ -98,8 +99,6 @@ def ranks(request) -> tuple[int, list[dict]]:
 
 @pytest.mark.parametrize("name", CASES)
 def test_equals_one_process_bit_for_bit(ranks, name):
-    from longseq.eval.evaluate import window_metrics
-
     world, out = ranks
     want = window_metrics(make_case(name), TASKS)
     for rank in range(world):
@@ -113,8 +112,6 @@ def test_a_gloo_group_of_its_own_beside_nccl(ranks):
 
 
 def test_the_cases_cover_what_they_claim():
-    from longseq.eval.evaluate import window_metrics
-
     few = window_metrics(make_case("few"), TASKS)
     assert np.isnan(few[1]["auc"]) and np.isnan(few[1]["calibration"])
     ties = window_metrics(make_case("ties"), TASKS)[0]
