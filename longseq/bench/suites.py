@@ -4,8 +4,7 @@ Read by ``python -m longseq.bench`` (the ``suite=`` choices and the order of ``s
 the report generator (`longseq.bench.report`: which result files exist, section order and
 titles) and by the plots (`longseq.bench.plots`). Every function is named as
 ``"module:function"`` and imported on first use, so importing this table loads nothing heavy
-(only ``rlb``, ``reader``, ``trainer`` and ``eval_scale`` load torchrec or pyarrow, and only
-when they run).
+(only ``rlb``, ``reader`` and ``trainer`` load torchrec or pyarrow, and only when they run).
 
 How to add one: write ``longseq/bench/<name>.py`` with ``run(args: BenchArgs) -> payload`` (build
 the payload with `longseq.bench.common.result_payload`), a markdown renderer and a plotter
@@ -88,7 +87,7 @@ SUITES: dict[str, Suite] = {
     ),
     "eval_scale": Suite(
         "Evaluation metrics over N processes: distributed against gathered on rank 0",
-        2,
+        0,
         "longseq.bench.eval_scale:run",
         "longseq.bench.eval_scale:render",
         "longseq.bench.eval_scale:plot",
