@@ -161,8 +161,13 @@ def dist_window_metrics(p: Predictions, tasks: list[str]) -> list[dict[str, Any]
     labels = p.labels.reshape(n, len(tasks))
     scores = p.scores.reshape(n, len(tasks))
     served = p.served_len.astype(np.int64)
-    served_max = torch.tensor([int(served.max()) if n else -1], dtype=torch.int64)
-    dist.all_reduce(served_max, op=dist.ReduceOp.MAX, group=metrics_group())
+    bad = not (np.isfinite(scores).all() and np.isfinite(labels).all())
+    head = torch.tensor([int(served.max()) if n else -1, int(bad)], dtype=torch.int64)
+    dist.all_reduce(head, op=dist.ReduceOp.MAX, group=metrics_group())
+    served_max, bad_somewhere = head.tolist()
+    if bad_somewhere:  # raised on every rank: none is left waiting in a collective
+        where = "this rank's" if bad else "another rank's"
+        raise ValueError(f"scores or labels contain NaN or inf ({where} predictions)")
     # GAUC, users and requests: each user's targets meet on one rank
     uids = np.asarray(p.user_id, dtype=np.int64)
     cols = [uids, np.asarray(p.request_id, dtype=np.int64), scores, (labels > 0.5).view(np.uint8)]
@@ -199,7 +204,7 @@ def dist_window_metrics(p: Predictions, tasks: list[str]) -> list[dict[str, Any]
                 "targets": targets,
                 "users": g.used + g.excluded,
                 "served_len_mean": served_sum / targets,
-                "served_len_max": int(served_max),
+                "served_len_max": served_max,
             }
         )
     return rows

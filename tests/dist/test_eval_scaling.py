@@ -77,6 +77,13 @@ def _work(rank: int, world: int) -> dict:
         )
     finally:
         dist.get_backend = real
+    bad = rank_share(make_case("ties"), "ties", rank, world)
+    if rank == world - 1:
+        bad.scores[:1] = np.nan
+    try:
+        dist_window_metrics(bad, TASKS)
+    except ValueError as e:
+        out["nan"] = str(e)
     big = [(rank + 1) << 2000, -(3**700) * (rank + 1), rank - 1, 0]
     out["allreduce"] = allreduce_exact(big)
     dest = np.arange(7) % world
@@ -109,6 +116,15 @@ def test_a_gloo_group_of_its_own_beside_nccl(ranks):
     world, out = ranks
     for rank in range(world):
         assert _canon(out[rank]["own_group"]) == _canon(out[rank]["ties"])
+
+
+def test_a_nan_on_one_rank_is_an_error_on_every_rank(ranks):
+    world, out = ranks
+    for rank in range(world):
+        where = "this" if rank == world - 1 else "another"
+        assert (
+            out[rank]["nan"] == f"scores or labels contain NaN or inf ({where} rank's predictions)"
+        )
 
 
 def test_the_cases_cover_what_they_claim():
