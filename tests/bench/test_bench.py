@@ -194,7 +194,7 @@ def test_cli_rejects_bad_arguments():
 
 def test_suite_table():
     """One table: the CLI's choices, the run order of ``all`` and the report read it."""
-    assert run_order() == ("scaling", "kernel", "serve", "reader", "rlb", "trainer")
+    assert run_order() == ("scaling", "kernel", "serve", "eval_scale", "reader", "rlb", "trainer")
     assert set(run_order()) == set(SUITES)
     for suite in ("scaling", "kernel", "serve"):  # the torch-only ones: cheap to import
         for part in ("run", "render", "plot"):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "convert"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "datasets" / "convert"))
 from raw_fixtures import write_kuairand  # noqa: E402
 
 pytestmark = pytest.mark.e2e
