@@ -34,7 +34,7 @@ class BenchArgs:
 
     Attributes:
         suite: a name in `longseq.bench.suites.SUITES` (``scaling``, ``rlb``, ``kernel``,
-            ``serve``, ``reader``, ``trainer``) or ``all``.
+            ``serve``, ``eval_scale``, ``reader``, ``trainer``) or ``all``.
         quick: small grid (all suites in a few minutes on 2 CPU cores).
         device: ``cpu`` or ``cuda``.
         out: result folder (``<out>/<suite>.json`` and ``.png``).

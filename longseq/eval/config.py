@@ -27,7 +27,8 @@ class EvalConfig:
             Loaded without running code from it (`longseq.parallel.safe_load`).
         windows: most-recent events served per request; empty = the full stored history.
         out: output folder for ``eval.json``, ``eval.md`` and ``auc_vs_window.png``.
-        save_predictions: also write ``predictions.parquet`` (one row per target/task/window).
+        save_predictions: also write ``predictions.parquet/``, a folder with one part per rank
+            (``part-<rank>.parquet``; one row per target/task/window).
         sharded: under torchrun, shard the embedding tables over the ranks (TorchRec DMP, the
             trainer's sharding code) instead of replicating the model on every rank: for tables
             that do not fit one process. Results equal the replicated evaluation's.
