@@ -32,6 +32,8 @@ class ServeConfig:
         progress: a progress bar on stderr (only when stderr is a terminal).
         cache_mb: bound of the user-state cache in MiB (0: no cache). Keys are
             ``(user_id, (history length, last event time, request time))``.
+        threads: torch intra-op threads (0: torch's default). The per-request path runs many
+            small operations; on oversubscribed CPUs 1 thread is faster and steadier.
     """
 
     checkpoint: str = MISSING
@@ -40,6 +42,7 @@ class ServeConfig:
     out: str = MISSING
     progress: bool = True
     cache_mb: float = 256.0
+    threads: int = 0
 
 
 def register() -> None:

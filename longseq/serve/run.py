@@ -42,6 +42,8 @@ def _check(cfg: ServeConfig) -> Path:
         raise ValueError(f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
     if cfg.window < 0:
         raise ValueError(f"window must be >= 0 (0: the full stored history), got {cfg.window}")
+    if cfg.threads < 0:
+        raise ValueError(f"threads must be >= 0 (0: torch's default), got {cfg.threads}")
     if cfg.cache_mb < 0:
         raise ValueError(f"cache_mb must be >= 0, got {cfg.cache_mb}")
     split_dir = Path(cfg.data.path) / cfg.data.split
@@ -64,6 +66,10 @@ def serve(cfg: ServeConfig) -> dict[str, Any]:
     from longseq.serve.scorer import Scorer
 
     split_dir = _check(cfg)
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     scorer = Scorer.from_checkpoint(cfg.checkpoint, cfg.cache_mb)
     check_ids(split_dir, scorer.meta["tables"])
     tasks = scorer.tasks

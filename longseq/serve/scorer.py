@@ -10,6 +10,7 @@ checkpoint and data (tests/serve/test_parity.py).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
@@ -114,7 +115,10 @@ class Scorer:
 
         ckpt = resolve_checkpoint(checkpoint)
         meta = verify_checkpoint(ckpt)
-        scorer = cls(load_model(ckpt, meta), int(cache_mb * (1 << 20)), device)
+        with warnings.catch_warnings():  # a one-process DCP load is intended
+            warnings.filterwarnings("ignore", message=r"torch.distributed is disabled")
+            model = load_model(ckpt, meta)
+        scorer = cls(model, int(cache_mb * (1 << 20)), device)
         scorer.checkpoint, scorer.meta = ckpt, meta
         return scorer
 

@@ -36,7 +36,9 @@ def test_cli_scores_the_split_as_eval_does(ckpt: Path, tiny_data: Path, tmp_path
     from longseq.parallel.checkpoint import verify_checkpoint
 
     out = tmp_path / "out"
-    proc = _serve(f"checkpoint={ckpt}", f"data.path={tiny_data}", f"out={out}", "window=64")
+    proc = _serve(
+        f"checkpoint={ckpt}", f"data.path={tiny_data}", f"out={out}", "window=64", "threads=1"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "requests/s" in proc.stdout and "candidates/s" in proc.stdout
     got = pq.read_table(out / "scores.parquet")
