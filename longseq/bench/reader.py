@@ -3,7 +3,7 @@
     python -m longseq.bench suite=reader [quick=true] [tiny=false] [reps=5] [out=benchmarks/results/cpu]
 
 On synthetic request-level data (`longseq.bench.rlb_data.request_table`, 16 targets per request),
-written as a split by `longseq.data.format.SplitWriter` (zstd, row groups of 256), per history
+written as a split by `longseq.data.writer.SplitWriter` (zstd, row groups of 256), per history
 length:
 
 * ``parquet``: pyarrow reading every row group (the ceiling of any reader);
@@ -45,11 +45,11 @@ from longseq.bench.common import BenchArgs, result_payload
 from longseq.bench.rlb_data import VOCAB, request_table, stored_bytes
 from longseq.data.batcher import StreamSpec
 from longseq.data.collate import collate
-from longseq.data.format import SplitWriter
 from longseq.data.manifest import manifest_path, write_manifest
 from longseq.data.reader import RequestReader
 from longseq.data.stream import BatchStream
 from longseq.data.windows import WindowConfig
+from longseq.data.writer import SplitWriter
 
 TARGETS = 16
 

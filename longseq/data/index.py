@@ -5,7 +5,7 @@
 A folder with ``meta.json``, or with a ``train`` / ``valid`` / ``test`` sub-folder, is a data set:
 each sub-folder holding Parquet files gets its ``_manifest.json`` (`longseq.data.manifest`); any
 other folder is one split. The generator and the converters write manifests themselves
-(`longseq.data.format.SplitWriter`); run this after adding, removing or rewriting files, or for
+(`longseq.data.writer.SplitWriter`); run this after adding, removing or rewriting files, or for
 data from another tool. Exit status 0 with one line per manifest written; 2 with a message
 naming the path or file otherwise.
 """

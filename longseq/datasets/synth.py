@@ -25,8 +25,9 @@ import pyarrow as pa
 from omegaconf import MISSING
 from scipy.special import expit
 
-from longseq.data.format import REQUEST_SCHEMA, SplitWriter
+from longseq.data.format import REQUEST_SCHEMA
 from longseq.data.manifest import MANIFEST_NAME
+from longseq.data.writer import SplitWriter
 from longseq.datasets import oracle
 
 

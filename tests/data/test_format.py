@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from longseq.data.format import (
     CORE_TYPES,
     REQUEST_SCHEMA,
-    SplitWriter,
     task_names,
     validate_dataset,
     validate_table,
 )
+from longseq.data.writer import SplitWriter
 
 
 def make_rows(n: int, seed: int = 0, min_hist: int = 0) -> list[dict]:

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from longseq.data.format import REQUEST_SCHEMA, SplitWriter
+from longseq.data.format import REQUEST_SCHEMA
+from longseq.data.writer import SplitWriter
 from longseq.data.index import index_path, split_folders
 from longseq.data.manifest import (
     MANIFEST_NAME,

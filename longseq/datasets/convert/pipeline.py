@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from longseq.data.format import REQUEST_SCHEMA, SplitWriter
+from longseq.data.format import REQUEST_SCHEMA
 from longseq.data.manifest import MANIFEST_NAME
+from longseq.data.writer import SplitWriter
 from longseq.datasets.convert.base import Context, Converter
 from longseq.datasets.convert.config import SPLITS, ConvertConfig, SplitConfig
 from longseq.datasets.convert.csvsource import iter_blocks
