@@ -13,7 +13,6 @@ stderr (all of them without a log file; the first `STDERR_LINES` per reader with
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,8 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from longseq.data.config import POLICIES
 from longseq.data.checks import find_meta, id_limits, row_problems, schema_problem
+from longseq.data.config import POLICIES
+from longseq.log import get_logger
+
+log = get_logger("longseq.data")
 
 #: With a log file, stderr gets this many bad-row lines per reader, then one pointer to the file.
 STDERR_LINES = 10
@@ -67,11 +69,10 @@ class BadRowLog:
                 f.write("".join(json.dumps(asdict(r)) + "\n" for r in records))
         for r in records:
             if not self.path or self.printed < STDERR_LINES:
-                print(f"[longseq.data] skipped bad request: {r.message()}", file=sys.stderr)
+                log.warning(f"skipped bad request: {r.message()}")
             elif self.printed == STDERR_LINES:
-                print(f"[longseq.data] further skipped requests: see {self.path}", file=sys.stderr)
+                log.warning(f"further skipped requests: see {self.path}")
             self.printed += 1
-        sys.stderr.flush()
 
 
 class RowChecker:

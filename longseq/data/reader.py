@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,9 @@ from longseq.data.bad_rows import BadRow, BadRowLog, RowChecker
 from longseq.data.collate import cut_histories
 from longseq.data.manifest import split_layout
 from longseq.data.shards import Piece, ShardPlan, list_parquet_files
+from longseq.log import get_logger
+
+log = get_logger("longseq.data")
 
 __all__ = ["RequestReader", "list_parquet_files", "planned_requests"]
 
@@ -181,12 +183,10 @@ class RequestReader:
         if self.max_hist_len > 0 and "hist_item_id" in t.column_names:
             t, n = cut_histories(t, self.max_hist_len)
             if n and not self.hist_cut:
-                print(
-                    f"[longseq.data] {p.path} (row group {p.row_group}): {n} request(s) with "
+                log.warning(
+                    f"{p.path} (row group {p.row_group}): {n} request(s) with "
                     f"more than data.max_hist_len={self.max_hist_len} history events cut to "
-                    "their most recent ones (reported once per reader; counted in hist_cut)",
-                    file=sys.stderr,
-                    flush=True,
+                    "their most recent ones (reported once per reader; counted in hist_cut)"
                 )
             self.hist_cut += n
         return t, bad

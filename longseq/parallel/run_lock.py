@@ -14,10 +14,13 @@ import fcntl
 import json
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from longseq.log import get_logger
+
+log = get_logger("longseq.parallel")
 
 
 class RunDirLocked(RuntimeError):
@@ -70,11 +73,9 @@ class RunDirLock:
                 state = "alive but no longer holding the lock"
             elif old.get("host") != socket.gethostname():
                 state = "no longer holding the lock"
-            print(
-                f"[longseq] taking over the stale lock {self.path} of pid {old['pid']} on host "
-                f"{old.get('host', '?')} (started {old.get('started', '?')}; {state})",
-                file=sys.stderr,
-                flush=True,
+            log.warning(
+                f"taking over the stale lock {self.path} of pid {old['pid']} on host "
+                f"{old.get('host', '?')} (started {old.get('started', '?')}; {state})"
             )
         info = {
             "host": socket.gethostname(),

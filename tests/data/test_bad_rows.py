@@ -17,6 +17,7 @@ import torch
 from longseq.data.config import DataConfig
 from longseq.data.reader import RequestReader
 from longseq.data.stream import build_train_stream
+from longseq.log import setup_logging
 
 BAD_FILE = "train/part-00000.parquet"
 GROUP, ROW = 1, 3  # row 3 of row group 1 (row groups of 32 rows in the tiny preset)
@@ -83,6 +84,7 @@ def _epoch_ids(split: Path, **kw) -> list[int]:
 def test_each_bad_kind_errors_clearly_or_is_skipped_and_reported(
     tiny_data: Path, tmp_path: Path, kind: str, capfd: pytest.CaptureFixture
 ) -> None:
+    setup_logging(0)  # warnings go to stderr as under the CLIs
     bad = tmp_path / "bad"
     rid = _corrupt(tiny_data, bad, kind)
     column, what, _ = KINDS[kind]
@@ -112,6 +114,7 @@ def test_skip_without_log_file_reports_on_stderr_and_counts(
 ) -> None:
     """Training stream: the count is in the position, each drop is a stderr line, batches stay
     full and resumption stays exact across the skipped request."""
+    setup_logging(0)  # warnings go to stderr as under the CLIs
     bad = tmp_path / "bad"
     rid = _corrupt(tiny_data, bad, "label_value")
     cfg = DataConfig(path=str(bad), batch_size=6, shuffle_buffer=16, on_bad_row="skip")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from longseq.log import setup_logging
 from longseq.parallel.pointers import latest_checkpoint, resolve_checkpoint
 
 
@@ -97,6 +98,7 @@ def test_trainer_range_checks_name_the_key(key: str, value: int):
 
 
 def test_run_dir_lock_refuses_a_second_holder_and_takes_over_a_dead_one(tmp_path, capsys):
+    setup_logging(0)  # warnings go to stderr as under the CLIs
     from longseq.parallel.run_lock import RunDirLock, RunDirLocked
 
     with RunDirLock(tmp_path):
@@ -155,6 +157,7 @@ def test_best_tracker_keeps_the_best_and_resumes_its_value(tmp_path: Path):
 
 
 def test_long_histories_are_cut_to_max_hist_len(tiny_data: Path, capsys):
+    setup_logging(0)  # warnings go to stderr as under the CLIs
     from longseq.data.reader import RequestReader
 
     full = RequestReader(tiny_data / "train", 200, shuffle=False, max_hist_len=-1)
