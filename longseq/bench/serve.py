@@ -1,11 +1,19 @@
-"""Suite ``serve``: scoring one request with a long history and K candidates (inference mode).
+"""Suite ``serve``: one request with a long history and K candidates, timed on the serving path.
 
-The STCA tower of the ``default`` experiment (d=128, 4 heads, 3 layers, FFN depth 2) scores one
-request: the user side (``encode_history``: the per-layer history FFN + LayerNorm, done once per
-request) and the whole tower for K candidates, both attention forms. Reported: user-side time,
-time per K, the marginal cost per extra candidate (least-squares slope of time against K),
-candidates/s, and cost(K_max) / cost(1). The tower only: embedding lookup, feature fetch and
-heads are not included. Plain torch only.
+The STCA tower of the ``default`` experiment (d=128, 4 heads, 3 layers, FFN depth 2) in each
+attention form, as the paper's tower (``kv``, ...) and with the model's recipe (``kv+recipe``,
+...: id-match bias and count channel, the default of a `LongSeqModel`), through the tower
+protocol as `longseq.serve.Scorer` calls it: ``encode_user`` once (the user side: history FFNs + LN and the
+keys/values projections of every layer), then ``score(state, K candidates)``. Per K:
+
+* **miss**: ``encode_user`` + ``score`` (the user state not cached; the whole request);
+* **hit**: ``score`` against a cached state (what `longseq.serve.UserStateCache` saves).
+
+Reported: user-side time, miss and hit time per K, the marginal cost per candidate (least-squares
+slope of the hit time against K), candidates/s, cost(K_max) / cost(1), and the hit speed-up.
+When TorchRec is importable, the whole `Scorer` path (embedding lookup, tokens, tower, heads) of
+the recipe variants is timed too at K = 1 and K_max (``summary[variant]["model"]``). The tower part is plain torch (this
+module imports no TorchRec: it runs on a torch-only machine).
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ from longseq.bench.timing import measure_interleaved
 from longseq.model.stca import STCAConfig, STCATower
 
 FORMS = ("absorbed", "kv", "sdpa")
+#: the model's STCA recipe (`longseq.model.model.RECIPE`, not imported: it loads TorchRec)
+RECIPE = {"match_bias": True, "count_channel": True}
+VOCAB = {"items": 100_000, "categories": 1_000}
 
 
 def grid(args: BenchArgs) -> dict[str, Any]:
@@ -39,6 +50,58 @@ def _slope(xs: list[int], ys: list[float]) -> tuple[float, float]:
     return slope, my - slope * mx
 
 
+def _model_fns(cfg: STCAConfig, g: dict[str, Any], args: BenchArgs) -> dict[str, Any]:
+    """The `Scorer` path (lookup + tokens + tower + heads) at K = 1 and K_max; {} without
+    TorchRec."""
+    try:
+        from longseq.model.embeddings import TableSizes
+        from longseq.model.model import LongSeqModel, ModelConfig
+        from longseq.serve import Scorer, make_request
+    except ImportError:
+        return {}
+    torch.manual_seed(0)
+    mcfg = ModelConfig(tower="stca", stca=cfg)
+    sizes = TableSizes(VOCAB["items"], VOCAB["categories"], 8)
+    model = LongSeqModel(mcfg, sizes, ["click"]).to(args.torch_device, args.torch_dtype)
+    scorer = Scorer(model, cache_bytes=0)
+    n, k_max = g["length"], g["candidates"][-1]
+    gen = torch.Generator().manual_seed(1)
+    ints = lambda hi, m: torch.randint(0, hi, (m,), generator=gen).tolist()  # noqa: E731
+    ts = sorted(ints(10**6, n))
+    req = make_request(ints(sizes.num_items, n), ints(sizes.num_categories, n), ints(8, n), ts,
+                       10**6 + 60)  # fmt: skip
+    items, cats = ints(sizes.num_items, k_max), ints(sizes.num_categories, k_max)
+    with torch.inference_mode():
+        state = scorer.encode(req)
+    fns: dict[str, Any] = {"model encode": lambda: scorer.encode(req)}
+    for k in (1, k_max):
+        fns[f"model miss K={k}"] = lambda k=k: scorer.score(scorer.encode(req), items[:k], cats[:k])
+        fns[f"model hit K={k}"] = lambda k=k: scorer.score(state, items[:k], cats[:k])
+    return fns
+
+
+def _recipe_notes(summary: dict[str, Any], k: int) -> list[str]:
+    """One line per form: the recipe variant's numbers (the table shows the paper's tower)."""
+    out = []
+    for form, s in summary.items():
+        r = s.get("recipe")
+        if not r:
+            continue
+        line = (
+            f"{form}+recipe: user side {r['user_side_s'] * 1e3:.1f} ms, K={k} / K=1 "
+            f"{r['cost_ratio_max_vs_1']:.2f}x, marginal {r['marginal_s_per_candidate'] * 1e3:.3f} "
+            f"ms/candidate, cache hit at K=1 {r['hit_speedup_at_1']:.1f}x faster than a miss"
+        )
+        if m := r.get("model"):
+            line += (
+                f"; Scorer end to end: encode {m['encode'] * 1e3:.1f} ms, K=1 miss "
+                f"{m['miss_K=1'] * 1e3:.1f} / hit {m['hit_K=1'] * 1e3:.1f} ms, K={k} miss "
+                f"{m[f'miss_K={k}'] * 1e3:.1f} / hit {m[f'hit_K={k}'] * 1e3:.1f} ms"
+            )
+        out.append(line)
+    return out
+
+
 def run(args: BenchArgs) -> dict[str, Any]:
     """Run the suite; return the JSON payload."""
     g = grid(args)
@@ -50,47 +113,82 @@ def run(args: BenchArgs) -> dict[str, Any]:
     hist = torch.randn(1, length, d, device=dev, dtype=dtype)
     mask = torch.ones(1, length, dtype=torch.bool, device=dev)
     cands = torch.randn(1, max(ks), d, device=dev, dtype=dtype)
-    for form in FORMS:
+    hist_ids = torch.randint(0, 50, (1, length, 2), device=dev)
+    tgt_ids = torch.randint(0, 50, (1, max(ks), 2), device=dev)
+    variants = {**{f: (f, {}) for f in FORMS}, **{f"{f}+recipe": (f, RECIPE) for f in FORMS}}
+    for form, (attention, recipe) in variants.items():
         cfg = STCAConfig(d_model=d, num_heads=g["num_heads"], num_layers=g["num_layers"],
-                         ffn_depth=g["ffn_depth"], attention=form)  # fmt: skip
+                         ffn_depth=g["ffn_depth"], attention=attention, **recipe)  # fmt: skip
         torch.manual_seed(0)
         tower = STCATower(cfg).to(dev, dtype).eval()
-        fns: dict[str, Any] = {"user_side": lambda tw=tower: tw.encode_history(hist)}
-        for k in ks:
-            fns[f"K={k}"] = lambda tw=tower, k=k: tw(hist, mask, cands[:, :k])
         with torch.inference_mode():
-            timings = measure_interleaved(fns, args.reps, args.warmup, dev)
+            state = tower.encode_user(hist, mask, hist_ids)
+
+        def encode(tw=tower):
+            return tw.encode_user(hist, mask, hist_ids)
+
+        fns: dict[str, Any] = {"user_side": encode}
+        for k in ks:
+            c, ci = cands[:, :k], tgt_ids[:, :k]
+            fns[f"miss K={k}"] = lambda tw=tower, c=c, ci=ci: tw.score(encode(tw), c, ci)
+            fns[f"hit K={k}"] = lambda tw=tower, s=state, c=c, ci=ci: tw.score(s, c, ci)
+        model_fns = {} if args.tiny or not recipe else _model_fns(cfg, g, args)
+        with torch.inference_mode():
+            timings = measure_interleaved({**fns, **model_fns}, args.reps, args.warmup, dev)
         user = timings.pop("user_side")
         results.append({"form": form, "part": "user_side", "length": length,
                         "median_s": user.median_s, "reps_s": user.reps_s})  # fmt: skip
-        totals = []
+        miss, hit = [], []
         for k in ks:
-            tm = timings[f"K={k}"]
-            totals.append(tm.median_s)
+            m, h = timings[f"miss K={k}"], timings[f"hit K={k}"]
+            miss.append(m.median_s)
+            hit.append(h.median_s)
             results.append({"form": form, "part": "request", "length": length, "candidates": k,
-                            "median_s": tm.median_s, "reps_s": tm.reps_s,
-                            "candidates_per_s": k / tm.median_s})  # fmt: skip
-        slope, intercept = _slope(ks, totals)
-        summary[form] = {
+                            "median_s": m.median_s, "reps_s": m.reps_s,
+                            "candidates_per_s": k / m.median_s,
+                            "hit_median_s": h.median_s, "hit_reps_s": h.reps_s,
+                            "hit_candidates_per_s": k / h.median_s})  # fmt: skip
+        slope, intercept = _slope(ks, hit)
+        entry = {
             "user_side_s": user.median_s,
             "marginal_s_per_candidate": slope,
             "intercept_s": intercept,
-            "cost_ratio_max_vs_1": totals[-1] / totals[0],
+            "cost_ratio_max_vs_1": miss[-1] / miss[0],
             "max_candidates": ks[-1],
-            "user_side_fraction_at_1": user.median_s / totals[0],
-            "candidates_per_s_at_max": ks[-1] / totals[-1],
+            "user_side_fraction_at_1": user.median_s / miss[0],
+            "candidates_per_s_at_max": ks[-1] / miss[-1],
+            "hit_speedup_at_1": miss[0] / hit[0],
+            "hit_speedup_at_max": miss[-1] / hit[-1],
+            "hit_candidates_per_s_at_max": ks[-1] / hit[-1],
         }
+        if model_fns:
+            entry["model"] = {
+                name.removeprefix("model ").replace(" ", "_"): t.median_s
+                for name, t in timings.items()
+                if name.startswith("model ")
+            }
+        if recipe:  # nested: the report's table and target read the paper's tower per form
+            summary[attention]["recipe"] = entry
+        else:
+            summary[form] = entry
     return result_payload(
         args,
         "serve",
-        config={**g, "forms": list(FORMS), "dtype": args.resolved_dtype},
+        config={**g, "forms": list(FORMS), "dtype": args.resolved_dtype, "recipe": RECIPE},
         results=results,
         summary=summary,
         notes=[
             "inference mode, one request (batch 1), every history slot valid",
-            "user_side = STCATower.encode_history (history FFN + LN of every layer); in the kv "
-            "form the K/V projections are user-side too but run inside the attention call",
-            "marginal_s_per_candidate = least-squares slope of request time against K",
-            "tower only: no embedding lookup, feature fetch or heads",
+            "form = the paper's tower in that attention form; form+recipe = with the model's "
+            "default id-match bias and count channel (an additive score bias: the sdpa form "
+            "then passes it as an attention mask)",
+            "user_side = STCATower.encode_user: every layer's history FFN + LN and its "
+            "TargetAttention.project (keys/values; X̃ itself in the absorbed form)",
+            "request (miss) = encode_user + score(K); hit = score(K) against a cached state",
+            "marginal_s_per_candidate = least-squares slope of the hit time against K",
+            *_recipe_notes(summary, ks[-1]),
+            "summary[form].recipe.model (when TorchRec is importable): longseq.serve.Scorer end to end "
+            "(embedding lookup, tokens, tower, heads; vocab "
+            f"{VOCAB['items']} items): encode, miss and hit at K=1 and K_max",
         ],
     )
