@@ -67,6 +67,8 @@ def make_request(
     if any(c.shape != ts.shape for c in cols) or ts.ndim != 1:
         raise ValueError("hist_item_id, hist_category_id, hist_action, hist_ts: same length")
     cols.append(dt_buckets(request_ts - ts))
+    if window is not None and window < 1:
+        raise ValueError(f"window must be >= 1 events (None: the whole history), got {window}")
     if window is not None:
         cols = [c[max(len(c) - window, 0) :] for c in cols]
     tgt = [np.asarray(c, dtype=np.int64) for c in (tgt_item_id, tgt_category_id)]

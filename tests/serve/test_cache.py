@@ -122,3 +122,5 @@ def test_make_request_equals_collated_row(tiny_data: Path, table) -> None:
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="same length"):
         make_request([1, 2], [1], [0, 0], [5, 6], 10)
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        make_request([1], [1], [0], [5], 10, window=0)
