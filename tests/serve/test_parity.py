@@ -14,6 +14,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from common import CONFIGS, build, save  # noqa: E402
 
+#: the evaluation's one-process load (intended) warns through DCP
+pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+
 #: largest |serve - eval| seen per config (printed with -s)
 MAX_DIFF: dict[str, float] = {}
 
