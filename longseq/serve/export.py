@@ -1,0 +1,319 @@
+"""Export the candidate-scoring graph with `torch.export`: a ``.pt2`` loadable without longseq.
+
+`CandidateScorer` is the candidate side of a checkpointed STCA model (padded layout, any
+attention form: ``kv``, ``absorbed``, ``sdpa``) as a pure-torch module: the item and category
+tables copied out of the TorchRec EmbeddingCollection into plain `nn.Embedding`, the target
+tokens, the tower's ``score`` and the heads. Its inputs are a user state flattened into tensors
+(`flatten_state`, in the order of `state_names`) followed by the candidates' raw ids
+``tgt_item_id`` / ``tgt_category_id`` int64 ``[B, K]``; its output is probabilities
+``[B, K, tasks]``. `export_scorer` exports it with dynamic ``B``, ``K`` (candidates) and ``L``
+(history length) and writes the ``.pt2`` (``torch.export.save``) with a JSON manifest in its
+extra files (``manifest.json``: input names, tasks, form). Loading it needs torch only::
+
+    ep = torch.export.load("scorer.pt2")
+    probs = ep.module()(*state_tensors, tgt_item_id, tgt_category_id)
+
+The user state is computed by longseq (`longseq.serve.Scorer.encode`) and sent with the request.
+Every history slot of the state must be a real event (no padding: one request per state, or
+requests of equal history length stacked). docs/serving.md, "Export".
+
+CLI: ``python -m longseq.serve.export checkpoint=<run dir | pointer | step> out=<file.pt2>``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from longseq.model.model import LongSeqModel
+from longseq.model.stca import STCAState, STCATower
+
+#: the candidates' raw id inputs, after the state's tensors
+CANDIDATE_INPUTS = ("tgt_item_id", "tgt_category_id")
+
+#: the user side's raw history inputs (`UserEncoder`)
+HISTORY_INPUTS = ("hist_item_id", "hist_category_id", "hist_action", "hist_dt_bucket")
+
+
+class _AllValid:
+    """A history mask whose every slot is valid, standing in for ``hist_mask`` in the graph.
+
+    The attention's fast path asks ``bool(hist_mask.all())``; on a traced input that is a
+    data-dependent branch `torch.export` refuses. With no padding the answer is ``True``, known
+    at export time, and the count channel gets a ones tensor of the mask's shape."""
+
+    def __init__(self, batch: int, length: int, device: torch.device) -> None:
+        self.ones = torch.ones(batch, length, dtype=torch.bool, device=device)
+
+    def all(self) -> bool:
+        """Every slot is valid."""
+        return True
+
+    def __getitem__(self, idx: Any) -> torch.Tensor:
+        return self.ones[idx]
+
+
+def _stca(model: LongSeqModel) -> STCATower:
+    tower = model.interaction.tower
+    if not isinstance(tower, STCATower) or tower.layout != "padded":
+        raise ValueError(
+            f"export covers the STCA tower in the padded layout; this model's tower is "
+            f"{type(tower).__name__} ({tower.layout})"
+        )
+    return tower
+
+
+def state_names(model: LongSeqModel) -> list[str]:
+    """Names of the flattened user-state inputs of `CandidateScorer`, in order."""
+    tower = _stca(model)
+    cfg = tower.cfg
+    names = []
+    for i in range(cfg.num_layers):
+        names += [f"x_{i}"] if cfg.attention == "absorbed" else [f"k_{i}", f"v_{i}"]
+    if cfg.position_bias or cfg.count_channel:
+        names.append("positions")
+    if cfg.match_bias:
+        names.append("hist_ids")
+    return names
+
+
+def flatten_state(state: STCAState) -> tuple[torch.Tensor, ...]:
+    """A padded `STCAState` -> its tensors in the order of `state_names` (mask dropped)."""
+    out: list[torch.Tensor] = []
+    for layer in state.layers:
+        out += list(layer) if isinstance(layer, tuple | list) else [layer]
+    out += [t for t in (state.positions, state.hist_ids) if t is not None]
+    return tuple(out)
+
+
+class CandidateScorer(nn.Module):
+    """The candidate side of an STCA model over plain tensors (see the module doc).
+
+    ``forward(*state, tgt_item_id, tgt_category_id)`` -> probabilities ``[B, K, tasks]``.
+    """
+
+    def __init__(self, model: LongSeqModel) -> None:
+        super().__init__()
+        self.tower = _stca(model)
+        self.cfg = self.tower.cfg
+        self.names = state_names(model)
+        tables = model.ec.embeddings
+        self.item = nn.Embedding.from_pretrained(tables["item"].weight.detach().clone())
+        self.category = nn.Embedding.from_pretrained(tables["category"].weight.detach().clone())
+        self.tokens = model.interaction.tokens
+        self.head = model.interaction.head
+
+    def unflatten(self, state: tuple[torch.Tensor, ...]) -> STCAState:
+        """Flat state tensors (`state_names` order) -> an `STCAState` with an all-valid mask."""
+        parts = dict(zip(self.names, state, strict=True))
+        m = self.cfg.num_layers
+        if self.cfg.attention == "absorbed":
+            layers = [parts[f"x_{i}"] for i in range(m)]
+        else:
+            layers = [(parts[f"k_{i}"], parts[f"v_{i}"]) for i in range(m)]
+        first = state[0]
+        b = first.shape[0]
+        length = first.shape[2] if self.cfg.attention == "sdpa" else first.shape[1]
+        mask = _AllValid(b, length, first.device)
+        return STCAState(
+            layers=layers,
+            hist_mask=mask,  # type: ignore[arg-type]
+            positions=parts.get("positions"),
+            hist_ids=parts.get("hist_ids"),
+        )
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """``(*state, tgt_item_id [B,K], tgt_category_id [B,K])`` -> ``[B, K, tasks]``."""
+        *state, item, category = inputs
+        xt = self.tokens.target(self.item(item), self.category(category))  # [B,K,d]
+        tgt_ids = torch.stack([item, category], -1) if self.cfg.match_bias else None
+        z = self.tower.score(self.unflatten(tuple(state)), xt, tgt_ids)
+        return torch.sigmoid(self.head(torch.cat([z, xt], dim=-1)))
+
+
+class UserEncoder(nn.Module):
+    """The user side of an STCA model over plain tensors: raw history ids -> the flat state.
+
+    ``forward(hist_item_id, hist_category_id, hist_action, hist_dt_bucket)``, each int64
+    ``[B, L]`` (oldest -> newest, every slot a real event; ``dt_bucket`` as
+    `longseq.data.collate.dt_buckets` computes it) -> the state tensors in `state_names` order.
+    """
+
+    def __init__(self, model: LongSeqModel) -> None:
+        super().__init__()
+        self.tower = _stca(model)
+        tables = model.ec.embeddings
+        self.tables = nn.ModuleList(
+            nn.Embedding.from_pretrained(tables[n].weight.detach().clone())
+            for n in ("item", "category", "action", "dt_bucket")
+        )
+        self.tokens = model.interaction.tokens
+
+    def forward(self, *ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(hist_item_id, hist_category_id, hist_action, hist_dt_bucket)`` -> flat state."""
+        item, category, action, dt = (t(i) for t, i in zip(self.tables, ids, strict=True))
+        b, length = ids[0].shape
+        pos = torch.arange(length - 1, -1, -1, device=ids[0].device).expand(b, length)
+        tok = self.tokens
+        side = tok.side_proj(torch.cat([action, dt, tok.pos(pos)], -1))
+        hist = tok.hist_norm(tok.item_proj(torch.cat([item, category], -1)) + side)
+        mask = torch.ones(b, length, dtype=torch.bool, device=hist.device)
+        state = self.tower.encode_user(hist, mask, torch.stack([ids[0], ids[1]], -1))
+        return flatten_state(state)
+
+
+def _example(model: LongSeqModel, b: int = 2, k: int = 3, length: int = 5):
+    """Example inputs (a random history through the tower's ``encode_user``) and their dims."""
+    tower = _stca(model)
+    d = tower.cfg.d_model
+    gen = torch.Generator().manual_seed(0)
+    hist = torch.randn(b, length, d, generator=gen)
+    mask = torch.ones(b, length, dtype=torch.bool)
+    ids = torch.randint(0, 3, (b, length, 2), generator=gen)
+    with torch.no_grad():
+        state = flatten_state(tower.encode_user(hist, mask, ids))
+    cand = tuple(torch.randint(0, 3, (b, k), generator=gen) for _ in CANDIDATE_INPUTS)
+    return state + cand
+
+
+def _dynamic_shapes(model: LongSeqModel) -> tuple:
+    """``B``, ``K`` and ``L`` of every input (`state_names` + `CANDIDATE_INPUTS`)."""
+    big_b, big_k, big_l = (torch.export.Dim(n, min=1, max=1 << 20) for n in ("B", "K", "L"))
+    form = _stca(model).cfg.attention
+    shapes = []
+    for name in state_names(model):
+        if name[0] in "kv" and form == "sdpa":  # [B, h, L, d_h]
+            shapes.append({0: big_b, 2: big_l})
+        else:  # [B, L, ...]
+            shapes.append({0: big_b, 1: big_l})
+    shapes += [{0: big_b, 1: big_k}] * len(CANDIDATE_INPUTS)
+    return tuple(shapes)
+
+
+def manifest(model: LongSeqModel) -> dict[str, Any]:
+    """What a loader needs to call the package: its inputs in order, outputs, tasks."""
+    cfg = _stca(model).cfg
+    return {
+        "format": "longseq-candidate-scorer/1",
+        "inputs": state_names(model) + list(CANDIDATE_INPUTS),
+        "user_inputs": list(HISTORY_INPUTS),
+        "output": "probabilities [B, K, tasks]",
+        "tasks": list(model.tasks),
+        "tower": "stca",
+        "attention": cfg.attention,
+        "num_layers": cfg.num_layers,
+        "d_model": cfg.d_model,
+    }
+
+
+def user_path(out: str | Path) -> Path:
+    """Where `export_model` writes the user side next to the candidate side ``out``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".user.pt2")
+
+
+def aoti_path(path: str | Path) -> Path:
+    """Where ``aoti=True`` writes the AOTInductor package of the exported program ``path``."""
+    path = Path(path)
+    return path.with_name(path.stem + ".aoti.pt2")
+
+
+def _save(ep: torch.export.ExportedProgram, path: Path, extra: dict, aoti: bool) -> None:
+    torch.export.save(ep, path, extra_files=extra)
+    if aoti:  # needs a C++ compiler; about 35 s per program on a busy 2-core CPU
+        torch._inductor.aoti_compile_and_package(ep, package_path=str(aoti_path(path)))
+
+
+def export_model(
+    model: LongSeqModel, out: str | Path, user_side: bool = True, aoti: bool = False
+) -> Path:
+    """Export ``model``'s candidate side (dynamic ``B``, ``K``, ``L``) to the ``.pt2`` ``out``
+    and, with ``user_side``, its `UserEncoder` (dynamic ``B``, ``L``) to `user_path` ``(out)``.
+    ``aoti``: also compile each with AOTInductor to `aoti_path` of it (load with
+    ``torch._inductor.aoti_load_package``)."""
+    model = model.cpu().eval()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"manifest.json": json.dumps(manifest(model), indent=1)}
+    with torch.no_grad():
+        ep = torch.export.export(
+            CandidateScorer(model).eval(),
+            _example(model),
+            dynamic_shapes={"inputs": _dynamic_shapes(model)},
+            strict=False,
+        )
+        _save(ep, out, extra, aoti)
+        if user_side:
+            big_b, big_l = (torch.export.Dim(n, min=1, max=1 << 20) for n in ("B", "L"))
+            gen = torch.Generator().manual_seed(0)
+            ids = tuple(torch.randint(0, 2, (2, 5), generator=gen) for _ in HISTORY_INPUTS)
+            shapes = ({0: big_b, 1: big_l},) * len(HISTORY_INPUTS)
+            ep = torch.export.export(
+                UserEncoder(model).eval(), ids, dynamic_shapes={"ids": shapes}, strict=False
+            )
+            _save(ep, user_path(out), extra, aoti)
+    return out
+
+
+def export_scorer(
+    checkpoint: str | Path, out: str | Path, user_side: bool = True, aoti: bool = False
+) -> Path:
+    """Export the candidate side (and user side) of a checkpoint (folder, pointer or run dir)
+    to ``out`` (and `user_path` ``(out)``); see `export_model`."""
+    from longseq.serve.scorer import Scorer
+
+    model = Scorer.from_checkpoint(checkpoint, cache_mb=0).model
+    return export_model(model, out, user_side, aoti)
+
+
+@dataclass
+class ExportConfig:
+    """``python -m longseq.serve.export``: the candidate-scoring graph of a checkpoint.
+
+    Attributes:
+        checkpoint: a ``step_<n>`` checkpoint folder, a pointer file or a run dir.
+        out: the ``.pt2`` file of the candidate side.
+        user_side: also write the user side (`UserEncoder`) to ``<out stem>.user.pt2``.
+        aoti: also compile each program with AOTInductor to ``<stem>.aoti.pt2`` (needs a C++
+            compiler; tens of seconds per program on CPU).
+    """
+
+    checkpoint: str = "???"
+    out: str = "???"
+    user_side: bool = True
+    aoti: bool = False
+
+
+def register() -> None:
+    """Register `ExportConfig` as ``serve_export_schema`` in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="serve_export_schema", node=ExportConfig)
+
+
+def _main() -> None:
+    import hydra
+    from omegaconf import OmegaConf
+
+    from longseq.config import CONFIG_DIR
+
+    register()
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="serve_export")
+    def main(cfg) -> None:
+        from longseq._quiet import quiet_known_warnings
+
+        quiet_known_warnings()
+        job: ExportConfig = OmegaConf.to_object(cfg)
+        print(export_scorer(job.checkpoint, job.out, job.user_side, job.aoti))
+
+    main()
+
+
+if __name__ == "__main__":
+    _main()
