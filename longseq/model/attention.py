@@ -23,9 +23,15 @@ ATTENTION_FORMS = ("kv", "absorbed", "sdpa")
 Projected = tuple[torch.Tensor, torch.Tensor] | torch.Tensor
 
 
-def _mask_scores(scores: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
+def all_valid(hist_mask: torch.Tensor | None) -> bool:
+    """Whether every history slot is an event: ``hist_mask=None`` says so without a data-dependent
+    check (what a traced or exported graph passes for a state without padding)."""
+    return hist_mask is None or bool(hist_mask.all())
+
+
+def _mask_scores(scores: torch.Tensor, hist_mask: torch.Tensor | None) -> torch.Tensor:
     """Softmax over history positions; rows with an empty history get all-zero weights."""
-    if bool(hist_mask.all()):  # every slot valid (fixed-length histories): no mask to apply
+    if all_valid(hist_mask):  # every slot valid (fixed-length histories): no mask to apply
         return torch.softmax(scores, dim=-1)
     m = hist_mask[:, None, None, :]  # [B,1,1,L]
     scores = scores.masked_fill(~m, torch.finfo(scores.dtype).min)
@@ -75,12 +81,13 @@ class TargetAttention(nn.Module):
         self,
         q: torch.Tensor,
         state: Projected,
-        hist_mask: torch.Tensor,
+        hist_mask: torch.Tensor | None,
         match: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Padded: queries ``q [B,T,d]`` over ``state = project(X̃)`` with ``hist_mask [B,L]``
-        -> ``[B,T,d]``; ``match [B,T,L,F]`` / ``positions [B,L]`` feed the layer's bias."""
+        (None: no padding) -> ``[B,T,d]``; ``match [B,T,L,F]`` / ``positions [B,L]`` feed the
+        layer's bias."""
         b, t, _ = q.shape
         qh = self.w_q(q).view(b, t, self.h, self.dh)
         scale = 1.0 / math.sqrt(self.dh)
@@ -138,7 +145,7 @@ def _sdpa(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    hist_mask: torch.Tensor,
+    hist_mask: torch.Tensor | None,
     bias: torch.Tensor | None,
 ) -> torch.Tensor:
     """``scaled_dot_product_attention`` over ``[B,h,*,*]``; no mask when every slot is valid.
@@ -147,7 +154,7 @@ def _sdpa(
     it is only built when some slot is padding. An empty history attends to one dummy slot and
     its output is zeroed.
     """
-    if bool(hist_mask.all()):
+    if all_valid(hist_mask):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     has = hist_mask.any(1)
     mask = hist_mask.clone()

@@ -119,10 +119,13 @@ class AttentionBias(nn.Module):
         return torch.sigmoid(GAIN * (self.count_pos_w(pe) + self.count_tau))
 
     def count_padded(
-        self, match: torch.Tensor, positions: torch.Tensor, hist_mask: torch.Tensor
+        self, match: torch.Tensor, positions: torch.Tensor, hist_mask: torch.Tensor | None
     ) -> torch.Tensor:
-        """``match [B,T,L,F]``, ``positions`` / ``hist_mask [B,L]`` -> ``[B,T,d]``."""
-        g = self.window(positions) * hist_mask[..., None].to(self.count_tau.dtype)  # [B,L,h]
+        """``match [B,T,L,F]``, ``positions`` / ``hist_mask [B,L]`` (None: no padding) ->
+        ``[B,T,d]``."""
+        g = self.window(positions)  # [B,L,h]
+        if hist_mask is not None:
+            g = g * hist_mask[..., None].to(self.count_tau.dtype)
         c = torch.einsum("btlf,blh->bthf", match.to(g.dtype), g)
         return self.count_proj(torch.log1p(c).flatten(2))
 

@@ -68,7 +68,8 @@ class STCAState(UserState):
     Attributes:
         layers: per layer, `TargetAttention.project` of ``X̃_i``: ``(K_i, V_i)`` (``kv``,
             ``sdpa``, and any form in the jagged layout) or ``X̃_i`` (``absorbed``).
-        hist_mask: ``[B, L]`` (padded layout; ``None`` in the jagged one).
+        hist_mask: ``[B, L]`` (padded layout; ``None`` in the jagged one, or for a padded state
+            without padding, e.g. one request's, which is what an exported graph scores).
         hist_lengths: ``[B]`` (jagged layout; ``None`` in the padded one).
         positions: each event's distance from the newest (position bias / count channel).
         hist_ids: the events' (item, category) ids (match bias).

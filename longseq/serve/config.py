@@ -7,14 +7,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-
-@dataclass
-class ServeDataConfig:
-    """The data set folder and split to score."""
-
-    path: str = MISSING
-    split: str = "test"
-    batch_size: int = 64
+from longseq.eval.config import EvalDataConfig
 
 
 @dataclass
@@ -26,7 +19,7 @@ class ServeConfig:
             (``<run>/checkpoints/latest`` or ``best``) or a run dir (its latest checkpoint).
             Loaded as the evaluation loads it (no code runs from the checkpoint).
         data: the split to score (``data.path``/``data.split``), read ``data.batch_size``
-            requests at a time.
+            requests at a time (the evaluation's data config).
         window: most recent history events served per request; 0 = the full stored history.
         out: output folder; ``scores.parquet`` (one row per target) is written there.
         progress: a progress bar on stderr (only when stderr is a terminal).
@@ -37,7 +30,7 @@ class ServeConfig:
     """
 
     checkpoint: str = MISSING
-    data: ServeDataConfig = field(default_factory=ServeDataConfig)
+    data: EvalDataConfig = field(default_factory=EvalDataConfig)
     window: int = 0
     out: str = MISSING
     progress: bool = True

@@ -40,24 +40,6 @@ CANDIDATE_INPUTS = ("tgt_item_id", "tgt_category_id")
 HISTORY_INPUTS = ("hist_item_id", "hist_category_id", "hist_action", "hist_dt_bucket")
 
 
-class _AllValid:
-    """A history mask whose every slot is valid, standing in for ``hist_mask`` in the graph.
-
-    The attention's fast path asks ``bool(hist_mask.all())``; on a traced input that is a
-    data-dependent branch `torch.export` refuses. With no padding the answer is ``True``, known
-    at export time, and the count channel gets a ones tensor of the mask's shape."""
-
-    def __init__(self, batch: int, length: int, device: torch.device) -> None:
-        self.ones = torch.ones(batch, length, dtype=torch.bool, device=device)
-
-    def all(self) -> bool:
-        """Every slot is valid."""
-        return True
-
-    def __getitem__(self, idx: Any) -> torch.Tensor:
-        return self.ones[idx]
-
-
 def _stca(model: LongSeqModel) -> STCATower:
     tower = model.interaction.tower
     if not isinstance(tower, STCATower) or tower.layout != "padded":
@@ -109,20 +91,17 @@ class CandidateScorer(nn.Module):
         self.head = model.interaction.head
 
     def unflatten(self, state: tuple[torch.Tensor, ...]) -> STCAState:
-        """Flat state tensors (`state_names` order) -> an `STCAState` with an all-valid mask."""
+        """Flat state tensors (`state_names` order) -> an `STCAState` without padding
+        (``hist_mask=None``: the attention skips its mask, with no data-dependent check)."""
         parts = dict(zip(self.names, state, strict=True))
         m = self.cfg.num_layers
         if self.cfg.attention == "absorbed":
             layers = [parts[f"x_{i}"] for i in range(m)]
         else:
             layers = [(parts[f"k_{i}"], parts[f"v_{i}"]) for i in range(m)]
-        first = state[0]
-        b = first.shape[0]
-        length = first.shape[2] if self.cfg.attention == "sdpa" else first.shape[1]
-        mask = _AllValid(b, length, first.device)
         return STCAState(
             layers=layers,
-            hist_mask=mask,  # type: ignore[arg-type]
+            hist_mask=None,
             positions=parts.get("positions"),
             hist_ids=parts.get("hist_ids"),
         )

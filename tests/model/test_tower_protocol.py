@@ -243,3 +243,15 @@ def test_a_new_tower_needs_only_the_protocol():
     hist, mask, tgt, _, _ = _inputs(tower)
     state = tower.encode_user(hist, mask)
     _close(tower.score(state, tgt), tower(hist, mask, tgt))
+
+
+@pytest.mark.parametrize("form", ATTENTION_FORMS)
+def test_a_state_without_a_mask_scores_as_one_with_every_slot_valid(form):
+    """``hist_mask=None`` (what an exported graph passes) is the all-valid mask, exactly."""
+    tower = _tower(lambda: _stca(form, **RECIPE))
+    hist, _, tgt, hist_ids, tgt_ids = _inputs(tower)
+    full = torch.ones(hist.shape[:2], dtype=torch.bool)
+    state = tower.encode_user(hist, full, hist_ids)
+    want = tower.score(state, tgt, tgt_ids)
+    got = tower.score(dataclasses.replace(state, hist_mask=None), tgt, tgt_ids)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -38,13 +38,14 @@ def _eval_scores(ckpt: Path, data: Path, window: int | None, batch_size: int):
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_serve_scores_equal_eval_scores(name: str, checkpoints, tiny_data: Path, tmp_path):
-    from longseq.serve.config import ServeConfig, ServeDataConfig
+    from longseq.eval.config import EvalDataConfig
+    from longseq.serve.config import ServeConfig
     from longseq.serve.run import serve
 
     window = 48 if name.endswith("padded") else None  # a window, and the full history
     cfg = ServeConfig(
         checkpoint=str(checkpoints[name]),
-        data=ServeDataConfig(path=str(tiny_data), batch_size=16),
+        data=EvalDataConfig(path=str(tiny_data), batch_size=16),
         window=window or 0,
         out=str(tmp_path),
         progress=False,
