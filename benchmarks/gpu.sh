@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Every benchmark suite on one CUDA GPU in bf16, into one folder, then the report.
+# Every benchmark suite on one CUDA GPU in bf16, into one folder, then the report. `packed` also
+# runs the FlexAttention training path (forward and backward parity against the pair form,
+# then timing), which needs CUDA.
 #
 #   bash benchmarks/gpu.sh [OUT_DIR]          # default: benchmarks/results/gpu
 #
@@ -25,7 +27,7 @@ PY
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 
 status=0
-for suite in scaling kernel serve rlb; do
+for suite in scaling kernel serve packed rlb; do
   echo "[gpu.sh] suite=$suite -> $OUT_DIR"
   python -m longseq.bench suite="$suite" quick="$QUICK" device=cuda dtype=bf16 out="$OUT_DIR" \
     || { echo "[gpu.sh] suite=$suite FAILED" >&2; status=1; }

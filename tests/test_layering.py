@@ -164,6 +164,7 @@ TOWER_FILES = [
     "stca_config.py",
     "attention.py",
     "jagged.py",
+    "flex.py",
     "match.py",
     "layers.py",
     "tokens.py",

@@ -78,6 +78,13 @@ SUITES: dict[str, Suite] = {
         "longseq.bench.report:serve_md",
         "longseq.bench.plots:plot_serve",
     ),
+    "packed": Suite(
+        "Serving a batch of ragged requests: packed (FlexAttention) against padded",
+        0,
+        "longseq.bench.packed:run",
+        "longseq.bench.packed:render",
+        "longseq.bench.packed:plot",
+    ),
     "reader": Suite(
         "Data pipeline: reader requests/s and stored bytes per target (RLB vs pointwise)",
         1,

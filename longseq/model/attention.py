@@ -14,10 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from longseq.model.flex import PackedBatch
 from longseq.model.jagged import jagged_attention, jagged_project
 from longseq.model.match import GAIN, AttentionBias
 
 ATTENTION_FORMS = ("kv", "absorbed", "sdpa")
+#: forms of the packed (jagged) layout only: one FlexAttention call per layer
+PACKED_FORMS = ("flex",)
 
 #: one layer's part of the user state: ``(K, V)`` or the encoded history itself (``absorbed``)
 Projected = tuple[torch.Tensor, torch.Tensor] | torch.Tensor
@@ -96,7 +99,7 @@ class TargetAttention(nn.Module):
         if self.form == "sdpa":
             k, v = state
             o = _sdpa(qh.transpose(1, 2), k, v, hist_mask, bias).transpose(1, 2)
-        elif self.form == "kv":
+        elif self.form in ("kv", *PACKED_FORMS):  # flex, padded: the same keys/values einsum
             k, v = state
             scores = torch.einsum("bthe,blhe->bhtl", qh, k) * scale
             scores = scores if bias is None else scores + bias
@@ -125,6 +128,7 @@ class TargetAttention(nn.Module):
         match: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
         pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+        packed: PackedBatch | None = None,
     ) -> torch.Tensor:
         """``attend(q, project(x), ...)`` in one module call.
 
@@ -133,10 +137,11 @@ class TargetAttention(nn.Module):
         ``x [E,d]`` -> ``[N,d]`` (`longseq.model.jagged`). Both go through this forward, so
         module hooks (FSDP2's parameter gathering, activation checkpointing) apply to both.
         ``match`` / ``positions`` feed the layer's `AttentionBias` (padded: ``[B,T,L,F]`` and
-        ``[B,L]``; jagged: ``[P,F]`` and ``[E]``, with the request ``pairs``)."""
+        ``[B,L]``; jagged: ``[P,F]`` and ``[E]``, with the request ``pairs``, or a
+        `PackedBatch` for the FlexAttention kernel)."""
         if hist_lengths is not None:
             return jagged_attention(
-                self, q, x, hist_lengths, num_targets, match=match, positions=positions, pairs=pairs
+                self, q, x, hist_lengths, num_targets, match, positions, pairs, packed
             )
         return self.attend(q, self.project(x), hist_mask, match=match, positions=positions)
 

@@ -19,6 +19,8 @@ import math
 import torch
 from torch import nn
 
+from longseq.model.flex import PackedBatch, flex_attend
+
 
 def request_pairs(
     hist_lengths: torch.Tensor, num_targets: torch.Tensor
@@ -65,11 +67,14 @@ def jagged_attend(
     match: torch.Tensor | None = None,
     positions: torch.Tensor | None = None,
     pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+    packed: PackedBatch | None = None,
 ) -> torch.Tensor:
     """``q [N, d]`` flat targets over ``kv = jagged_project(attn, X̃)`` -> ``[N, d]``.
 
     Arguments as `jagged_attention`, with the history's keys and values given.
     """
+    if packed is not None:  # the same function as one FlexAttention call (`longseq.model.flex`)
+        return flex_attend(attn, q, kv, packed)
     n, d = q.shape
     h, dh = attn.h, attn.dh
     pair_t, pair_e = pairs if pairs is not None else request_pairs(hist_lengths, num_targets)
@@ -97,6 +102,7 @@ def jagged_attention(
     match: torch.Tensor | None = None,
     positions: torch.Tensor | None = None,
     pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+    packed: PackedBatch | None = None,
 ) -> torch.Tensor:
     """``q [N, d]`` flat targets, ``x [E, d]`` flat encoded history ``X̃`` -> ``[N, d]``.
 
@@ -105,7 +111,8 @@ def jagged_attention(
     The same function as ``attn(q_padded, x_padded, mask)`` (the ``kv`` form) on the padded
     layout, with the weights of ``attn``; a target whose request has no history gets zeros.
     ``match [P, F]`` (per pair) and ``positions [E]`` (per event) feed ``attn.bias``;
-    ``pairs`` are `request_pairs` when the caller already has them.
+    ``pairs`` are `request_pairs` when the caller already has them; with ``packed`` (a
+    `longseq.model.flex.PackedBatch`) the attention is one FlexAttention call instead.
     """
     kv = jagged_project(attn, x)
-    return jagged_attend(attn, q, kv, hist_lengths, num_targets, match, positions, pairs)
+    return jagged_attend(attn, q, kv, hist_lengths, num_targets, match, positions, pairs, packed)

@@ -40,6 +40,7 @@ from longseq.model.attention import (
     TargetAttention,
     reference_attention,
 )
+from longseq.model.flex import packed_batch, use_flex
 from longseq.model.jagged import jagged_attend, request_pairs
 from longseq.model.layers import FFNStack
 from longseq.model.match import AttentionBias, match_padded, match_pairs, positions_padded
@@ -102,6 +103,8 @@ class STCATower(SequenceTower):
         cfg.validate()
         self.cfg = cfg
         self.layout = cfg.layout
+        #: the packed layout's attention kernel: ``flex`` (FlexAttention) or ``pairs``
+        self.kernel = "flex" if cfg.attention == "flex" else "pairs"
         self.id_features = ID_FEATURES if cfg.match_bias else ()
         d, m = cfg.d_model, cfg.num_layers
         n_hist = 1 if cfg.shared_hist_ffn else m
@@ -179,15 +182,20 @@ class STCATower(SequenceTower):
 
         return self._stack(per_layer, tgt, attend)
 
-    def _jagged(self, per_layer, tgt, lengths, num_targets, ids, tgt_ids, positions, fused):
-        """The stack, packed; ``fused`` as in `_padded`."""
-        pairs = request_pairs(lengths, num_targets)  # once for all layers
-        match = match_pairs(ids, tgt_ids, *pairs) if self.cfg.match_bias else None
+    def _jagged(self, per_layer, tgt, lengths, num_targets, ids, tgt_ids, positions, fused, kernel):
+        """The stack, packed; ``fused`` as in `_padded`; ``kernel``: ``pairs`` or ``flex``."""
+        packed = pairs = match = None
+        if (kernel or self.kernel) == "flex" and use_flex(tgt):  # one FlexAttention call per layer
+            count = self.cfg.count_channel
+            packed = packed_batch(lengths, num_targets, ids, tgt_ids, positions, count)
+        else:  # every real (target, event) pair, gathered (`longseq.model.jagged`)
+            pairs = request_pairs(lengths, num_targets)  # once for all layers
+            match = match_pairs(ids, tgt_ids, *pairs) if self.cfg.match_bias else None
 
         def attend(attn: TargetAttention, q: torch.Tensor, s) -> torch.Tensor:
             if fused:
-                return attn(q, s, None, lengths, num_targets, match, positions, pairs)
-            return jagged_attend(attn, q, s, lengths, num_targets, match, positions, pairs)
+                return attn(q, s, None, lengths, num_targets, match, positions, pairs, packed)
+            return jagged_attend(attn, q, s, lengths, num_targets, match, positions, pairs, packed)
 
         return self._stack(per_layer, tgt, attend)
 
@@ -247,10 +255,17 @@ class STCATower(SequenceTower):
         tgt: torch.Tensor,
         num_targets: torch.Tensor,
         tgt_ids: torch.Tensor | None = None,
+        kernel: str | None = None,
     ) -> torch.Tensor:
-        """Packed: ``tgt [N,d]`` (``num_targets [B]``, ``tgt_ids [N,2]``) -> ``z [N,d]``."""
+        """Packed: ``tgt [N,d]`` (``num_targets [B]``, ``tgt_ids [N,2]``) -> ``z [N,d]``.
+
+        ``kernel``: ``flex`` or ``pairs`` (default: the config's; every form has the same
+        weights, so a model trained in any form or layout can be scored packed with ``flex``).
+        """
         lengths, ids, pos = state.hist_lengths, state.hist_ids, state.positions
-        return self._jagged(state.layers, tgt, lengths, num_targets, ids, tgt_ids, pos, False)
+        return self._jagged(
+            state.layers, tgt, lengths, num_targets, ids, tgt_ids, pos, False, kernel
+        )
 
     def forward_jagged(
         self,
@@ -268,4 +283,4 @@ class STCATower(SequenceTower):
         encoded = self.encode_history(hist)  # FFN + LN are per event: no padding to skip
         pos = self._positions(hist_lengths=hist_lengths)
         lengths = hist_lengths
-        return self._jagged(encoded, tgt, lengths, num_targets, hist_ids, tgt_ids, pos, True)
+        return self._jagged(encoded, tgt, lengths, num_targets, hist_ids, tgt_ids, pos, True, None)

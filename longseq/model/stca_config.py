@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from longseq.model.attention import ATTENTION_FORMS
+from longseq.model.attention import ATTENTION_FORMS, PACKED_FORMS
 from longseq.model.tower import LAYOUTS
 
 
@@ -22,10 +22,13 @@ class STCAConfig:
         fused_query_ln: LayerNorm on the fused query ``q_{i+1}`` (default True, matching ``q_1``).
         ffn_residual: ``x + SwiGLU(x)`` in every FFN block (the paper leaves it open; without
             it gradients to the history side vanish at initialisation, see `FFNStack`).
-        attention: ``kv``, ``absorbed`` or ``sdpa`` (exactly equivalent; a speed/memory choice).
+        attention: ``kv``, ``absorbed`` or ``sdpa`` (exactly equivalent; a speed/memory choice),
+            or ``flex`` (jagged layout only: one FlexAttention call per layer over the packed
+            batch, `longseq.model.flex`).
         layout: ``padded`` (histories padded to the longest in the batch, masked) or ``jagged``
             (packed: no padding; the history FFNs run on real events only, attention on real
-            (target, event) pairs; the ``attention`` form is then ``kv`` computed per pair).
+            (target, event) pairs; the ``kv``/``absorbed``/``sdpa`` forms are then ``kv``
+            computed per pair, ``flex`` one FlexAttention call).
         match_bias: add a learned per-head bias for "same item" and "same category as the
             target" to every attention logit (`longseq.model.match`).
         position_bias: add a learned per-head function of the event's log-position.
@@ -63,8 +66,14 @@ class STCAConfig:
             )
         if self.layout not in LAYOUTS:
             raise ValueError(f"{prefix}.layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.attention not in ATTENTION_FORMS:
-            raise ValueError(f"{prefix}.attention must be one of {ATTENTION_FORMS}")
+        forms = ATTENTION_FORMS + PACKED_FORMS
+        if self.attention not in forms:
+            raise ValueError(f"{prefix}.attention must be one of {forms}, got {self.attention!r}")
+        if self.attention in PACKED_FORMS and self.layout != "jagged":
+            raise ValueError(
+                f"{prefix}.attention={self.attention} runs on the packed batch: "
+                f"set {prefix}.layout=jagged"
+            )
         if self.num_layers < 1:
             raise ValueError(f"{prefix}.num_layers must be >= 1, got {self.num_layers}")
         if self.position_dim < 2 or self.position_dim % 2:

@@ -35,10 +35,12 @@ class UserSide:
     Attributes:
         state: the tower's `UserState` (leading dim ``B`` padded, ``E`` events jagged).
         hist_lengths: ``[B]`` history events served per request.
+        jagged: the state is in the packed layout (``encode_user_jagged``).
     """
 
     state: UserState
     hist_lengths: torch.Tensor
+    jagged: bool = False
 
     @property
     def batch_size(self) -> int:
@@ -101,11 +103,14 @@ def encode_users(
     x: torch.Tensor,
     lengths: torch.Tensor,
     hist_ids: torch.Tensor | None = None,
+    packed: bool = False,
 ) -> UserSide:
-    """History tokens ``x [E, d]`` of ``B = len(lengths)`` requests -> their `UserSide`."""
+    """History tokens ``x [E, d]`` of ``B = len(lengths)`` requests -> their `UserSide`.
+
+    ``packed``: the packed (jagged) state whatever the model's layout (`packed_kernel`)."""
     tower = model.interaction.tower
-    if model.interaction.jagged:
-        return UserSide(tower.encode_user_jagged(x, lengths, hist_ids), lengths)
+    if model.interaction.jagged or packed:
+        return UserSide(tower.encode_user_jagged(x, lengths, hist_ids), lengths, jagged=True)
     max_len = max(int(lengths.max()) if lengths.numel() else 0, 1)
     hist = jagged_to_padded(x, lengths, max_len)
     mask = torch.arange(max_len, device=x.device)[None, :] < lengths[:, None]
@@ -119,16 +124,19 @@ def score_targets(
     xt: torch.Tensor,
     num_targets: torch.Tensor,
     tgt_ids: torch.Tensor | None = None,
+    kernel: str | None = None,
 ) -> torch.Tensor:
     """Target tokens ``x_t [N, d]`` (``num_targets [B]`` per request of ``user``) -> logits
-    ``[N, tasks]``, in request order."""
+    ``[N, tasks]``, in request order. ``kernel``: the packed attention kernel of a jagged
+    ``user`` (``flex``/``pairs``; default: the model's)."""
     if num_targets.numel() != user.batch_size:
         raise ValueError(
             f"num_targets has {num_targets.numel()} requests, the user side {user.batch_size}"
         )
     inter = model.interaction
-    if inter.jagged:
-        z = inter.tower.score_jagged(user.state, xt, num_targets, tgt_ids)
+    if user.jagged:
+        kw = {"kernel": kernel} if kernel else {}
+        z = inter.tower.score_jagged(user.state, xt, num_targets, tgt_ids, **kw)
     else:
         max_t = max(int(num_targets.max()) if num_targets.numel() else 0, 1)
         tgt = jagged_to_padded(xt, num_targets, max_t)
@@ -137,11 +145,26 @@ def score_targets(
     return inter.head(torch.cat([z, xt], dim=-1))
 
 
-def split_logits(model: LongSeqModel, batch: RequestBatch) -> torch.Tensor:
-    """``forward(batch)``'s logits computed as ``score_targets(encode_users(...))``."""
+def packed_kernel(model: LongSeqModel) -> str:
+    """``flex`` if the model's tower can score a packed batch through FlexAttention, else a
+    ``ValueError`` naming the tower (only STCA's attention has the packed kernel)."""
+    tower = model.interaction.tower
+    if getattr(tower, "kernel", None) is None:
+        raise ValueError(
+            f"packed scoring (FlexAttention) is STCA's; this model's tower is "
+            f"{type(tower).__name__}: score it with packed=false"
+        )
+    return "flex"
+
+
+def split_logits(model: LongSeqModel, batch: RequestBatch, packed: bool = False) -> torch.Tensor:
+    """``forward(batch)``'s logits computed as ``score_targets(encode_users(...))``.
+
+    ``packed``: the whole batch as one packed batch, each layer's attention one FlexAttention
+    call (`longseq.model.flex`), whatever layout the model was trained in."""
+    kernel = packed_kernel(model) if packed else None
     emb = lookup(model, batch)
     x, lengths, hist_ids = history_tokens(model, emb, batch.sparse)
     xt, tgt_ids = target_tokens(model, emb, batch.sparse)
-    return score_targets(
-        model, encode_users(model, x, lengths, hist_ids), xt, batch.num_targets, tgt_ids
-    )
+    user = encode_users(model, x, lengths, hist_ids, packed=packed)
+    return score_targets(model, user, xt, batch.num_targets, tgt_ids, kernel)

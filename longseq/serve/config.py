@@ -27,6 +27,9 @@ class ServeConfig:
             ``(user_id, (history length, last event time, request time))``.
         threads: torch intra-op threads (0: torch's default). The per-request path runs many
             small operations; on oversubscribed CPUs 1 thread is faster and steadier.
+        packed: score each batch of ``data.batch_size`` requests at once, packed (no padding;
+            STCA's attention as one FlexAttention call per layer, compiled per bucketed batch
+            shape) instead of request by request; the user-state cache is then not used.
     """
 
     checkpoint: str = MISSING
@@ -36,6 +39,7 @@ class ServeConfig:
     progress: bool = True
     cache_mb: float = 256.0
     threads: int = 0
+    packed: bool = False
 
 
 def register() -> None:

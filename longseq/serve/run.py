@@ -1,7 +1,8 @@
 """Batch scoring through the serving path: a split -> ``<out>/scores.parquet``.
 
 Reads the split in order with the data pipeline's reader (as the evaluation does), gets every
-request's user state from the `UserStateCache` or encodes it, scores its targets, and writes one
+request's user state from the `UserStateCache` or encodes it, scores its targets (or, with
+``packed=true``, scores each batch at once, packed, through FlexAttention), and writes one
 row per target: ``request_id, user_id, target_index, score_<task>`` (and ``label_<task>`` when
 the split has labels). Prints requests/s and candidates/s.
 """
@@ -70,7 +71,7 @@ def serve(cfg: ServeConfig) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    scorer = Scorer.from_checkpoint(cfg.checkpoint, cfg.cache_mb)
+    scorer = Scorer.from_checkpoint(cfg.checkpoint, cfg.cache_mb, packed=cfg.packed)
     check_ids(split_dir, scorer.meta["tables"])
     tasks = scorer.tasks
     reader = RequestReader(split_dir, cfg.data.batch_size, 0, 1, shuffle=False)
@@ -92,7 +93,10 @@ def serve(cfg: ServeConfig) -> dict[str, Any]:
         labelled = all(f"tgt_{t}" in table.column_names for t in tasks)
         wins = None if window is None else np.full(table.num_rows, window, dtype=np.int64)
         batch = collate(table, tasks if labelled else [], wins)
-        probs = scorer.score_requests(batch, history_versions(table)).numpy()
+        if cfg.packed:  # the whole batch at once, no padding, FlexAttention
+            probs = scorer.score_batch(batch).numpy()
+        else:
+            probs = scorer.score_requests(batch, history_versions(table)).numpy()
         nt = batch.num_targets.numpy()
         cols["request_id"].append(np.repeat(batch.request_ids.numpy(), nt))
         cols["user_id"].append(np.repeat(batch.user_ids.numpy(), nt))

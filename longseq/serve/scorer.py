@@ -28,6 +28,7 @@ from longseq.model.user_side import (
     encode_users,
     history_tokens,
     lookup,
+    packed_kernel,
     score_targets,
     split_logits,
     target_tokens,
@@ -97,18 +98,31 @@ class Scorer:
         model: the model (eval mode is set here).
         cache_bytes: bound of the `UserStateCache` (``0``: no caching).
         device: where the model runs (default: where its parameters are).
+        packed: `score_batch` scores the whole batch packed, no padding anywhere, each STCA
+            layer's attention one FlexAttention call (`longseq.model.flex`; STCA only).
     """
 
     def __init__(
-        self, model: LongSeqModel, cache_bytes: int = 256 << 20, device: str | None = None
+        self,
+        model: LongSeqModel,
+        cache_bytes: int = 256 << 20,
+        device: str | None = None,
+        packed: bool = False,
     ) -> None:
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.model = model.to(self.device).eval()
         self.cache = UserStateCache(cache_bytes)
+        if packed:
+            packed_kernel(self.model)  # a clear error for a tower without the packed kernel
+        self.packed = packed
 
     @classmethod
     def from_checkpoint(
-        cls, checkpoint: str | Path, cache_mb: float = 256.0, device: str | None = None
+        cls,
+        checkpoint: str | Path,
+        cache_mb: float = 256.0,
+        device: str | None = None,
+        packed: bool = False,
     ) -> Scorer:
         """A `Scorer` of a checkpoint folder, pointer file or run dir (its latest checkpoint),
         loaded as the evaluation loads it (manifest verified, no code run from the files)."""
@@ -120,7 +134,7 @@ class Scorer:
         with warnings.catch_warnings():  # a one-process DCP load is intended
             warnings.filterwarnings("ignore", message=r"torch.distributed is disabled")
             model = load_model(ckpt, meta)
-        scorer = cls(model, int(cache_mb * (1 << 20)), device)
+        scorer = cls(model, int(cache_mb * (1 << 20)), device, packed)
         scorer.checkpoint, scorer.meta = ckpt, meta
         return scorer
 
@@ -132,8 +146,9 @@ class Scorer:
     @torch.no_grad()
     def score_batch(self, batch: RequestBatch) -> torch.Tensor:
         """Probabilities ``[N, tasks]`` of every target of ``batch`` (all requests at once, no
-        cache)."""
-        return torch.sigmoid(split_logits(self.model, batch.to(self.device))).float().cpu()
+        cache; packed through FlexAttention when the scorer is ``packed``)."""
+        logits = split_logits(self.model, batch.to(self.device), self.packed)
+        return torch.sigmoid(logits).float().cpu()
 
     @torch.no_grad()
     def encode(

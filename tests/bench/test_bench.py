@@ -96,6 +96,21 @@ def test_serve_structure(tiny_run):
         assert p["summary"][form]["max_candidates"] == ks[-1]
 
 
+def test_packed_structure(tiny_run):
+    """Every path on every (tower, candidate set), each path's output equal to padded's."""
+    p = _load(tiny_run, "packed")
+    got = {(r["variant"], r["candidates"], r["path"]) for r in p["results"]}
+    sets = p["config"]["candidate_sets"]
+    assert got == {
+        (v, c, path) for v in ("paper", "recipe") for c in sets for path in p["config"]["paths"]
+    }
+    assert all(r["max_abs_diff"] <= 1e-5 for r in p["results"])
+    assert all(r["events"] < r["padded_events"] for r in p["results"])  # ragged: padding exists
+    lat = p["summary"]["latency_recipe_T=16"]
+    assert set(lat) == {"padded sdpa", "packed flex"}
+    assert all(0 < v["p50_s"] <= v["p99_s"] for v in lat.values())
+
+
 def test_rlb_counts_bytes_exactly(tiny_run):
     p = _load(tiny_run, "rlb")
     assert p["skipped"] == {}
@@ -194,9 +209,18 @@ def test_cli_rejects_bad_arguments():
 
 def test_suite_table():
     """One table: the CLI's choices, the run order of ``all`` and the report read it."""
-    assert run_order() == ("scaling", "kernel", "serve", "eval_scale", "reader", "rlb", "trainer")
+    assert run_order() == (
+        "scaling",
+        "kernel",
+        "serve",
+        "packed",
+        "eval_scale",
+        "reader",
+        "rlb",
+        "trainer",
+    )
     assert set(run_order()) == set(SUITES)
-    for suite in ("scaling", "kernel", "serve"):  # the torch-only ones: cheap to import
+    for suite in ("scaling", "kernel", "serve", "packed"):  # the torch-only ones: cheap to import
         for part in ("run", "render", "plot"):
             assert callable(suite_function(suite, part))
 

@@ -62,3 +62,31 @@ def test_serve_scores_equal_eval_scores(name: str, checkpoints, tiny_data: Path,
     MAX_DIFF[name] = diff
     print(f"{name}: max |serve - eval| = {diff:.2e}")
     assert diff <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["stca_kv_padded", "stca_sdpa_jagged", "stca_paper"])
+def test_packed_serve_scores_equal_eval_scores(name: str, checkpoints, tiny_data: Path, tmp_path):
+    """``packed=true``: each batch scored at once through FlexAttention, whatever layout the
+    model was trained in, equals the evaluation's scores."""
+    from longseq.eval.config import EvalDataConfig
+    from longseq.serve.config import ServeConfig
+    from longseq.serve.run import serve
+
+    data = EvalDataConfig(path=str(tiny_data), batch_size=64)
+    cfg = ServeConfig(checkpoint=str(checkpoints[name]), data=data, out=str(tmp_path),
+                      progress=False, packed=True)  # fmt: skip
+    serve(cfg)
+    got = pq.read_table(tmp_path / "scores.parquet").to_pydict()
+    want = _eval_scores(checkpoints[name], tiny_data, None, 64)
+    np.testing.assert_array_equal(got["request_id"], want.request_id)
+    np.testing.assert_array_equal(got["target_index"], want.target_index)
+    diff = float(np.abs(np.asarray(got["score_click"]) - want.scores[:, 0]).max())
+    print(f"{name} packed: max |serve - eval| = {diff:.2e}")
+    assert diff <= 1e-5
+
+
+def test_packed_scoring_of_a_baseline_is_a_clear_error(checkpoints):
+    from longseq.serve.scorer import Scorer
+
+    with pytest.raises(ValueError, match=r"packed scoring .* STCA's.*PoolingTower"):
+        Scorer.from_checkpoint(checkpoints["pooling"], packed=True)

@@ -1,0 +1,283 @@
+"""Packed multi-request target attention through FlexAttention (the ``flex`` form, jagged layout).
+
+The jagged layout (`longseq.model.jagged`) gathers every real (target, event) pair of a request
+into ``P x d`` keys and values: exact and padding-free, but memory-bound. Here the same function
+runs as ONE `torch.nn.attention.flex_attention` call over the whole packed batch: the targets of
+every request are the query rows ``[N]``, the events of every request the key rows ``[E]``, and a
+block mask built from the per-request offsets keeps each target to its own request's events
+(``req(target) == req(event)``), so blocks of other requests' events are skipped, not computed.
+The match and position biases are a ``score_mod`` evaluated inside the kernel (no ``P x h``
+tensor), and the count channel is a per-request table of id counts looked up per target
+(`count_tables`): O(E + N) instead of O(P).
+
+FlexAttention is compiled (`torch.compile`, static shapes). To keep the number of compiled
+variants small on ragged batches, ``N`` and ``E`` are padded up to a geometric grid of sizes
+(`bucket`: at most four sizes per doubling); padded rows belong to no request and are masked
+out. torch 2.13 compiles FlexAttention's forward on CPU (the C++ template) and forward and
+backward on CUDA (Triton); its CPU backward is not implemented, so a CPU forward that needs
+gradients runs the pair form instead (`use_flex`), which is the same function
+(tests/model/test_flex.py pins both to the readable reference).
+
+Pure torch: no torchrec or fbgemm import, runs wherever torch compiles FlexAttention.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+from torch import nn
+
+from longseq.model.match import GAIN
+
+#: block sizes of the block mask on CPU: (targets, events). 16 target rows: a request's
+#: candidates (16 in the reference data set) fill about one row block, so few blocks straddle
+#: requests.
+BLOCK = (16, 128)
+#: on CUDA: the Triton kernels' row tile (64 or 128) must divide the row block
+CUDA_BLOCK = (128, 128)
+#: compiled variants dynamo may keep for the flex call (one per bucketed shape and bias set)
+RECOMPILE_LIMIT = 256
+
+log = logging.getLogger(__name__)
+_SEEN: set[tuple] = set()  # (device, dtype, N_pad, E_pad, biases) already compiled
+
+
+def bucket(n: int, block: int) -> int:
+    """``n`` rounded up to a multiple of ``block`` on the grid ``{1, 1.25, 1.5, 1.75} x 2^k``
+    blocks (so ragged batches reuse a few compiled shapes; at most 75% padding of a tiny batch,
+    at most 25% of a large one)."""
+    blocks = max(1, -(-n // block))
+    if blocks <= 4:
+        return blocks * block
+    top = 1 << (blocks.bit_length() - 1)  # largest power of two <= blocks
+    step = top // 4
+    return -(-blocks // step) * step * block
+
+
+def use_flex(x: torch.Tensor) -> bool:
+    """Whether FlexAttention can run here: always on CUDA; on CPU only without autograd (torch
+    2.13 has no CPU backward for it)."""
+    return x.is_cuda or not torch.is_grad_enabled()
+
+
+@dataclass
+class PackedBatch:
+    """One packed batch laid out for `flex_attend` (built once, shared by every layer).
+
+    Attributes:
+        n, e: real targets and events; ``n_pad``, ``e_pad``: their bucketed sizes.
+        block_mask: the FlexAttention block mask (``req(target) == req(event)``).
+        has_history: ``[N]`` whether the target's request has any event (else its output is 0).
+        tgt_ids, hist_ids: ``[N_pad, F]`` / ``[E_pad, F]`` ids for the match bias (or None).
+        positions: ``[E]`` each event's distance from its request's newest (or None).
+        count_groups: per id feature, ``(event_group [E], target_group [N], num_groups)``:
+            requests x id values, for the count channel's tables (or None).
+    """
+
+    n: int
+    e: int
+    n_pad: int
+    e_pad: int
+    block_mask: object
+    has_history: torch.Tensor
+    tgt_ids: torch.Tensor | None
+    hist_ids: torch.Tensor | None
+    positions: torch.Tensor | None
+    count_groups: list[tuple[torch.Tensor, torch.Tensor, int]] | None
+
+
+def _pad_rows(x: torch.Tensor, rows: int, value: int | float = 0) -> torch.Tensor:
+    """``x`` with rows appended (filled with ``value``) up to ``rows``."""
+    extra = rows - x.shape[0]
+    if extra == 0:
+        return x
+    return torch.cat([x, x.new_full((extra, *x.shape[1:]), value)])
+
+
+def _count_groups(
+    hist_ids: torch.Tensor, tgt_ids: torch.Tensor, req_e: torch.Tensor, req_t: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    """Per id feature: the (request, id value) group of every event and every target."""
+    e = hist_ids.shape[0]
+    out = []
+    for f in range(hist_ids.shape[1]):
+        ids = torch.cat([hist_ids[:, f], tgt_ids[:, f]])
+        _, dense = torch.unique(ids, return_inverse=True)  # ids of any size -> [0, U)
+        key = torch.cat([req_e, req_t]) * (int(dense.max()) + 1 if ids.numel() else 1) + dense
+        _, group = torch.unique(key, return_inverse=True)
+        out.append((group[:e], group[e:], int(group.max()) + 1 if group.numel() else 0))
+    return out
+
+
+def packed_batch(
+    hist_lengths: torch.Tensor,
+    num_targets: torch.Tensor,
+    hist_ids: torch.Tensor | None = None,
+    tgt_ids: torch.Tensor | None = None,
+    positions: torch.Tensor | None = None,
+    count: bool = False,
+    block: tuple[int, int] | None = None,
+) -> PackedBatch:
+    """The layout of ``B`` requests with ``hist_lengths [B]`` events and ``num_targets [B]``
+    targets (flat, request-major order, as the lookup returns them).
+
+    ``hist_ids [E, F]`` / ``tgt_ids [N, F]``: for the match bias (and ``count``: the count
+    channel's groups); ``positions [E]``: for the position bias / count window. ``block``:
+    the block mask's (rows, columns); default `BLOCK` (CPU) or `CUDA_BLOCK`.
+    """
+    dev = hist_lengths.device
+    block = block or (CUDA_BLOCK if dev.type == "cuda" else BLOCK)
+    b = hist_lengths.numel()
+    e, n = int(hist_lengths.sum()), int(num_targets.sum())
+    n_pad, e_pad = bucket(n, block[0]), bucket(e, block[1])
+    reqs = torch.arange(b, device=dev)
+    req_e = torch.repeat_interleave(reqs, hist_lengths)
+    req_t = torch.repeat_interleave(reqs, num_targets)
+    qr = _pad_rows(req_t, n_pad, -1)  # padding rows: no request, never equal
+    kr = _pad_rows(req_e, e_pad, -2)
+
+    def same_request(_b, _h, q_idx, kv_idx):
+        return qr[q_idx] == kr[kv_idx]
+
+    ends = torch.cumsum(hist_lengths, 0)
+    mask = request_block_mask(qr, ends - hist_lengths, ends, e_pad, block, same_request)
+    with_ids = hist_ids is not None and tgt_ids is not None
+    return PackedBatch(
+        n=n,
+        e=e,
+        n_pad=n_pad,
+        e_pad=e_pad,
+        block_mask=mask,
+        has_history=(hist_lengths > 0)[req_t],
+        tgt_ids=_pad_rows(tgt_ids, n_pad, -1) if with_ids else None,
+        hist_ids=_pad_rows(hist_ids, e_pad, -2) if with_ids else None,
+        positions=positions,
+        count_groups=_count_groups(hist_ids, tgt_ids, req_e, req_t) if count else None,
+    )
+
+
+def request_block_mask(
+    req_t: torch.Tensor,
+    event_start: torch.Tensor,
+    event_end: torch.Tensor,
+    e_pad: int,
+    block: tuple[int, int],
+    mask_mod,
+):
+    """The `BlockMask` of "a target sees its own request's events", built from the offsets.
+
+    ``req_t [N_pad]``: each target row's request (``-1``: padding, at the end), requests in
+    ascending order; ``event_start`` / ``event_end [B]``: each request's event range. A row block
+    sees the event blocks from its first request's first event to its last request's last one;
+    those inside one request that also owns the whole row block are *full* (no ``mask_mod``
+    call), the others partial. O(row blocks x event blocks), no ``N x E`` tensor (what
+    `create_block_mask` would evaluate).
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    qb, kb = block
+    rows = req_t.view(-1, qb)  # [row blocks, qb]
+    valid = rows >= 0
+    first = rows[:, 0].clamp(min=0)
+    last = torch.where(valid, rows, -1).amax(1).clamp(min=0)
+    start, end = event_start[first], event_end[last]
+    lo = start // kb
+    hi = torch.where(valid.any(1) & (end > start), -(-end // kb), lo)
+    pure = valid.all(1) & (rows[:, 0] == rows[:, -1])  # one request owns the whole row block
+    flo, fhi = -(-start // kb), end // kb
+    full = pure & (flo < fhi)
+    flo, fhi = torch.where(full, flo, hi), torch.where(full, fhi, hi)
+    n1, n2 = flo - lo, hi - fhi  # partial blocks: [lo, flo) and [fhi, hi)
+    num = n1 + n2
+    ar = torch.arange(e_pad // kb, device=req_t.device)[None]  # torch wants all block columns
+    idx = torch.where(ar < n1[:, None], lo[:, None] + ar, fhi[:, None] + ar - n1[:, None])
+    idx = torch.where(ar < num[:, None], idx, 0)
+    full_num = fhi - flo
+    full_idx = torch.where(ar < full_num[:, None], flo[:, None] + ar, 0)
+    i32 = lambda t: t.to(torch.int32)[None, None]  # noqa: E731
+    return BlockMask.from_kv_blocks(
+        i32(num), i32(idx), i32(full_num), i32(full_idx), BLOCK_SIZE=block, mask_mod=mask_mod,
+        seq_lengths=(req_t.numel(), e_pad),
+    )  # fmt: skip
+
+
+def _flex_core(q, k, v, block_mask, pos_bias, match_w, tgt_ids, hist_ids):
+    """``flex_attention`` over ``[1, h, N_pad | E_pad, d_h]`` with the biases as a score_mod."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    def score_mod(score, _b, h, q_idx, kv_idx):
+        if pos_bias is not None:
+            score = score + pos_bias[h, kv_idx]
+        if match_w is not None:
+            for f in range(match_w.shape[0]):
+                same = tgt_ids[q_idx, f] == hist_ids[kv_idx, f]
+                score = score + same.to(score.dtype) * match_w[f, h]
+        return score
+
+    biased = pos_bias is not None or match_w is not None
+    return flex_attention(q, k, v, score_mod=score_mod if biased else None, block_mask=block_mask)
+
+
+@cache
+def _compiled():
+    """`_flex_core` compiled once per process (static shapes: `bucket` bounds the variants)."""
+    import torch._dynamo
+
+    limit = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
+    return torch.compile(_flex_core, dynamic=False)
+
+
+def count_tables(
+    window: torch.Tensor, groups: list[tuple[torch.Tensor, torch.Tensor, int]]
+) -> torch.Tensor:
+    """The count channel's ``c [N, h * F]`` from per-request id tables.
+
+    ``window [E, h]`` is ``g_h(p)`` of every event; per id feature, the events' windows are summed
+    per (request, id value) and each target reads its own (request, id) entry: the same sum as
+    ``sum_j [id(j) == id(t)] g_h(p_j)`` over the request's events, in O(E + N).
+    """
+    per_f = []
+    for event_group, target_group, num in groups:
+        table = window.new_zeros(num, window.shape[1]).index_add(0, event_group, window)
+        per_f.append(table[target_group])  # [N, h]
+    return torch.stack(per_f, -1).flatten(1)  # [N, h, F] -> h-major, as count_jagged
+
+
+def flex_attend(
+    attn: nn.Module, q: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], packed: PackedBatch
+) -> torch.Tensor:
+    """``q [N, d]`` flat targets over ``kv`` (``[E, h, d_h]`` each, `jagged_project`) -> ``[N, d]``.
+
+    ``attn`` is a `longseq.model.attention.TargetAttention` (projections, heads, bias); the same
+    function as `longseq.model.jagged.jagged_attend` with its weights.
+    """
+    n, d = q.shape
+    h, dh = attn.h, attn.dh
+    k, v = kv
+    qh = _pad_rows(attn.w_q(q).view(n, h, dh), packed.n_pad).transpose(0, 1)[None]
+    kh = _pad_rows(k, packed.e_pad).transpose(0, 1)[None]  # [1, h, E_pad, d_h]
+    vh = _pad_rows(v, packed.e_pad).transpose(0, 1)[None]
+    bias = attn.bias
+    pos_bias = match_w = None
+    if bias is not None and bias.position_bias and packed.positions is not None:
+        pb = GAIN * bias.pos_w(bias._pe(packed.positions, bias.pos_w.weight))  # [E, h]
+        pos_bias = _pad_rows(pb, packed.e_pad).t().contiguous()  # [h, E_pad]
+    if bias is not None and bias.match_w is not None and packed.tgt_ids is not None:
+        match_w = GAIN * bias.match_w  # [F, h]
+    key = (q.device.type, q.dtype, packed.n_pad, packed.e_pad, pos_bias is None, match_w is None)
+    if key not in _SEEN:  # a pause of seconds the first time a bucketed shape is seen
+        _SEEN.add(key)
+        log.info("compiling FlexAttention for %d x %d (targets x events, bucketed)", *key[2:4])
+    o = _compiled()(
+        qh, kh, vh, packed.block_mask, pos_bias, match_w, packed.tgt_ids, packed.hist_ids
+    )
+    o = o[0, :, :n].transpose(0, 1) * packed.has_history[:, None, None].to(o.dtype)
+    out = attn.w_o(o.reshape(n, d))
+    if bias is not None and bias.count:
+        c = count_tables(bias.window(packed.positions), packed.count_groups)
+        out = out + bias.count_proj(torch.log1p(c))
+    return out

@@ -1,0 +1,191 @@
+"""The ``flex`` form (packed FlexAttention, `longseq.model.flex`) equals the readable reference,
+the pair form and the padded tower, on ragged requests (empty histories and requests without
+targets included) with every target-aware bias.
+
+Every case keeps ``N <= 16`` targets and ``E <= 128`` events, so all of them share one bucketed
+shape and the suite compiles FlexAttention once per bias set (a few seconds each on CPU).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from longseq.model.attention import TargetAttention, reference_attention
+from longseq.model.flex import BLOCK, bucket, count_tables, packed_batch, use_flex
+from longseq.model.jagged import jagged_attention, request_pairs
+from longseq.model.layers import jagged_to_padded, padded_to_jagged
+from longseq.model.match import AttentionBias, match_padded, match_pairs, positions_padded
+from longseq.model.stca import STCAConfig, STCATower
+from longseq.model.tokens import positions_from_most_recent
+
+BIASES = {
+    "plain": {},
+    "match": {"match_bias": True},
+    "recipe": {"match_bias": True, "count_channel": True},
+    "all": {"match_bias": True, "count_channel": True, "position_bias": True},
+}
+HIST = torch.tensor([30, 0, 41, 5, 1])  # an empty history
+TGTS = torch.tensor([3, 2, 5, 0, 4])  # a request without targets
+
+
+def test_bucket_is_a_small_grid_of_block_multiples():
+    for block in BLOCK:
+        sizes = set()
+        for n in range(0, 64 * block + 1, 7):
+            b = bucket(n, block)
+            assert b >= max(n, 1) and b % block == 0
+            if n > 8 * block:
+                assert b <= 1.25 * n + block  # a quarter of padding at most, past 8 blocks
+            sizes.add(b)
+        for k in range(3, 6):  # at most four sizes per doubling
+            assert len({s for s in sizes if (1 << k) * block < s <= (2 << k) * block}) <= 4
+
+
+def test_use_flex_only_without_autograd_on_cpu():
+    x = torch.zeros(2)
+    assert not use_flex(x)  # grad mode on, CPU: FlexAttention has no CPU backward
+    with torch.no_grad():
+        assert use_flex(x)
+
+
+def test_count_tables_equal_the_per_pair_count():
+    g = torch.Generator().manual_seed(0)
+    e, n, h = int(HIST.sum()), int(TGTS.sum()), 3
+    hist_ids = torch.randint(0, 4, (e, 2), generator=g) * 10**12  # large ids: densified first
+    tgt_ids = torch.randint(0, 4, (n, 2), generator=g) * 10**12
+    bias = AttentionBias(h, 8, 2, 4, False, True)
+    torch.nn.init.normal_(bias.count_pos_w.weight, generator=g)
+    pos = positions_from_most_recent(HIST)
+    pb = packed_batch(HIST, TGTS, hist_ids, tgt_ids, pos, count=True)
+    pt, pe = request_pairs(HIST, TGTS)
+    want = bias.count_jagged(match_pairs(hist_ids, tgt_ids, pt, pe), pos[pe], pt, n)
+    got = bias.count_proj(torch.log1p(count_tables(bias.window(pos), pb.count_groups)))
+    torch.testing.assert_close(got, want)
+
+
+def _attention(which: str, d: int = 16, heads: int = 4, seed: int = 0) -> TargetAttention:
+    torch.manual_seed(seed)
+    cfg = STCAConfig(d_model=d, num_heads=heads, **BIASES[which])
+    bias = STCATower._bias(cfg)
+    attn = TargetAttention(d, heads, "kv", bias)
+    for p in attn.parameters():  # non-zero biases, so every term is exercised
+        torch.nn.init.normal_(p, std=0.3)
+    return attn
+
+
+@pytest.mark.parametrize("which", sorted(BIASES))
+def test_flex_attention_equals_the_reference_and_the_pair_form(which: str):
+    attn, d = _attention(which), 16
+    g = torch.Generator().manual_seed(1)
+    e, n = int(HIST.sum()), int(TGTS.sum())
+    x, q = torch.randn(e, d, generator=g), torch.randn(n, d, generator=g)
+    hist_ids = torch.randint(0, 3, (e, 2), generator=g)
+    tgt_ids = torch.randint(0, 3, (n, 2), generator=g)
+    pos = positions_from_most_recent(HIST)
+    count = attn.bias is not None and attn.bias.count
+    pb = packed_batch(HIST, TGTS, hist_ids, tgt_ids, pos, count)
+    pairs = request_pairs(HIST, TGTS)
+    match = match_pairs(hist_ids, tgt_ids, *pairs)
+    with torch.no_grad():
+        got = jagged_attention(attn, q, x, HIST, TGTS, match, pos, pairs, packed=pb)
+        want = jagged_attention(attn, q, x, HIST, TGTS, match, pos, pairs)
+        lm, tm = int(HIST.max()), int(TGTS.max())
+        mask = torch.arange(lm)[None] < HIST[:, None]
+        xp, qp = jagged_to_padded(x, HIST, lm), jagged_to_padded(q, TGTS, tm)
+        mp = match_padded(jagged_to_padded(hist_ids, HIST, lm), jagged_to_padded(tgt_ids, TGTS, tm))
+        ref = reference_attention(attn, qp, xp, mask, mp, positions_padded(mask))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, padded_to_jagged(ref, TGTS), rtol=1e-5, atol=1e-5)
+    req_t = torch.repeat_interleave(torch.arange(len(HIST)), TGTS)
+    empty = HIST[req_t] == 0
+    assert empty.any()  # a request without history: its targets get exactly zero
+    assert torch.equal(got[empty], torch.zeros_like(got[empty]))
+
+
+@pytest.mark.parametrize("which", ["plain", "all"])
+def test_flex_tower_equals_the_padded_tower(which: str):
+    torch.manual_seed(0)
+    kw = dict(d_model=16, num_heads=4, num_layers=3, **BIASES[which])
+    padded = STCATower(STCAConfig(attention="kv", **kw)).eval()
+    flex = STCATower(STCAConfig(attention="flex", layout="jagged", **kw)).eval()
+    flex.load_state_dict(padded.state_dict())  # every form has the same weights
+    g = torch.Generator().manual_seed(2)
+    e, n = int(HIST.sum()), int(TGTS.sum())
+    x, t = torch.randn(e, 16, generator=g), torch.randn(n, 16, generator=g)
+    hid, tid = torch.randint(0, 3, (e, 2), generator=g), torch.randint(0, 3, (n, 2), generator=g)
+    lm, tm = int(HIST.max()), int(TGTS.max())
+    mask = torch.arange(lm)[None] < HIST[:, None]
+    with torch.no_grad():
+        got = flex.forward_jagged(x, HIST, t, TGTS, hid, tid)
+        state = flex.encode_user_jagged(x, HIST, hid)
+        split = flex.score_jagged(state, t, TGTS, tid)
+        pairs = flex.score_jagged(state, t, TGTS, tid, kernel="pairs")
+        want = padded(
+            jagged_to_padded(x, HIST, lm),
+            mask,
+            jagged_to_padded(t, TGTS, tm),
+            jagged_to_padded(hid, HIST, lm),
+            jagged_to_padded(tid, TGTS, tm),
+        )
+    want = padded_to_jagged(want, TGTS)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(split, got, rtol=0, atol=0)
+    torch.testing.assert_close(pairs, want, rtol=1e-5, atol=1e-5)
+
+
+def test_flex_tower_trains_on_cpu_through_the_pair_form():
+    """With autograd on CPU the flex tower runs the pair form (the same function) and backward
+    works; its gradients equal the pair-form tower's."""
+    torch.manual_seed(0)
+    kw = dict(d_model=16, num_heads=2, num_layers=2, **BIASES["recipe"])
+    flex = STCATower(STCAConfig(attention="flex", layout="jagged", **kw))
+    kv = STCATower(STCAConfig(attention="kv", layout="jagged", **kw))
+    kv.load_state_dict(flex.state_dict())
+    rng = np.random.default_rng(0)
+    e, n = int(HIST.sum()), int(TGTS.sum())
+    x = torch.tensor(rng.standard_normal((e, 16)), dtype=torch.float32)
+    t = torch.tensor(rng.standard_normal((n, 16)), dtype=torch.float32)
+    hid, tid = torch.zeros(e, 2, dtype=torch.long), torch.zeros(n, 2, dtype=torch.long)
+    for tower in (flex, kv):
+        tower.forward_jagged(x, HIST, t, TGTS, hid, tid).square().sum().backward()
+    for (name, a), b in zip(flex.named_parameters(), kv.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_flex_needs_the_jagged_layout():
+    with pytest.raises(ValueError, match=r"model\.stca\.attention=flex .*model\.stca\.layout"):
+        STCAConfig(attention="flex").validate()
+    with pytest.raises(ValueError, match="attention must be one of"):
+        STCAConfig(attention="flash", layout="jagged").validate()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_request_block_mask_equals_torchs_dense_construction(seed: int):
+    """The offsets-built block mask selects the same elements as `create_block_mask` evaluating
+    the mask everywhere, with full blocks only where every element is True."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    rng = np.random.default_rng(seed)
+    b = int(rng.integers(1, 12))
+    hist = torch.from_numpy(rng.choice([0, 1, 7, 100, 300], b))
+    tgts = torch.from_numpy(rng.integers(0, 40, b))
+    block = (16, 128) if seed % 2 else (8, 32)
+    pb = packed_batch(hist, tgts, block=block)
+    req = torch.arange(b)
+    qr = torch.cat([torch.repeat_interleave(req, tgts), torch.full((pb.n_pad - pb.n,), -1)])
+    kr = torch.cat([torch.repeat_interleave(req, hist), torch.full((pb.e_pad - pb.e,), -2)])
+    dense = (qr[:, None] == kr[None, :]).to(torch.int64)
+    got = pb.block_mask.to_dense()[0, 0]  # blocks selected (partial or full)
+    want = create_block_mask(
+        lambda _b, _h, q, k: qr[q] == kr[k], None, None, pb.n_pad, pb.e_pad, BLOCK_SIZE=block,
+        device="cpu",
+    ).to_dense()[0, 0]  # fmt: skip
+    assert torch.equal(got, want)
+    qb, kb = block
+    blocks = dense.view(pb.n_pad // qb, qb, pb.e_pad // kb, kb).sum((1, 3))
+    nfull = pb.block_mask.full_kv_num_blocks[0, 0]
+    for i in range(blocks.shape[0]):  # every full block is all True
+        for j in pb.block_mask.full_kv_indices[0, 0, i, : int(nfull[i])].tolist():
+            assert blocks[i, j] == qb * kb
