@@ -100,7 +100,9 @@ fi
 export PYTHONUNBUFFERED=1
 # Elastic restarts (MAX_RESTARTS) break when the workers share the rendezvous TCP store (torch's
 # default since 2.5): the restarted group reads the previous group's addresses and fails to
-# connect (pytorch/pytorch#135712, still so in torch 2.13 with gloo). Give each group its own.
+# connect (pytorch/pytorch#135712, still so in torch 2.13 with gloo), and a new agent joining a
+# surviving one (a lost node rejoining) waits in vain for the round's MASTER_ADDR, which the
+# surviving rank 0 writes only on its first rendezvous (docs/launch.md). Give each group its own.
 export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=${TORCH_DISABLE_SHARE_RDZV_TCP_STORE:-1}
 if [ "${DRY_RUN:-0}" = 1 ]; then
     printf '%q ' "${cmd[@]}"

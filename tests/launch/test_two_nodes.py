@@ -5,9 +5,9 @@ and the job resumes from ``latest`` with exactly the requests an uninterrupted r
 lost, none repeated).
 
 Both "nodes" are agents on 127.0.0.1 with one worker each (``--nnodes 2 --nproc-per-node 1``);
-what this host cannot show is traffic between machines. Not covered: torchrun restarting the
-surviving node in place when the lost node's agent comes back (``--max-restarts``); on this
-torch the re-rendezvous timed out waiting for the agents' role info (docs/launch.md).
+what this host cannot show is traffic between machines. Not covered here: the surviving node's
+agent restarting its workers in place when a new agent for the lost node joins
+(``--max-restarts``); that is tests/launch/test_elastic_rejoin.py.
 """
 
 from __future__ import annotations
