@@ -1,7 +1,8 @@
 """Export the candidate-scoring graph with `torch.export`: a ``.pt2`` loadable without longseq.
 
 `CandidateScorer` is the candidate side of a checkpointed STCA model (padded layout, any
-attention form: ``kv``, ``absorbed``, ``sdpa``) as a pure-torch module: the item and category
+attention form: ``kv``, ``absorbed``, ``sdpa``; a jagged-layout model is exported as its
+`padded_equivalent`) as a pure-torch module: the item and category
 tables copied out of the TorchRec EmbeddingCollection into plain `nn.Embedding`, the target
 tokens, the tower's ``score`` and the heads. Its inputs are a user state flattened into tensors
 (`flatten_state`, in the order of `state_names`) followed by the candidates' raw ids
@@ -22,6 +23,8 @@ CLI: ``python -m longseq.serve.export checkpoint=<run dir | pointer | step> out=
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +34,7 @@ import torch
 from torch import nn
 
 from longseq.model.model import LongSeqModel
-from longseq.model.stca import STCAState, STCATower
+from longseq.model.stca import ATTENTION_FORMS, STCAState, STCATower
 
 #: the candidates' raw id inputs, after the state's tensors
 CANDIDATE_INPUTS = ("tgt_item_id", "tgt_category_id")
@@ -48,6 +51,22 @@ def _stca(model: LongSeqModel) -> STCATower:
             f"{type(tower).__name__} ({tower.layout})"
         )
     return tower
+
+
+def padded_equivalent(model: LongSeqModel) -> LongSeqModel:
+    """``model`` itself, or for an STCA model in the jagged layout a copy whose tower is the same
+    function in the padded layout (same weights: every form and layout shares them; the form is
+    kept where it has a padded version, ``kv`` otherwise). What `export_model` traces."""
+    tower = model.interaction.tower
+    if not isinstance(tower, STCATower) or tower.layout == "padded":
+        return model
+    form = tower.cfg.attention if tower.cfg.attention in ATTENTION_FORMS else "kv"
+    padded = STCATower(dataclasses.replace(tower.cfg, layout="padded", attention=form))
+    padded.load_state_dict(tower.state_dict())
+    out = copy.deepcopy(model)
+    out.interaction.tower = padded.to(next(tower.parameters()).device).eval()
+    out.interaction.jagged = False
+    return out
 
 
 def state_names(model: LongSeqModel) -> list[str]:
@@ -215,7 +234,7 @@ def export_model(
     and, with ``user_side``, its `UserEncoder` (dynamic ``B``, ``L``) to `user_path` ``(out)``.
     ``aoti``: also compile each with AOTInductor to `aoti_path` of it (load with
     ``torch._inductor.aoti_load_package``)."""
-    model = model.cpu().eval()
+    model = padded_equivalent(model.cpu().eval())
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     extra = {"manifest.json": json.dumps(manifest(model), indent=1)}

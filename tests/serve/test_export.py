@@ -165,12 +165,39 @@ def test_package_scores_in_a_fresh_torch_only_process(packages, tiny_meta, tmp_p
         assert float((got[0] - want).abs().max()) <= 1e-5
 
 
-def test_other_towers_and_layouts_are_refused(tiny_data: Path, tmp_path) -> None:
+def test_other_towers_are_refused(tiny_data: Path, tmp_path) -> None:
     from longseq.serve.export import export_model
 
-    for name in ("stca_kv_jagged", "pooling"):
-        with pytest.raises(ValueError, match="padded layout"):
-            export_model(build(name, tiny_data), tmp_path / "x.pt2")
+    with pytest.raises(ValueError, match="padded layout"):
+        export_model(build("pooling", tiny_data), tmp_path / "x.pt2")
+
+
+@pytest.mark.parametrize("form", ["sdpa", "flex"])
+def test_a_jagged_model_exports_as_its_padded_equivalent(form, tiny_data, tiny_meta, tmp_path):
+    """A model trained in the jagged layout (pair form, or FlexAttention) is exported as the
+    same function in the padded layout: its chained programs score as the eager jagged model."""
+    from longseq.serve import Scorer
+    from longseq.serve.export import HISTORY_INPUTS, export_model, user_path
+
+    torch.manual_seed(0)
+    cfg = model_config("stca_sdpa_jagged")
+    cfg.stca.attention = form
+    from longseq.model.model import LongSeqModel
+
+    model = LongSeqModel(cfg, sizes(tiny_data), TASKS).eval()
+    path = export_model(model, tmp_path / "jagged.pt2")
+    module, user = (torch.export.load(p).module() for p in (path, user_path(path)))
+    scorer = Scorer(model, cache_bytes=0)
+    for seed, (length, k) in enumerate(SHAPES):
+        batch = _request(tiny_meta, length, k, seed)
+        ids = batch.sparse
+        item, cat = ids["tgt_item_id"].values(), ids["tgt_category_id"].values()
+        want = scorer.score(scorer.encode(batch), item, cat)  # eager, jagged state
+        with torch.no_grad():
+            got = module(
+                *user(*(ids[n].values()[None] for n in HISTORY_INPUTS)), item[None], cat[None]
+            )
+        assert float((got[0] - want).abs().max()) <= 1e-5, (form, length, k)
 
 
 def test_cli_config_composes() -> None:
