@@ -1,7 +1,7 @@
 """Suite ``serve``: one request with a long history and K candidates, timed on the serving path.
 
 The STCA tower of the ``default`` experiment (d=128, 4 heads, 3 layers, FFN depth 2) in each
-attention form, as the paper's tower (``kv``, ...) and with the model's recipe (``kv+recipe``,
+attention form (``flex``: the packed layout's FlexAttention kernel, a batch of one request), as the paper's tower (``kv``, ...) and with the model's recipe (``kv+recipe``,
 ...: id-match bias and count channel, the default of a `LongSeqModel`), through the tower
 protocol as `longseq.serve.Scorer` calls it: ``encode_user`` once (the user side: history FFNs + LN and the
 keys/values projections of every layer), then ``score(state, K candidates)``. Per K:
@@ -26,7 +26,7 @@ from longseq.bench.common import BenchArgs, result_payload
 from longseq.bench.timing import measure_interleaved
 from longseq.model.stca import STCAConfig, STCATower
 
-FORMS = ("absorbed", "kv", "sdpa")
+FORMS = ("absorbed", "kv", "sdpa", "flex")
 #: the model's STCA recipe (`longseq.model.model.RECIPE`, not imported: it loads TorchRec)
 RECIPE = {"match_bias": True, "count_channel": True}
 VOCAB = {"items": 100_000, "categories": 1_000}
@@ -80,6 +80,20 @@ def _model_fns(cfg: STCAConfig, g: dict[str, Any], args: BenchArgs) -> dict[str,
     return fns
 
 
+def _protocol(tower: STCATower, hist, mask, hist_ids):
+    """``(encode(), score(state, cands, cand_ids))`` of one request: the padded tower protocol,
+    or for the ``flex`` form the packed one (a batch of one request, one FlexAttention call)."""
+    if tower.layout == "padded":
+        return (lambda: tower.encode_user(hist, mask, hist_ids)), tower.score
+    lengths = mask.sum(1)
+
+    def score(state, c, ci):
+        nt = torch.tensor([c.shape[1]], device=c.device)
+        return tower.score_jagged(state, c[0], nt, ci[0])[None]
+
+    return (lambda: tower.encode_user_jagged(hist[0], lengths, hist_ids[0])), score
+
+
 def _recipe_notes(summary: dict[str, Any], k: int) -> list[str]:
     """One line per form: the recipe variant's numbers (the table shows the paper's tower)."""
     out = []
@@ -117,21 +131,19 @@ def run(args: BenchArgs) -> dict[str, Any]:
     tgt_ids = torch.randint(0, 50, (1, max(ks), 2), device=dev)
     variants = {**{f: (f, {}) for f in FORMS}, **{f"{f}+recipe": (f, RECIPE) for f in FORMS}}
     for form, (attention, recipe) in variants.items():
+        layout = "jagged" if attention == "flex" else "padded"
         cfg = STCAConfig(d_model=d, num_heads=g["num_heads"], num_layers=g["num_layers"],
-                         ffn_depth=g["ffn_depth"], attention=attention, **recipe)  # fmt: skip
+                         ffn_depth=g["ffn_depth"], attention=attention, layout=layout, **recipe)  # fmt: skip
         torch.manual_seed(0)
         tower = STCATower(cfg).to(dev, dtype).eval()
+        encode, score = _protocol(tower, hist, mask, hist_ids)
         with torch.inference_mode():
-            state = tower.encode_user(hist, mask, hist_ids)
-
-        def encode(tw=tower):
-            return tw.encode_user(hist, mask, hist_ids)
-
+            state = encode()
         fns: dict[str, Any] = {"user_side": encode}
         for k in ks:
             c, ci = cands[:, :k], tgt_ids[:, :k]
-            fns[f"miss K={k}"] = lambda tw=tower, c=c, ci=ci: tw.score(encode(tw), c, ci)
-            fns[f"hit K={k}"] = lambda tw=tower, s=state, c=c, ci=ci: tw.score(s, c, ci)
+            fns[f"miss K={k}"] = lambda c=c, ci=ci, sc=score, en=encode: sc(en(), c, ci)
+            fns[f"hit K={k}"] = lambda s=state, c=c, ci=ci, sc=score: sc(s, c, ci)
         model_fns = {} if args.tiny or not recipe else _model_fns(cfg, g, args)
         with torch.inference_mode():
             timings = measure_interleaved({**fns, **model_fns}, args.reps, args.warmup, dev)

@@ -86,7 +86,7 @@ def test_kernel_structure(tiny_run):
 
 def test_serve_structure(tiny_run):
     p = _load(tiny_run, "serve")
-    assert set(p["summary"]) == {"absorbed", "kv", "sdpa"}
+    assert set(p["summary"]) == {"absorbed", "kv", "sdpa", "flex"}
     ks = p["config"]["candidates"]
     for form in ("absorbed", "kv"):
         got = sorted(
