@@ -41,6 +41,18 @@ def grid(args: BenchArgs) -> dict[str, Any]:
                 d_model=128, num_heads=4, num_layers=3, ffn_depth=2)  # fmt: skip
 
 
+def flop_bound(g: dict[str, Any], ffn_ratio: float = 2.0) -> float:
+    """The least cost(K_max) / cost(1) of the ``kv``/``sdpa`` forms if every multiply-add ran at
+    the same speed: ``1 + (K_max - 1) * A / U``, with ``A = 2 L d M`` the attention multiply-adds
+    of one candidate (scores and values over ``L`` events, ``M`` layers) and ``U = L M d^2
+    (3 r D + 2)`` the user side's (each layer's ``D`` SwiGLU blocks of width ``r d``, and its
+    keys/values). The candidates' own FFNs are left out, so the true bound is higher."""
+    length, d, m, depth = g["length"], g["d_model"], g["num_layers"], g["ffn_depth"]
+    per_candidate = 2 * length * d * m
+    user = length * m * d * d * (3 * ffn_ratio * depth + 2)
+    return 1 + (g["candidates"][-1] - 1) * per_candidate / user
+
+
 def _slope(xs: list[int], ys: list[float]) -> tuple[float, float]:
     """Least-squares (slope, intercept) of ``ys`` against ``xs``."""
     n = len(xs)
@@ -186,7 +198,13 @@ def run(args: BenchArgs) -> dict[str, Any]:
     return result_payload(
         args,
         "serve",
-        config={**g, "forms": list(FORMS), "dtype": args.resolved_dtype, "recipe": RECIPE},
+        config={
+            **g,
+            "forms": list(FORMS),
+            "dtype": args.resolved_dtype,
+            "recipe": RECIPE,
+            "flop_bound_ratio": flop_bound(g),
+        },  # fmt: skip
         results=results,
         summary=summary,
         notes=[
@@ -198,6 +216,9 @@ def run(args: BenchArgs) -> dict[str, Any]:
             "TargetAttention.project (keys/values; X̃ itself in the absorbed form)",
             "request (miss) = encode_user + score(K); hit = score(K) against a cached state",
             "marginal_s_per_candidate = least-squares slope of the hit time against K",
+            f"flop_bound_ratio = {flop_bound(g):.2f}: the least K_max / K=1 cost ratio of the kv/"
+            "sdpa forms at equal speed per multiply-add (attention of K_max - 1 extra candidates "
+            "against the user side's FFNs and projections; candidate FFNs left out)",
             *_recipe_notes(summary, ks[-1]),
             "summary[form].recipe.model (when TorchRec is importable): longseq.serve.Scorer end to end "
             "(embedding lookup, tokens, tower, heads; vocab "

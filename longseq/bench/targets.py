@@ -117,15 +117,21 @@ def _serve(p: dict[str, Any]) -> dict[str, Any]:
         + f" (L={length})",
         "met": s[best]["cost_ratio_max_vs_1"] < 1.5 if length >= 10000 else None,
     }
+    bound = p["config"].get("flop_bound_ratio")
     if row["met"] is False:
         m, u = s[best]["marginal_s_per_candidate"], s[best]["user_side_s"]
         row["why"] = (
             f"each extra candidate costs {m * 1e3:.2f} ms against {u * 1e3:.0f} ms of user side "
-            f"({best}): the unfused einsum attention writes and re-reads a [heads, K, L] score "
-            "tensor per layer; a fused kernel that reads K/V once for all K candidates (SDPA for "
-            "the kv form measured several times faster in the kernel suite) makes the marginal "
-            "cost bandwidth-bound"
+            f"({best})"
         )
+        if bound:
+            row["why"] += (
+                f"; counting multiply-adds, {k} candidates' attention over {length} events is "
+                f"{bound - 1:.0%} of this tower's user side (history FFNs, keys/values), so even "
+                f"at equal speed per multiply-add the ratio is at least {bound:.2f}x: under 1.5x "
+                "needs the attention faster per multiply-add than the FFN GEMMs, or a tower whose "
+                "user side is heavier relative to d (deeper/wider history FFNs, as in the paper)"
+            )
     return row
 
 
