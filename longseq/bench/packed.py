@@ -207,6 +207,8 @@ def run(args: BenchArgs) -> dict[str, Any]:
             with torch.inference_mode():
                 b = _batch(g, sets["T=16"], dev, dtype)
                 summary["latency_recipe_T=16"] = _latency(towers, b, g["latency_requests"], dev)
+    if dev.type == "cuda" or args.tiny:  # the training path (FlexAttention backward: CUDA only)
+        summary["train_recipe_T=16"] = _train(g, sets["T=16"], dev, dtype)
     lens = draw_lengths(
         g["requests"], *(g["lengths"][k] for k in ("median", "sigma", "min", "cap"))
     )

@@ -5,7 +5,9 @@ into ``P x d`` keys and values: exact and padding-free, but memory-bound. Here t
 runs as ONE `torch.nn.attention.flex_attention` call over the whole packed batch: the targets of
 every request are the query rows ``[N]``, the events of every request the key rows ``[E]``, and a
 block mask built from the per-request offsets keeps each target to its own request's events
-(``req(target) == req(event)``), so blocks of other requests' events are skipped, not computed.
+(``req(target) == req(event)``): event blocks holding no event of a row block's requests are
+skipped, not computed (a row block that straddles several requests computes all their events
+for each of its rows, masked, so row blocks of 16 targets on CPU waste little).
 The match and position biases are a ``score_mod`` evaluated inside the kernel (no ``P x h``
 tensor), and the count channel is a per-request table of id counts looked up per target
 (`count_tables`): O(E + N) instead of O(P).
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import torch
+import torch._dynamo
 from torch import nn
 
 from longseq.model.match import GAIN
@@ -42,13 +45,13 @@ CUDA_BLOCK = (128, 128)
 RECOMPILE_LIMIT = 256
 
 log = logging.getLogger(__name__)
-_SEEN: set[tuple] = set()  # (device, dtype, N_pad, E_pad, biases) already compiled
+_SEEN: set[tuple] = set()  # variants compiled: device, dtype, heads, grad mode, shape, biases
 
 
 def bucket(n: int, block: int) -> int:
     """``n`` rounded up to a multiple of ``block`` on the grid ``{1, 1.25, 1.5, 1.75} x 2^k``
-    blocks (so ragged batches reuse a few compiled shapes; at most 75% padding of a tiny batch,
-    at most 25% of a large one)."""
+    blocks (so ragged batches reuse a few compiled shapes): up to 4 blocks exact, past 8 blocks
+    at most a quarter more than ``n`` (a tiny batch is mostly padding: one target pads to 16)."""
     blocks = max(1, -(-n // block))
     if blocks <= 4:
         return blocks * block
@@ -134,8 +137,8 @@ def packed_batch(
     e, n = int(hist_lengths.sum()), int(num_targets.sum())
     n_pad, e_pad = bucket(n, block[0]), bucket(e, block[1])
     reqs = torch.arange(b, device=dev)
-    req_e = torch.repeat_interleave(reqs, hist_lengths)
-    req_t = torch.repeat_interleave(reqs, num_targets)
+    req_e = torch.repeat_interleave(reqs, hist_lengths, output_size=e)  # no device sync
+    req_t = torch.repeat_interleave(reqs, num_targets, output_size=n)
     qr = _pad_rows(req_t, n_pad, -1)  # padding rows: no request, never equal
     kr = _pad_rows(req_e, e_pad, -2)
 
@@ -170,36 +173,43 @@ def request_block_mask(
     """The `BlockMask` of "a target sees its own request's events", built from the offsets.
 
     ``req_t [N_pad]``: each target row's request (``-1``: padding, at the end), requests in
-    ascending order; ``event_start`` / ``event_end [B]``: each request's event range. A row block
-    sees the event blocks from its first request's first event to its last request's last one;
-    those inside one request that also owns the whole row block are *full* (no ``mask_mod``
+    ascending order; ``event_start`` / ``event_end [B]``: each request's event range. A row
+    block selects exactly the event blocks that hold an event of a request one of its rows
+    belongs to (a difference array over the (row block, request) pairs); an event block lying
+    inside the one request that owns every row of the row block is *full* (no ``mask_mod``
     call), the others partial. O(row blocks x event blocks), no ``N x E`` tensor (what
-    `create_block_mask` would evaluate).
+    `create_block_mask` would evaluate); tests/model/test_flex.py pins it to that.
     """
     from torch.nn.attention.flex_attention import BlockMask
 
     qb, kb = block
-    rows = req_t.view(-1, qb)  # [row blocks, qb]
-    valid = rows >= 0
-    first = rows[:, 0].clamp(min=0)
-    last = torch.where(valid, rows, -1).amax(1).clamp(min=0)
-    start, end = event_start[first], event_end[last]
-    lo = start // kb
-    hi = torch.where(valid.any(1) & (end > start), -(-end // kb), lo)
-    pure = valid.all(1) & (rows[:, 0] == rows[:, -1])  # one request owns the whole row block
-    flo, fhi = -(-start // kb), end // kb
-    full = pure & (flo < fhi)
-    flo, fhi = torch.where(full, flo, hi), torch.where(full, fhi, hi)
-    n1, n2 = flo - lo, hi - fhi  # partial blocks: [lo, flo) and [fhi, hi)
-    num = n1 + n2
-    ar = torch.arange(e_pad // kb, device=req_t.device)[None]  # torch wants all block columns
-    idx = torch.where(ar < n1[:, None], lo[:, None] + ar, fhi[:, None] + ar - n1[:, None])
-    idx = torch.where(ar < num[:, None], idx, 0)
-    full_num = fhi - flo
-    full_idx = torch.where(ar < full_num[:, None], flo[:, None] + ar, 0)
-    i32 = lambda t: t.to(torch.int32)[None, None]  # noqa: E731
+    nq, nk, dev = req_t.numel() // qb, e_pad // kb, req_t.device
+    rows = req_t.view(nq, qb)
+    first_of_request = torch.ones_like(rows, dtype=torch.bool)
+    first_of_request[:, 1:] = rows[:, 1:] != rows[:, :-1]
+    blk, pos = (first_of_request & (rows >= 0)).nonzero(as_tuple=True)
+    req = rows[blk, pos]  # every (row block, request) pair
+    s, e = event_start[req], event_end[req]
+    blk, s, e = blk[e > s], s[e > s], e[e > s]
+    diff = torch.zeros(nq, nk + 1, dtype=torch.int32, device=dev)
+    one = torch.ones_like(blk, dtype=torch.int32)
+    diff.index_put_((blk, s // kb), one, accumulate=True)
+    diff.index_put_((blk, -(-e // kb)), -one, accumulate=True)
+    selected = diff.cumsum(1)[:, :nk] > 0
+    owner = rows[:, 0].clamp(min=0)
+    pure = (rows >= 0).all(1) & (rows[:, 0] == rows[:, -1])  # one request owns the row block
+    col = torch.arange(nk, device=dev)[None]
+    inside = (col * kb >= event_start[owner][:, None]) & (
+        (col + 1) * kb <= event_end[owner][:, None]
+    )
+    full = selected & pure[:, None] & inside
+
+    def listed(m: torch.Tensor):  # per row block: how many, and the columns (ascending) first
+        order = torch.sort((~m).to(torch.int32), dim=1, stable=True).indices
+        return m.sum(1).to(torch.int32)[None, None], order.to(torch.int32)[None, None]
+
     return BlockMask.from_kv_blocks(
-        i32(num), i32(idx), i32(full_num), i32(full_idx), BLOCK_SIZE=block, mask_mod=mask_mod,
+        *listed(selected & ~full), *listed(full), BLOCK_SIZE=block, mask_mod=mask_mod,
         seq_lengths=(req_t.numel(), e_pad),
     )  # fmt: skip
 
@@ -224,10 +234,6 @@ def _flex_core(q, k, v, block_mask, pos_bias, match_w, tgt_ids, hist_ids):
 @cache
 def _compiled():
     """`_flex_core` compiled once per process (static shapes: `bucket` bounds the variants)."""
-    import torch._dynamo
-
-    limit = torch._dynamo.config.recompile_limit
-    torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
     return torch.compile(_flex_core, dynamic=False)
 
 
@@ -268,13 +274,19 @@ def flex_attend(
         pos_bias = _pad_rows(pb, packed.e_pad).t().contiguous()  # [h, E_pad]
     if bias is not None and bias.match_w is not None and packed.tgt_ids is not None:
         match_w = GAIN * bias.match_w  # [F, h]
-    key = (q.device.type, q.dtype, packed.n_pad, packed.e_pad, pos_bias is None, match_w is None)
+    key = (str(q.device), q.dtype, h, dh, torch.is_grad_enabled(), packed.n_pad, packed.e_pad,
+           pos_bias is None, match_w is None)  # fmt: skip
     if key not in _SEEN:  # a pause of seconds the first time a bucketed shape is seen
         _SEEN.add(key)
-        log.info("compiling FlexAttention for %d x %d (targets x events, bucketed)", *key[2:4])
-    o = _compiled()(
-        qh, kh, vh, packed.block_mask, pos_bias, match_w, packed.tgt_ids, packed.hist_ids
-    )
+        log.info("compiling FlexAttention for %d x %d (targets x events, bucketed)", *key[5:7])
+        if len(_SEEN) > RECOMPILE_LIMIT:
+            log.warning("more than %d FlexAttention variants: dynamo runs the rest eagerly "
+                        "(dense scores); keep batch shapes steadier", RECOMPILE_LIMIT)  # fmt: skip
+    # only the flex call may recompile this often (one variant per bucketed shape)
+    with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+        o = _compiled()(
+            qh, kh, vh, packed.block_mask, pos_bias, match_w, packed.tgt_ids, packed.hist_ids
+        )
     o = o[0, :, :n].transpose(0, 1) * packed.has_history[:, None, None].to(o.dtype)
     out = attn.w_o(o.reshape(n, d))
     if bias is not None and bias.count:

@@ -86,7 +86,8 @@ def jagged_attend(
         bias = attn.bias.logit_bias(match, pos, padded=False)
         scores = scores if bias is None else scores + bias
     a = segment_softmax(scores, pair_t, n)
-    o = q.new_zeros(n, h, dh).index_add(0, pair_t, a[..., None] * v[pair_e])
+    src = a[..., None] * v[pair_e]  # (its dtype: bf16 under autocast, where q may be fp32)
+    o = src.new_zeros(n, h, dh).index_add(0, pair_t, src)
     out = attn.w_o(o.reshape(n, d))
     if attn.bias is not None and attn.bias.count:
         out = out + attn.bias.count_jagged(match, pos, pair_t, n)

@@ -185,7 +185,10 @@ class STCATower(SequenceTower):
     def _jagged(self, per_layer, tgt, lengths, num_targets, ids, tgt_ids, positions, fused, kernel):
         """The stack, packed; ``fused`` as in `_padded`; ``kernel``: ``pairs`` or ``flex``."""
         packed = pairs = match = None
-        if (kernel or self.kernel) == "flex" and use_flex(tgt):  # one FlexAttention call per layer
+        flex = (kernel or self.kernel) == "flex" and use_flex(tgt)
+        if flex and tgt.shape[0] and lengths.numel():  # one FlexAttention call per layer
+            if self.cfg.match_bias and (ids is None or tgt_ids is None):
+                raise ValueError("the match bias needs hist_ids and tgt_ids")
             count = self.cfg.count_channel
             packed = packed_batch(lengths, num_targets, ids, tgt_ids, positions, count)
         else:  # every real (target, event) pair, gathered (`longseq.model.jagged`)

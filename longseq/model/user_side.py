@@ -25,6 +25,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 from longseq.data.batch import HISTORY_KEYS, TARGET_KEYS, RequestBatch
 from longseq.model.layers import jagged_to_padded, padded_to_jagged
 from longseq.model.model import LongSeqModel
+from longseq.model.stca import STCATower
 from longseq.model.tower import UserState
 
 
@@ -149,7 +150,7 @@ def packed_kernel(model: LongSeqModel) -> str:
     """``flex`` if the model's tower can score a packed batch through FlexAttention, else a
     ``ValueError`` naming the tower (only STCA's attention has the packed kernel)."""
     tower = model.interaction.tower
-    if getattr(tower, "kernel", None) is None:
+    if not isinstance(tower, STCATower):
         raise ValueError(
             f"packed scoring (FlexAttention) is STCA's; this model's tower is "
             f"{type(tower).__name__}: score it with packed=false"

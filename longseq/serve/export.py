@@ -64,7 +64,8 @@ def padded_equivalent(model: LongSeqModel) -> LongSeqModel:
     padded = STCATower(dataclasses.replace(tower.cfg, layout="padded", attention=form))
     padded.load_state_dict(tower.state_dict())
     out = copy.deepcopy(model)
-    out.interaction.tower = padded.to(next(tower.parameters()).device).eval()
+    ref = next(tower.parameters())
+    out.interaction.tower = padded.to(ref.device, ref.dtype).eval()
     out.interaction.jagged = False
     return out
 

@@ -109,6 +109,11 @@ def test_packed_structure(tiny_run):
     lat = p["summary"]["latency_recipe_T=16"]
     assert set(lat) == {"padded sdpa", "packed flex"}
     assert all(0 < v["p50_s"] <= v["p99_s"] for v in lat.values())
+    train = p["summary"]["train_recipe_T=16"]  # tiny runs the training path's plumbing on CPU
+    assert set(train) == set(p["config"]["paths"])
+    assert all(
+        v["max_abs_diff_z"] <= 1e-5 and v["max_rel_diff_grad"] <= 1e-4 for v in train.values()
+    )
 
 
 def test_rlb_counts_bytes_exactly(tiny_run):

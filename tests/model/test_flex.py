@@ -104,32 +104,38 @@ def test_flex_attention_equals_the_reference_and_the_pair_form(which: str):
     assert torch.equal(got[empty], torch.zeros_like(got[empty]))
 
 
-@pytest.mark.parametrize("which", ["plain", "all"])
-def test_flex_tower_equals_the_padded_tower(which: str):
+@pytest.mark.parametrize(
+    "which,hist,tgts",
+    [("plain", HIST, TGTS), ("all", HIST, TGTS),
+     ("all", torch.tensor([600, 0, 0, 130, 7]), torch.tensor([40, 3, 10, 0, 5]))],
+)  # fmt: skip
+def test_flex_tower_equals_the_padded_tower(which: str, hist: torch.Tensor, tgts: torch.Tensor):
+    """The last case has several row and event blocks: row blocks that straddle requests and
+    full blocks (where the kernel skips the mask)."""
     torch.manual_seed(0)
     kw = dict(d_model=16, num_heads=4, num_layers=3, **BIASES[which])
     padded = STCATower(STCAConfig(attention="kv", **kw)).eval()
     flex = STCATower(STCAConfig(attention="flex", layout="jagged", **kw)).eval()
     flex.load_state_dict(padded.state_dict())  # every form has the same weights
     g = torch.Generator().manual_seed(2)
-    e, n = int(HIST.sum()), int(TGTS.sum())
+    e, n = int(hist.sum()), int(tgts.sum())
     x, t = torch.randn(e, 16, generator=g), torch.randn(n, 16, generator=g)
     hid, tid = torch.randint(0, 3, (e, 2), generator=g), torch.randint(0, 3, (n, 2), generator=g)
-    lm, tm = int(HIST.max()), int(TGTS.max())
-    mask = torch.arange(lm)[None] < HIST[:, None]
+    lm, tm = int(hist.max()), int(tgts.max())
+    mask = torch.arange(lm)[None] < hist[:, None]
     with torch.no_grad():
-        got = flex.forward_jagged(x, HIST, t, TGTS, hid, tid)
-        state = flex.encode_user_jagged(x, HIST, hid)
-        split = flex.score_jagged(state, t, TGTS, tid)
-        pairs = flex.score_jagged(state, t, TGTS, tid, kernel="pairs")
+        got = flex.forward_jagged(x, hist, t, tgts, hid, tid)
+        state = flex.encode_user_jagged(x, hist, hid)
+        split = flex.score_jagged(state, t, tgts, tid)
+        pairs = flex.score_jagged(state, t, tgts, tid, kernel="pairs")
         want = padded(
-            jagged_to_padded(x, HIST, lm),
+            jagged_to_padded(x, hist, lm),
             mask,
-            jagged_to_padded(t, TGTS, tm),
-            jagged_to_padded(hid, HIST, lm),
-            jagged_to_padded(tid, TGTS, tm),
+            jagged_to_padded(t, tgts, tm),
+            jagged_to_padded(hid, hist, lm),
+            jagged_to_padded(tid, tgts, tm),
         )
-    want = padded_to_jagged(want, TGTS)
+    want = padded_to_jagged(want, tgts)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(split, got, rtol=0, atol=0)
     torch.testing.assert_close(pairs, want, rtol=1e-5, atol=1e-5)
@@ -154,6 +160,27 @@ def test_flex_tower_trains_on_cpu_through_the_pair_form():
         torch.testing.assert_close(a.grad, b.grad, msg=name)
 
 
+def test_flex_tower_on_an_empty_batch_and_without_targets():
+    """No requests, or no targets at all: the same empty/zero outputs as the pair form."""
+    tower = STCATower(STCAConfig(d_model=8, num_heads=2, attention="flex", layout="jagged",
+                                 **BIASES["recipe"])).eval()  # fmt: skip
+    z0 = torch.zeros(0, dtype=torch.long)
+    with torch.no_grad():
+        out = tower.forward_jagged(
+            torch.zeros(0, 8),
+            z0,
+            torch.zeros(0, 8),
+            z0,
+            z0.view(0, 2).expand(0, 2),
+            z0.view(0, 2).expand(0, 2),
+        )
+        assert out.shape == (0, 8)
+        hist, tgts = torch.tensor([3, 2]), torch.tensor([0, 0])
+        ids = torch.zeros(5, 2, dtype=torch.long)
+        out = tower.forward_jagged(torch.randn(5, 8), hist, torch.zeros(0, 8), tgts, ids, ids[:0])
+        assert out.shape == (0, 8)
+
+
 def test_flex_needs_the_jagged_layout():
     with pytest.raises(ValueError, match=r"model\.stca\.attention=flex .*model\.stca\.layout"):
         STCAConfig(attention="flex").validate()
@@ -161,16 +188,25 @@ def test_flex_needs_the_jagged_layout():
         STCAConfig(attention="flash", layout="jagged").validate()
 
 
-@pytest.mark.parametrize("seed", range(4))
+CASES = [((100, 300, 100), (3, 0, 3)), ((600, 0, 0), (40, 3, 10)), ((0, 0), (5, 2))]
+
+
+@pytest.mark.parametrize("seed", range(-len(CASES), 10))
 def test_request_block_mask_equals_torchs_dense_construction(seed: int):
-    """The offsets-built block mask selects the same elements as `create_block_mask` evaluating
-    the mask everywhere, with full blocks only where every element is True."""
+    """The offsets-built block mask selects the same blocks as `create_block_mask` evaluating
+    the mask everywhere, with full blocks only where every element is True: random ragged
+    batches, a request without targets between two (its events are in no row block), full
+    blocks, and histories all empty."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    rng = np.random.default_rng(seed)
-    b = int(rng.integers(1, 12))
-    hist = torch.from_numpy(rng.choice([0, 1, 7, 100, 300], b))
-    tgts = torch.from_numpy(rng.integers(0, 40, b))
+    rng = np.random.default_rng(seed + 100)
+    if seed < 0:
+        hist, tgts = (torch.tensor(c) for c in CASES[seed])
+    else:
+        b = int(rng.integers(1, 12))
+        hist = torch.from_numpy(rng.choice([0, 1, 7, 100, 300], b))
+        tgts = torch.from_numpy(rng.choice([0, 0, 1, 5, 16, 40], b))
+    b = len(hist)
     block = (16, 128) if seed % 2 else (8, 32)
     pb = packed_batch(hist, tgts, block=block)
     req = torch.arange(b)
@@ -189,3 +225,15 @@ def test_request_block_mask_equals_torchs_dense_construction(seed: int):
     for i in range(blocks.shape[0]):  # every full block is all True
         for j in pb.block_mask.full_kv_indices[0, 0, i, : int(nfull[i])].tolist():
             assert blocks[i, j] == qb * kb
+
+
+def test_pair_form_runs_under_bf16_autocast():
+    """CPU training with ``trainer.precision=bf16``: the flex tower's pair fallback mixes an fp32
+    query side with bf16 values under autocast; its accumulation takes the values' dtype."""
+    tower = STCATower(STCAConfig(d_model=16, num_heads=2, attention="flex", layout="jagged"))
+    e, n = int(HIST.sum()), int(TGTS.sum())
+    x, t = torch.randn(e, 16), torch.randn(n, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tower.forward_jagged(x, HIST, t, TGTS)
+    out.float().sum().backward()
+    assert out.shape == (n, 16) and torch.isfinite(out.float()).all()
