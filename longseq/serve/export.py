@@ -1,11 +1,11 @@
 """Export the candidate-scoring graph with `torch.export`: a ``.pt2`` loadable without longseq.
 
-`CandidateScorer` is the candidate side of a checkpointed STCA model (padded layout, any
-attention form: ``kv``, ``absorbed``, ``sdpa``; a jagged-layout model is exported as its
-`padded_equivalent`) as a pure-torch module: the item and category
+`CandidateScorer` is the candidate side of a checkpointed model (any tower: STCA in any
+attention form, a jagged-layout STCA as its `padded_equivalent`, and every baseline) as a
+pure-torch module: the item and category
 tables copied out of the TorchRec EmbeddingCollection into plain `nn.Embedding`, the target
 tokens, the tower's ``score`` and the heads. Its inputs are a user state flattened into tensors
-(`flatten_state`, in the order of `state_names`) followed by the candidates' raw ids
+(`longseq.serve.flat_state.flatten_state`, in the order of `state_names`) followed by the candidates' raw ids
 ``tgt_item_id`` / ``tgt_category_id`` int64 ``[B, K]``; its output is probabilities
 ``[B, K, tasks]``. `export_scorer` exports it with dynamic ``B``, ``K`` (candidates) and ``L``
 (history length) and writes the ``.pt2`` (``torch.export.save``) with a JSON manifest in its
@@ -34,7 +34,9 @@ import torch
 from torch import nn
 
 from longseq.model.model import LongSeqModel
-from longseq.model.stca import ATTENTION_FORMS, STCAState, STCATower
+from longseq.model.stca import ATTENTION_FORMS, STCATower
+from longseq.model.tower import SequenceTower, UserState
+from longseq.serve.flat_state import flatten_state, named_leaves, structure, unflatten_state
 
 #: the candidates' raw id inputs, after the state's tensors
 CANDIDATE_INPUTS = ("tgt_item_id", "tgt_category_id")
@@ -43,14 +45,30 @@ CANDIDATE_INPUTS = ("tgt_item_id", "tgt_category_id")
 HISTORY_INPUTS = ("hist_item_id", "hist_category_id", "hist_action", "hist_dt_bucket")
 
 
-def _stca(model: LongSeqModel) -> STCATower:
+def _tower(model: LongSeqModel) -> SequenceTower:
     tower = model.interaction.tower
-    if not isinstance(tower, STCATower) or tower.layout != "padded":
+    if tower.layout != "padded":  # `padded_equivalent` turns a jagged STCA padded first
         raise ValueError(
-            f"export covers the STCA tower in the padded layout; this model's tower is "
-            f"{type(tower).__name__} ({tower.layout})"
+            f"export takes a tower in the padded layout; {type(tower).__name__} is {tower.layout}"
         )
     return tower
+
+
+def _ids(model: LongSeqModel, item: torch.Tensor, category: torch.Tensor) -> torch.Tensor | None:
+    """The raw ids the tower compares (its ``id_features``), stacked ``[B, N, F]``, or None."""
+    by = {"item_id": item, "category_id": category}
+    feats = model.interaction.id_features
+    return torch.stack([by[f] for f in feats], -1) if feats else None
+
+
+def _example_state(model: LongSeqModel, b: int = 2, length: int = 5, seed: int = 0) -> UserState:
+    """The tower's state of a random padding-free history of ``b`` requests x ``length`` events."""
+    gen = torch.Generator().manual_seed(seed)
+    hist = torch.randn(b, length, model.cfg.tower_config.d_model, generator=gen)
+    mask = torch.ones(b, length, dtype=torch.bool)
+    ids = torch.randint(0, 3, (b, length, 2), generator=gen)
+    with torch.no_grad():
+        return _tower(model).encode_user(hist, mask, _ids(model, ids[..., 0], ids[..., 1]))
 
 
 def padded_equivalent(model: LongSeqModel) -> LongSeqModel:
@@ -71,8 +89,12 @@ def padded_equivalent(model: LongSeqModel) -> LongSeqModel:
 
 
 def state_names(model: LongSeqModel) -> list[str]:
-    """Names of the flattened user-state inputs of `CandidateScorer`, in order."""
-    tower = _stca(model)
+    """Names of the flattened user-state inputs of `CandidateScorer`, in order: STCA's
+    ``k_i, v_i`` (``x_i`` in ``absorbed``), ``positions``, ``hist_ids``; another tower's
+    state fields (`longseq.serve.flat_state.named_leaves`)."""
+    tower = _tower(model)
+    if not isinstance(tower, STCATower):
+        return [name for name, _ in named_leaves(_example_state(model))]
     cfg = tower.cfg
     names = []
     for i in range(cfg.num_layers):
@@ -84,59 +106,35 @@ def state_names(model: LongSeqModel) -> list[str]:
     return names
 
 
-def flatten_state(state: STCAState) -> tuple[torch.Tensor, ...]:
-    """A padded `STCAState` -> its tensors in the order of `state_names` (mask dropped)."""
-    out: list[torch.Tensor] = []
-    for layer in state.layers:
-        out += list(layer) if isinstance(layer, tuple | list) else [layer]
-    out += [t for t in (state.positions, state.hist_ids) if t is not None]
-    return tuple(out)
-
-
 class CandidateScorer(nn.Module):
-    """The candidate side of an STCA model over plain tensors (see the module doc).
+    """The candidate side of a model over plain tensors (see the module doc).
 
     ``forward(*state, tgt_item_id, tgt_category_id)`` -> probabilities ``[B, K, tasks]``.
     """
 
     def __init__(self, model: LongSeqModel) -> None:
         super().__init__()
-        self.tower = _stca(model)
-        self.cfg = self.tower.cfg
-        self.names = state_names(model)
+        self.tower = _tower(model)
+        self.spec = structure(_example_state(model))  # the state's shape, no tensors
+        self.id_features = model.interaction.id_features
         tables = model.ec.embeddings
         self.item = nn.Embedding.from_pretrained(tables["item"].weight.detach().clone())
         self.category = nn.Embedding.from_pretrained(tables["category"].weight.detach().clone())
         self.tokens = model.interaction.tokens
         self.head = model.interaction.head
 
-    def unflatten(self, state: tuple[torch.Tensor, ...]) -> STCAState:
-        """Flat state tensors (`state_names` order) -> an `STCAState` without padding
-        (``hist_mask=None``: the attention skips its mask, with no data-dependent check)."""
-        parts = dict(zip(self.names, state, strict=True))
-        m = self.cfg.num_layers
-        if self.cfg.attention == "absorbed":
-            layers = [parts[f"x_{i}"] for i in range(m)]
-        else:
-            layers = [(parts[f"k_{i}"], parts[f"v_{i}"]) for i in range(m)]
-        return STCAState(
-            layers=layers,
-            hist_mask=None,
-            positions=parts.get("positions"),
-            hist_ids=parts.get("hist_ids"),
-        )
-
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """``(*state, tgt_item_id [B,K], tgt_category_id [B,K])`` -> ``[B, K, tasks]``."""
         *state, item, category = inputs
         xt = self.tokens.target(self.item(item), self.category(category))  # [B,K,d]
-        tgt_ids = torch.stack([item, category], -1) if self.cfg.match_bias else None
-        z = self.tower.score(self.unflatten(tuple(state)), xt, tgt_ids)
+        by = {"item_id": item, "category_id": category}
+        tgt_ids = torch.stack([by[f] for f in self.id_features], -1) if self.id_features else None
+        z = self.tower.score(unflatten_state(self.spec, tuple(state)), xt, tgt_ids)
         return torch.sigmoid(self.head(torch.cat([z, xt], dim=-1)))
 
 
 class UserEncoder(nn.Module):
-    """The user side of an STCA model over plain tensors: raw history ids -> the flat state.
+    """The user side of a model over plain tensors: raw history ids -> the flat state.
 
     ``forward(hist_item_id, hist_category_id, hist_action, hist_dt_bucket)``, each int64
     ``[B, L]`` (oldest -> newest, every slot a real event; ``dt_bucket`` as
@@ -145,7 +143,8 @@ class UserEncoder(nn.Module):
 
     def __init__(self, model: LongSeqModel) -> None:
         super().__init__()
-        self.tower = _stca(model)
+        self.tower = _tower(model)
+        self.id_features = model.interaction.id_features
         tables = model.ec.embeddings
         self.tables = nn.ModuleList(
             nn.Embedding.from_pretrained(tables[n].weight.detach().clone())
@@ -162,52 +161,55 @@ class UserEncoder(nn.Module):
         side = tok.side_proj(torch.cat([action, dt, tok.pos(pos)], -1))
         hist = tok.hist_norm(tok.item_proj(torch.cat([item, category], -1)) + side)
         mask = torch.ones(b, length, dtype=torch.bool, device=hist.device)
-        state = self.tower.encode_user(hist, mask, torch.stack([ids[0], ids[1]], -1))
-        return flatten_state(state)
+        by = {"item_id": ids[0], "category_id": ids[1]}
+        hist_ids = torch.stack([by[f] for f in self.id_features], -1) if self.id_features else None
+        return flatten_state(self.tower.encode_user(hist, mask, hist_ids))
 
 
 def _example(model: LongSeqModel, b: int = 2, k: int = 3, length: int = 5):
-    """Example inputs (a random history through the tower's ``encode_user``) and their dims."""
-    tower = _stca(model)
-    d = tower.cfg.d_model
+    """Example inputs of `CandidateScorer`: a random history's state, then candidate ids."""
     gen = torch.Generator().manual_seed(0)
-    hist = torch.randn(b, length, d, generator=gen)
-    mask = torch.ones(b, length, dtype=torch.bool)
-    ids = torch.randint(0, 3, (b, length, 2), generator=gen)
-    with torch.no_grad():
-        state = flatten_state(tower.encode_user(hist, mask, ids))
     cand = tuple(torch.randint(0, 3, (b, k), generator=gen) for _ in CANDIDATE_INPUTS)
-    return state + cand
+    return flatten_state(_example_state(model, b, length)) + cand
 
 
 def _dynamic_shapes(model: LongSeqModel) -> tuple:
-    """``B``, ``K`` and ``L`` of every input (`state_names` + `CANDIDATE_INPUTS`)."""
+    """``B``, ``K`` and ``L`` of every input (`state_names` + `CANDIDATE_INPUTS`), read off two
+    example states: a dim that follows the requests (2 -> 3) is ``B``, one that follows the
+    history length (5 -> 7) is ``L``; the others are fixed (width, heads)."""
     big_b, big_k, big_l = (torch.export.Dim(n, min=1, max=1 << 20) for n in ("B", "K", "L"))
-    form = _stca(model).cfg.attention
+    small = flatten_state(_example_state(model, 2, 5))
+    large = flatten_state(_example_state(model, 3, 7))
     shapes = []
-    for name in state_names(model):
-        if name[0] in "kv" and form == "sdpa":  # [B, h, L, d_h]
-            shapes.append({0: big_b, 2: big_l})
-        else:  # [B, L, ...]
-            shapes.append({0: big_b, 1: big_l})
+    for name, x, y in zip(state_names(model), small, large, strict=True):
+        dims = {}
+        for i, pair in enumerate(zip(x.shape, y.shape)):
+            if pair == (2, 3):
+                dims[i] = big_b
+            elif pair == (5, 7):
+                dims[i] = big_l
+            elif pair[0] != pair[1]:
+                raise ValueError(f"state input {name}: dim {i} is neither B nor L ({pair})")
+        shapes.append(dims)
     shapes += [{0: big_b, 1: big_k}] * len(CANDIDATE_INPUTS)
     return tuple(shapes)
 
 
 def manifest(model: LongSeqModel) -> dict[str, Any]:
     """What a loader needs to call the package: its inputs in order, outputs, tasks."""
-    cfg = _stca(model).cfg
-    return {
+    tower = _tower(model)
+    out = {
         "format": "longseq-candidate-scorer/1",
         "inputs": state_names(model) + list(CANDIDATE_INPUTS),
         "user_inputs": list(HISTORY_INPUTS),
         "output": "probabilities [B, K, tasks]",
         "tasks": list(model.tasks),
-        "tower": "stca",
-        "attention": cfg.attention,
-        "num_layers": cfg.num_layers,
-        "d_model": cfg.d_model,
+        "tower": model.cfg.tower,
+        "d_model": model.cfg.tower_config.d_model,
     }
+    if isinstance(tower, STCATower):
+        out.update(attention=tower.cfg.attention, num_layers=tower.cfg.num_layers)
+    return out
 
 
 def user_path(out: str | Path) -> Path:

@@ -19,8 +19,10 @@ from common import TASKS, build, model_config, save, sizes  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 
-#: STCA in each attention form with the recipe (match bias, count channel), and the paper's tower
-NAMES = ["stca_kv_padded", "stca_absorbed_padded", "stca_sdpa_padded", "stca_paper", "posbias"]
+#: STCA in each attention form with the recipe (match bias, count channel), the paper's tower,
+#: and every baseline
+NAMES = ["stca_kv_padded", "stca_absorbed_padded", "stca_sdpa_padded", "stca_paper", "posbias",
+         "pooling", "din", "transformer", "sim"]  # fmt: skip
 
 #: largest |exported - eager| per config (printed with -s)
 MAX_DIFF: dict[str, float] = {}
@@ -142,11 +144,11 @@ def test_exported_scores_equal_eager(name: str, packages, tiny_meta: dict) -> No
     print(f"{name}: max |exported - eager| {MAX_DIFF[name]:.1e}")
 
 
-def test_package_scores_in_a_fresh_torch_only_process(packages, tiny_meta, tmp_path) -> None:
+@pytest.mark.parametrize("name", ["stca_kv_padded", "sim"])
+def test_package_scores_in_a_fresh_torch_only_process(name, packages, tiny_meta, tmp_path) -> None:
     from longseq.serve import Scorer
     from longseq.serve.export import CANDIDATE_INPUTS, state_names, user_path
 
-    name = "stca_kv_padded"
     model, path = packages[name]
     inputs, want, hist = _inputs(Scorer(model, cache_bytes=0), tiny_meta, 23, 6, 3, raw=True)
     torch.save((hist, inputs), tmp_path / "inputs.pt")
@@ -163,13 +165,6 @@ def test_package_scores_in_a_fresh_torch_only_process(packages, tiny_meta, tmp_p
     )
     for got in torch.load(tmp_path / "p"):
         assert float((got[0] - want).abs().max()) <= 1e-5
-
-
-def test_other_towers_are_refused(tiny_data: Path, tmp_path) -> None:
-    from longseq.serve.export import export_model
-
-    with pytest.raises(ValueError, match="padded layout"):
-        export_model(build("pooling", tiny_data), tmp_path / "x.pt2")
 
 
 @pytest.mark.parametrize("form", ["sdpa", "flex"])

@@ -71,7 +71,8 @@ def _category(ids: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class SIMState(UserState):
-    """`SIMTower`'s user state: keys/values ``[B,L,h,d_h]``, mask and categories ``[B,L]``."""
+    """`SIMTower`'s user state: keys/values ``[B,L,h,d_h]``, mask and categories ``[B,L]``
+    (mask ``None``: no padding)."""
 
     k: torch.Tensor
     v: torch.Tensor
@@ -124,7 +125,9 @@ class SIMTower(SequenceTower):
             raise ValueError("SIMTower needs the targets' category ids")
         b, t, d = tgt.shape
         q = self.w_q(self.tgt_ln(tgt)).view(b, t, self.h, self.dh)
-        keep = hard_search_mask(state.hist_mask, state.hist_cat, _category(tgt_ids), self.cfg.top_k)
+        valid = state.hist_mask  # None: no padding (an exported state; `longseq.serve.flat_state`)
+        valid = torch.ones_like(state.hist_cat, dtype=torch.bool) if valid is None else valid
+        keep = hard_search_mask(valid, state.hist_cat, _category(tgt_ids), self.cfg.top_k)
         keep = keep[:, None]  # [B,1,T,L]
         scores = torch.einsum("bthe,blhe->bhtl", q, state.k) / math.sqrt(self.dh)
         scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
