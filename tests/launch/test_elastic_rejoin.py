@@ -17,10 +17,8 @@ waits for the new agent's ``torchelastic/role_info/1``; both time out after 60 s
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,16 +27,17 @@ from pathlib import Path
 
 import pytest
 
-from longseq.data.reader import planned_requests
+sys.path.insert(0, str(Path(__file__).parent))
+from two_agents import (  # noqa: E402
+    assert_resumed_exactly,
+    descendants,
+    free_port,
+    logged_steps,
+    train_args,
+)
 
 pytestmark = pytest.mark.dist
 TORCHRUN_SH = Path(__file__).resolve().parents[2] / "launch" / "torchrun.sh"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _agent(tmp_path: Path, name: str, port: int, args: list[str]) -> subprocess.Popen:
@@ -69,24 +68,6 @@ def _agent(tmp_path: Path, name: str, port: int, args: list[str]) -> subprocess.
         )
 
 
-def _descendants(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids = [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for kid in kids:
-            out += [kid, *_descendants(kid)]
-    return out
-
-
-def _steps(metrics: Path) -> list[int]:
-    if not metrics.exists():
-        return []
-    return [json.loads(x)["step"] for x in metrics.read_text().splitlines() if x.strip()]
-
-
 def _until(cond: Callable[[], bool], timeout: float, alive: list[subprocess.Popen], logs) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -97,18 +78,8 @@ def _until(cond: Callable[[], bool], timeout: float, alive: list[subprocess.Pope
 
 def test_lost_node_rejoins_and_the_job_heals_in_place(tmp_path: Path, tiny_data: Path) -> None:
     run_dir = tmp_path / "run"
-    max_steps, batch, world = 60, 8, 2  # long enough that the kill lands mid-run
-    args = [
-        "experiment=tiny",
-        f"data.path={tiny_data}",
-        f"run_dir={run_dir}",
-        f"trainer.max_steps={max_steps}",
-        f"data.batch_size={batch}",
-        "trainer.log_every=1",
-        "trainer.checkpoint_every=4",
-        "trainer.progress=false",
-    ]  # torchrun.sh appends resume=auto
-    port = _free_port()
+    args = train_args(tiny_data, run_dir)  # torchrun.sh appends resume=auto
+    port = free_port()
     log_a, log_b = tmp_path / "node0.log", tmp_path / "node1.log"
     logs = lambda: "\n".join(  # noqa: E731
         f"===== {p.name}\n{p.read_text()}" for p in sorted(tmp_path.glob("node*.log"))
@@ -123,10 +94,10 @@ def test_lost_node_rejoins_and_the_job_heals_in_place(tmp_path: Path, tiny_data:
         b = _agent(tmp_path, "node1", port, args)
         procs.append(b)
         latest = run_dir / "checkpoints" / "latest"
-        metrics = run_dir / "metrics.jsonl"
-        _until(lambda: latest.exists() and max(_steps(metrics), default=0) >= 6, 120, procs, logs)
+        steps = lambda: max(logged_steps(run_dir), default=0)  # noqa: E731
+        _until(lambda: latest.exists() and steps() >= 6, 120, procs, logs)
 
-        workers = _descendants(b.pid)  # torchrun starts workers in sessions of their own
+        workers = descendants(b.pid)  # torchrun starts workers in sessions of their own
         assert workers, logs()
         for pid in [b.pid, *workers]:  # node 1 is gone: its agent and its worker
             os.kill(pid, signal.SIGKILL)
@@ -142,7 +113,7 @@ def test_lost_node_rejoins_and_the_job_heals_in_place(tmp_path: Path, tiny_data:
     finally:
         for p in procs:
             if p.poll() is None:
-                for pid in [*_descendants(p.pid), p.pid]:
+                for pid in [*descendants(p.pid), p.pid]:
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
@@ -156,11 +127,4 @@ def test_lost_node_rejoins_and_the_job_heals_in_place(tmp_path: Path, tiny_data:
     assert "restart_count=1" in out_a and "restart_count=0" in out_b2, logs()
     assert "group_world_size=2" in out_b2, logs()
     assert f"resumed from {run_dir / 'checkpoints' / resume_from}" in out_a + out_b2, logs()
-    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert records[-1]["step"] == max_steps
-    expected = planned_requests(tiny_data / "train", batch, world, max_steps, shuffle_buffer=64)
-    assert records[-1]["requests_seen"] == expected, records[-1]
-    restart_at = int(resume_from.removeprefix("step_"))
-    tail = [r["step"] for r in records[-(max_steps - restart_at) :]]
-    assert tail == list(range(restart_at + 1, max_steps + 1)), [r["step"] for r in records]
-    assert latest.read_text().strip() == f"step_{max_steps}"
+    assert_resumed_exactly(run_dir, tiny_data, resume_from)

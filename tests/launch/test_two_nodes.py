@@ -12,10 +12,8 @@ agent restarting its workers in place when a new agent for the lost node joins
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from longseq.data.reader import planned_requests
+sys.path.insert(0, str(Path(__file__).parent))
+from two_agents import (  # noqa: E402
+    assert_resumed_exactly,
+    descendants,
+    free_port,
+    logged_steps,
+    train_args,
+)
 
 pytestmark = pytest.mark.dist
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _agent(
@@ -58,38 +57,10 @@ def _agent(
     return proc, log
 
 
-def _descendants(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids = [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for kid in kids:
-            out += [kid, *_descendants(kid)]
-    return out
-
-
-def _steps(metrics: Path) -> list[int]:
-    if not metrics.exists():
-        return []
-    return [json.loads(x)["step"] for x in metrics.read_text().splitlines() if x.strip()]
-
-
 def test_two_agents_train_lose_a_node_and_resume_exactly(tmp_path: Path, tiny_data: Path) -> None:
     run_dir = tmp_path / "run"
-    max_steps, batch, world = 60, 8, 2  # long enough that the kill lands mid-run
-    args = [
-        "experiment=tiny",
-        f"data.path={tiny_data}",
-        f"run_dir={run_dir}",
-        f"trainer.max_steps={max_steps}",
-        f"data.batch_size={batch}",
-        "trainer.log_every=1",
-        "trainer.checkpoint_every=4",
-        "trainer.progress=false",
-    ]
-    port = _free_port()
+    args = train_args(tiny_data, run_dir)
+    port = free_port()
     a, log_a = _agent(tmp_path, "node0", port, True, args)
     b, log_b = _agent(tmp_path, "node1", port, False, args)
     b2 = None
@@ -97,12 +68,12 @@ def test_two_agents_train_lose_a_node_and_resume_exactly(tmp_path: Path, tiny_da
     logs = lambda: "\n".join(p.read_text() for p in tmp_path.glob("node*.log"))  # noqa: E731
     try:
         deadline = time.monotonic() + 120
-        while not (latest.exists() and max(_steps(run_dir / "metrics.jsonl"), default=0) >= 6):
+        while not (latest.exists() and max(logged_steps(run_dir), default=0) >= 6):
             assert a.poll() is None and b.poll() is None, logs()
             assert time.monotonic() < deadline, logs()
             time.sleep(0.05)
         resume_from = latest.read_text().strip()
-        workers = _descendants(b.pid)  # torchrun starts workers in sessions of their own
+        workers = descendants(b.pid)  # torchrun starts workers in sessions of their own
         assert workers, logs()
         for pid in [b.pid, *workers]:  # node 1 is gone: its agent and its worker
             os.kill(pid, signal.SIGKILL)
@@ -118,12 +89,5 @@ def test_two_agents_train_lose_a_node_and_resume_exactly(tmp_path: Path, tiny_da
                 os.killpg(p.pid, signal.SIGKILL)
     out = log_a.read_text()
     assert f"resumed from {run_dir / 'checkpoints' / resume_from}" in out, logs()
-    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert records[-1]["step"] == max_steps
-    expected = planned_requests(tiny_data / "train", batch, world, max_steps, shuffle_buffer=64)
-    assert records[-1]["requests_seen"] == expected, records[-1]
-    restart_at = int(resume_from.removeprefix("step_"))
-    tail = [r["step"] for r in records[-(max_steps - restart_at) :]]
-    assert tail == list(range(restart_at + 1, max_steps + 1)), [r["step"] for r in records]
-    assert latest.read_text().strip() == f"step_{max_steps}"
+    assert_resumed_exactly(run_dir, tiny_data, resume_from)
     assert log_b.exists()
