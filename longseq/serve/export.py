@@ -54,11 +54,12 @@ def _tower(model: LongSeqModel) -> SequenceTower:
     return tower
 
 
-def _ids(model: LongSeqModel, item: torch.Tensor, category: torch.Tensor) -> torch.Tensor | None:
-    """The raw ids the tower compares (its ``id_features``), stacked ``[B, N, F]``, or None."""
+def _ids(
+    features: tuple[str, ...], item: torch.Tensor, category: torch.Tensor
+) -> torch.Tensor | None:
+    """The raw ids a tower compares (its ``id_features``), stacked ``[B, N, F]``, or None."""
     by = {"item_id": item, "category_id": category}
-    feats = model.interaction.id_features
-    return torch.stack([by[f] for f in feats], -1) if feats else None
+    return torch.stack([by[f] for f in features], -1) if features else None
 
 
 def _example_state(model: LongSeqModel, b: int = 2, length: int = 5, seed: int = 0) -> UserState:
@@ -68,7 +69,9 @@ def _example_state(model: LongSeqModel, b: int = 2, length: int = 5, seed: int =
     mask = torch.ones(b, length, dtype=torch.bool)
     ids = torch.randint(0, 3, (b, length, 2), generator=gen)
     with torch.no_grad():
-        return _tower(model).encode_user(hist, mask, _ids(model, ids[..., 0], ids[..., 1]))
+        return _tower(model).encode_user(
+            hist, mask, _ids(model.interaction.id_features, ids[..., 0], ids[..., 1])
+        )
 
 
 def padded_equivalent(model: LongSeqModel) -> LongSeqModel:
@@ -127,8 +130,7 @@ class CandidateScorer(nn.Module):
         """``(*state, tgt_item_id [B,K], tgt_category_id [B,K])`` -> ``[B, K, tasks]``."""
         *state, item, category = inputs
         xt = self.tokens.target(self.item(item), self.category(category))  # [B,K,d]
-        by = {"item_id": item, "category_id": category}
-        tgt_ids = torch.stack([by[f] for f in self.id_features], -1) if self.id_features else None
+        tgt_ids = _ids(self.id_features, item, category)
         z = self.tower.score(unflatten_state(self.spec, tuple(state)), xt, tgt_ids)
         return torch.sigmoid(self.head(torch.cat([z, xt], dim=-1)))
 
@@ -161,8 +163,7 @@ class UserEncoder(nn.Module):
         side = tok.side_proj(torch.cat([action, dt, tok.pos(pos)], -1))
         hist = tok.hist_norm(tok.item_proj(torch.cat([item, category], -1)) + side)
         mask = torch.ones(b, length, dtype=torch.bool, device=hist.device)
-        by = {"item_id": ids[0], "category_id": ids[1]}
-        hist_ids = torch.stack([by[f] for f in self.id_features], -1) if self.id_features else None
+        hist_ids = _ids(self.id_features, ids[0], ids[1])
         return flatten_state(self.tower.encode_user(hist, mask, hist_ids))
 
 
