@@ -4,10 +4,12 @@
 
 Data sets (``dataset=``, registered in `longseq.datasets.convert.registry`): ``kuairand``
 (KuaiRand 1K, 27K, Pure), ``taobao`` (Taobao UserBehavior), ``movielens`` (MovieLens 100K, 1M,
-10M, 20M, 25M, 32M). Rules, commands and expected numbers: ``docs/datasets.md``. Pipeline (shared): the raw
-CSV is streamed in blocks and hash-partitioned by user into bucket files (pass 1), then each
-bucket is grouped into requests with their histories and targets and written per split (pass
-2); ``meta.json`` (vocabulary sizes, tasks) and ``stats.json`` complete the output.
+10M, 20M, 25M, 32M), ``recbole`` (RecBole atomic files, e.g. MovieLens-100K as shipped in the
+``recbole`` wheel: ``benchmarks/fetch_movielens.sh``). Rules, commands and expected numbers:
+``docs/datasets.md``. Pipeline (shared): the raw CSV is streamed in blocks and hash-partitioned
+by user into bucket files (pass 1), then each bucket is grouped into requests with their
+histories and targets and written per split (pass 2); ``meta.json`` (vocabulary sizes, tasks)
+and ``stats.json`` complete the output.
 """
 
 from __future__ import annotations

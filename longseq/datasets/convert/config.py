@@ -2,9 +2,9 @@
 
 Options shared by every data set live in `longseq.datasets.convert.options.DatasetOptions`;
 each registered data set (`longseq.datasets.convert.registry`) adds its own section (``kuairand``,
-``taobao``, ``movielens``: its module's ``Options``, a subclass whose *defaults* differ), so
-``dataset=kuairand`` alone gives the documented reference conversion and any field can be
-overridden on the command line, e.g. ``kuairand.gap_s=300 kuairand.sample.train=0.5``.
+``taobao``, ``movielens``, ``recbole``: its module's ``Options``, a subclass whose *defaults*
+differ), so ``dataset=kuairand`` alone gives the documented reference conversion and any field
+can be overridden on the command line, e.g. ``kuairand.gap_s=300 kuairand.sample.train=0.5``.
 """
 
 from __future__ import annotations

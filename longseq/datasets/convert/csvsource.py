@@ -29,6 +29,9 @@ class CsvSpec:
         delimiter: one character (MovieLens-1M's ``::`` is read as ``:`` with empty columns
             between).
         kind: what the rows are, passed to the data set's normaliser (e.g. ``standard``).
+        quote: ``"`` quotes a field (CSV); ``False``: no quoting, a line is a row (RecBole's
+            tab-separated atomic files), so a row with the wrong number of fields is reported
+            by its exact line.
     """
 
     path: Path
@@ -36,6 +39,7 @@ class CsvSpec:
     names: list[str] | None = None
     delimiter: str = ","
     kind: str = ""
+    quote: bool = True
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -82,7 +86,7 @@ def read_header(spec: CsvSpec) -> list[str]:
 def _options(spec: CsvSpec, block_bytes: int, as_text: bool):
     types = {c: (pa.string() if as_text else t) for c, t in spec.types.items()}
     read = pcsv.ReadOptions(block_size=block_bytes, column_names=spec.names)
-    parse = pcsv.ParseOptions(delimiter=spec.delimiter)
+    parse = pcsv.ParseOptions(delimiter=spec.delimiter, quote_char='"' if spec.quote else False)
     conv = pcsv.ConvertOptions(column_types=types, include_columns=list(spec.types))
     return read, parse, conv
 
@@ -134,8 +138,25 @@ def _locate(spec: CsvSpec, block_bytes: int, message: str, near: int) -> str:
                         return f"{spec.path}: line {line + i}, column {name!r}: cannot read {v!r} as {typ}"
             line += batch.num_rows
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        return f"{spec.path}: near line {line}: {e}"
+        return _field_count_error(spec) or f"{spec.path}: near line {line}: {e}"
     return f"{spec.path}: near line {near}: {message}"
+
+
+def _field_count_error(spec: CsvSpec) -> str | None:
+    """Without quoting a line is a row: the first non-empty line whose number of fields differs
+    from the header's (or ``names``), as a message; ``None`` with quoting or when none differs."""
+    if spec.quote:
+        return None
+    want = len(spec.names) if spec.names is not None else None
+    with open(spec.path, encoding="utf-8", errors="replace", newline="") as f:
+        for n, text in enumerate(f, 1):
+            text = text.rstrip("\r\n")
+            got = text.count(spec.delimiter) + 1
+            if want is None:
+                want = got  # the header line
+            elif text and got != want:
+                return f"{spec.path}: line {n}: {got} fields, expected {want}"
+    return None
 
 
 def bad_row_error(spec: CsvSpec, first_line: int, row: int, column: str, what: str) -> ValueError:

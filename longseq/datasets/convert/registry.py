@@ -22,6 +22,7 @@ CONVERTERS: dict[str, str] = {
     "kuairand": "longseq.datasets.convert.kuairand",
     "taobao": "longseq.datasets.convert.taobao",
     "movielens": "longseq.datasets.convert.movielens",
+    "recbole": "longseq.datasets.convert.recbole",
 }
 
 
