@@ -213,12 +213,14 @@ class RecBoleConverter(Converter):
         ts = col["time"].to_numpy()
         bad = np.flatnonzero(~np.isfinite(ts) | (ts != np.floor(ts)) | (np.abs(ts) >= 2.0**62))
         if bad.size:
-            raise fail("time", int(bad[0]), f"{ts[bad[0]]!r} is not a whole number of seconds")
+            raise fail(
+                "time", int(bad[0]), f"{float(ts[bad[0]])!r} is not a whole number of seconds"
+            )
         value = col["label"].to_numpy()
         action = np.rint(value * o.action_scale)
         bad = np.flatnonzero(~np.isfinite(value) | (action < 0) | (action >= o.num_actions))
         if bad.size:
-            v = value[bad[0]]
+            v = float(value[bad[0]])
             raise fail(
                 "label",
                 int(bad[0]),
