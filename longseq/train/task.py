@@ -1,4 +1,5 @@
-"""`TrainTask`: the module DMP wraps for training: model + loss + per-step counters.
+"""`TrainTask`: the module DMP wraps for training: model + loss + per-step counters
+(`STEP_COUNTERS`, packed in one tensor so that a step costs one device-to-host copy).
 
 TorchRec's train pipelines call ``model(batch)`` and expect ``(loss, output)``; keeping the loss
 inside the wrapped module lets `TrainPipelineSparseDist` run forward, backward and the optimizer
@@ -18,6 +19,8 @@ from longseq.data.batch import RequestBatch
 from longseq.model.model import LongSeqModel
 
 PRECISIONS = ("fp32", "bf16")
+#: The names of the per-step counters `TrainTask` returns, in their order in its tensor.
+STEP_COUNTERS = ("loss", "targets", "requests", "hist_ids", "input_ids")
 
 
 def validate_precision(precision: str, device_type: str, key: str = "trainer.precision") -> None:
@@ -29,10 +32,11 @@ def validate_precision(precision: str, device_type: str, key: str = "trainer.pre
 
 
 class TrainTask(nn.Module):
-    """``forward(batch) -> (loss, (counters, probs, labels))``: counters = ``[loss, targets,
-    requests, history ids, input ids]`` of the batch (float64), for throughput and all-to-all
-    accounting; ``probs`` (sigmoid of the logits, detached, float32) and ``labels`` are
-    ``[targets, tasks]``, for the training AUC/NE (`longseq.train.train_metrics`).
+    """``forward(batch) -> (loss, (counters, probs, labels))``: ``counters`` is a float64 tensor
+    of the batch's `STEP_COUNTERS` (loss, targets, requests, history ids, input ids; read it by
+    name with `step_counters`), for throughput and all-to-all accounting; ``probs`` (sigmoid of
+    the logits, detached, float32) and ``labels`` are ``[targets, tasks]``, for the training
+    AUC/NE (`longseq.train.train_metrics`).
 
     Args:
         model: the model.
@@ -58,7 +62,7 @@ class TrainTask(nn.Module):
         ):
             logits = self.model(batch)
         loss = self.model.loss(logits.float(), batch)  # float32, outside autocast
-        counters = torch.stack(
+        counters = torch.stack(  # STEP_COUNTERS after the loss, in their order
             [
                 batch.num_targets.sum(),
                 torch.tensor(batch.num_targets.numel(), device=loss.device),
@@ -68,3 +72,11 @@ class TrainTask(nn.Module):
         ).to(torch.float64)
         counters = torch.cat([loss.detach().to(torch.float64).reshape(1), counters])
         return loss, (counters, torch.sigmoid(logits.detach().float()), batch.labels)
+
+
+def step_counters(counters: torch.Tensor) -> dict[str, float]:
+    """``{name: value}`` of the tensor of `STEP_COUNTERS` that `TrainTask` returns."""
+    values = counters.detach().cpu().tolist()
+    if len(values) != len(STEP_COUNTERS):
+        raise ValueError(f"expected the step counters {STEP_COUNTERS}, got {values}")
+    return dict(zip(STEP_COUNTERS, values))
