@@ -25,11 +25,12 @@ def main(cfg: DictConfig) -> None:
     setup_logging()  # rank from $RANK (torchrun); rank 0 logs status lines, others warnings
     job: train_config.TrainJobConfig = OmegaConf.to_object(cfg)
     if job.dry_run:
-        from longseq.train.dry_run import dry_run
+        from longseq.parallel.planning.dry_run import dry_run
         from longseq.train.run_meta import read_dataset_meta, table_sizes
 
         meta = read_dataset_meta(job.data.path)
-        print(dry_run(job, job.dry_run_topology, table_sizes(meta), list(meta.get("tasks", []))))
+        tasks = list(meta.get("tasks", []))
+        print(dry_run(job.model, job.sharding, job.dry_run_topology, table_sizes(meta), tasks))
         return
     try:
         train(job)

@@ -12,9 +12,9 @@ from omegaconf import MISSING
 
 from longseq.data.config import DataConfig
 from longseq.model.model import ModelConfig
+from longseq.parallel.planning.topology import TopologyConfig
 from longseq.parallel.sharding import ShardingConfig
 from longseq.train.optim import DenseOptimConfig
-from longseq.train.topology import TopologyConfig
 
 
 @dataclass

@@ -1,13 +1,19 @@
-"""``python -m longseq.train.plan_table``: TorchRec's planner over declared clusters, as a page."""
+"""Planning without a cluster (`longseq.parallel.planning`): ``python -m longseq.train.plan_table``
+(TorchRec's planner over declared clusters, as a page) and the ``dry_run=true`` report."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import pytest
 
-from longseq.train.plan_table import PlanTableConfig, _a2a_bytes, run
+from longseq.model.embeddings import TableSizes
+from longseq.parallel.planning.dry_run import dry_run
+from longseq.parallel.planning.plan_table import PlanTableConfig, _a2a_bytes
+from longseq.parallel.planning.topology import TopologyConfig
+from longseq.train.plan_table import compose_job, run
 
 
 def test_all_to_all_bytes_count_ids_rows_and_gradients():
@@ -52,3 +58,17 @@ def test_cli_composes_its_config():
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode != 0 and "worlds=[0]" in proc.stderr
+
+
+def test_dry_run_reports_the_plan_and_memory_of_every_rank():
+    job = compose_job("tiny")  # sharding.planner=true
+    sizes = TableSizes(4_000_000, 20, 4)  # ~0.06 GB of item rows per rank: the report shows it
+    topo = TopologyConfig(nodes=1, gpus_per_node=4, hbm_gb=16)
+    text = dry_run(job.model, job.sharding, topo, sizes, ["click"])
+    assert text.startswith("dry run: 1 nodes x 4 cuda (16 GB each)")
+    rows = re.findall(r"^\| (\d+) \| ([0-9.]+) \|$", text, flags=re.M)  # rank | GB
+    mem = {int(rank): float(gb) for rank, gb in rows}
+    assert sorted(mem) == [0, 1, 2, 3] and sum(mem.values()) > 0
+    assert "DDP-replicated" in text
+    job.sharding.dense = "fsdp2"
+    assert "FSDP2-sharded over 4 ranks" in dry_run(job.model, job.sharding, topo, sizes, ["click"])

@@ -1,8 +1,9 @@
 """``dry_run=true``: plan the sharding for a declared topology and estimate memory, no cluster.
 
 Builds the model on the meta device (no table memory), runs the same plan builder as training
-(explicit per-table types or TorchRec's planner) for ``dry_run_topology``, prints the per-rank
-plan and the embedding memory per rank (weights + optimizer state), then exits.
+(explicit per-table types or TorchRec's planner) for the declared topology and reports the
+per-rank plan and the embedding memory per rank (weights + optimizer state).
+``python -m longseq.train ... dry_run=true`` prints it for the job's ``dry_run_topology``.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from longseq.model.model import LongSeqModel
-from longseq.parallel.sharding import build_plan, find_embedding_collection
-from longseq.train.config import TrainJobConfig
-from longseq.train.topology import TopologyConfig
+from longseq.model.model import LongSeqModel, ModelConfig
+from longseq.parallel.planning.topology import TopologyConfig
+from longseq.parallel.sharding import ShardingConfig, build_plan, find_embedding_collection
 
 #: optimizer state bytes per table row (per element for Adam/Adagrad), fp32
 _STATE = {
@@ -24,19 +24,27 @@ _STATE = {
 }
 
 
-def dry_run(cfg: TrainJobConfig, topo: TopologyConfig, sizes: Any, tasks: list[str]) -> str:
-    """The printed report: the plan and the per-rank embedding memory estimate."""
-    model = LongSeqModel(cfg.model, sizes, tasks, device="meta")
+def dry_run(
+    model_cfg: ModelConfig,
+    sharding: ShardingConfig,
+    topo: TopologyConfig,
+    sizes: Any,
+    tasks: list[str],
+) -> str:
+    """The report of a job's model (``model_cfg``, its tables of ``sizes``, heads for
+    ``tasks``) sharded per ``sharding`` over ``topo``: the plan and the per-rank embedding memory
+    estimate (weights + optimizer state), then the dense parameters' memory per rank."""
+    model = LongSeqModel(model_cfg, sizes, tasks, device="meta")
     world = topo.nodes * topo.gpus_per_node
     plan = build_plan(
         model,
-        cfg.sharding,
+        sharding,
         world,
         topo.compute_device,
         local_world_size=topo.gpus_per_node,
         hbm_gb=topo.hbm_gb,
     )
-    kind, per = _STATE.get(cfg.sharding.sparse_optimizer, ("elem", 0))
+    kind, per = _STATE.get(sharding.sparse_optimizer, ("elem", 0))
     mem: dict[int, float] = defaultdict(float)
     path, ec = find_embedding_collection(model)
     for table, ps in plan.plan[path].items():
@@ -53,14 +61,14 @@ def dry_run(cfg: TrainJobConfig, topo: TopologyConfig, sizes: Any, tasks: list[s
     dense = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("ec."))
     lines = [
         f"dry run: {topo.nodes} nodes x {topo.gpus_per_node} {topo.compute_device} "
-        f"({topo.hbm_gb:g} GB each), sparse optimizer {cfg.sharding.sparse_optimizer}",
+        f"({topo.hbm_gb:g} GB each), sparse optimizer {sharding.sparse_optimizer}",
         str(plan),
         "",
         "| rank | embedding weights + optimizer state (GB) |",
         "|---|---|",
     ]
     lines += [f"| {r} | {mem[r] / 1024**3:.3f} |" for r in range(world)]
-    if cfg.sharding.dense == "fsdp2":  # weights, grads and AdamW states sharded over all ranks
+    if sharding.dense == "fsdp2":  # weights, grads and AdamW states sharded over all ranks
         how, per_rank = f"FSDP2-sharded over {world} ranks", dense * 16 / world
     else:
         how, per_rank = "DDP-replicated", dense * 16
