@@ -18,25 +18,18 @@ import torch
 from longseq.train.counters import Counters
 from longseq.train.optim import learning_rates, lr_factor
 from longseq.train.progress import Progress
-from longseq.train.task import step_counters
+from longseq.train.task import STEP_COUNTERS, step_counters
 from longseq.train.train_metrics import peak_memory_mib
 
 if TYPE_CHECKING:
     from longseq.train.setup import TrainState
 
-#: The window's counters: sums over the window's steps of the step counters (the loss weighted
-#: by targets), this rank's requests read since the start of the run (at the log step) and its
-#: preemption flag. All are summed over the ranks at a log step.
-WINDOW_COUNTERS = (
-    "loss_sum",
-    "targets",
-    "requests",
-    "hist_ids",
-    "input_ids",
-    "requests_seen",
-    "preempted",
-)
-_SUMMED = ("targets", "requests", "hist_ids", "input_ids")
+#: Step counters summed as they are (the loss is summed weighted by the step's targets).
+_SUMMED = tuple(n for n in STEP_COUNTERS if n != "loss")
+#: The window's counters: the step counters' sums over the window's steps, this rank's requests
+#: read since the start of the run (at the log step) and its preemption flag. All are summed
+#: over the ranks at a log step.
+WINDOW_COUNTERS = ("loss_sum", *_SUMMED, "requests_seen", "preempted")
 
 
 class MetricsProcessor:
