@@ -1,8 +1,9 @@
 """Import layering: what each layer may import, checked statically (ast) and in fresh processes.
 
-`RULES` holds one rule per package (docs/architecture.md). The tower modules (``stca``,
-``attention``, ``match``, ``layers``, ``tokens``) are pure torch so they run where
-TorchRec/FBGEMM do not.
+`RULES` holds one rule per package (docs/architecture.md). The tower modules (`TOWER_FILES`:
+the tower protocol and registry, every tower, the attention module and its kernels in
+``model/ops``) are pure torch so they run where TorchRec/FBGEMM do not; ``model/ops`` imports
+nothing of longseq but itself, and its padded kernels load no packed one.
 
 Note: ``import torchrec`` itself imports ``torchrec.distributed`` (torchrec/__init__.py), so no
 module using TorchRec can avoid loading it; for ``longseq.model.model`` the check is therefore
@@ -57,7 +58,8 @@ def test_import_longseq_is_free_of_torch_and_silent():
 
 def test_tower_modules_load_plain_torch_only():
     mods, out, err = _new_modules(
-        "import longseq.model.stca, longseq.model.layers, longseq.model.tokens"
+        "import longseq.model.towers, longseq.model.stca, longseq.model.layers, "
+        "longseq.model.tokens"
     )
     assert "longseq.model.stca" in mods and "torch" in mods
     assert _under(mods, "torchrec", "fbgemm_gpu", "longseq.data") == []
@@ -158,31 +160,83 @@ def test_import_model_loads_no_pyarrow():
     assert _under(mods, "pyarrow", "longseq.datasets") == []
 
 
+#: the attention kernels (`longseq.model.ops`): the floor of the model's attention
+OPS_FILES = [f"ops/{p.name}" for p in sorted((PKG / "model" / "ops").glob("*.py"))]
+#: the pure-torch modules of the tower path: the protocol, the registry, every tower, the
+#: attention module and its kernels
 TOWER_FILES = [
     "tower.py",
+    "towers.py",
     "stca.py",
     "stca_config.py",
     "attention.py",
-    "jagged.py",
-    "flex.py",
     "match.py",
     "layers.py",
     "tokens.py",
-    "baselines/sim.py",
+    *(f"baselines/{p.name}" for p in sorted((PKG / "model" / "baselines").glob("*.py"))),
+    *OPS_FILES,
 ]
+
+
+def _module(name: str) -> str:
+    """``ops/flex.py`` -> ``longseq.model.ops.flex`` (``ops/__init__.py`` -> ``...ops``)."""
+    return "longseq.model." + name[:-3].replace("/", ".").removesuffix(".__init__")
 
 
 @pytest.mark.parametrize("name", TOWER_FILES)
 def test_static_tower_modules_import_no_torchrec_or_fbgemm(name):
-    """The device path (STCA in both layouts) runs on a machine with plain torch only."""
+    """The device path (STCA in both layouts, every tower) runs on a machine with plain torch."""
     mods = [m for _, m in _imports(PKG / "model" / name)]
     assert _under(mods, "torchrec", "fbgemm_gpu", "fbgemm") == []
     # and they import only plain torch, the standard library and each other
     longseq = {m for m in mods if m.startswith("longseq")}
-    allowed = {f"longseq.model.{f[:-3].replace('/', '.')}" for f in TOWER_FILES}
+    allowed = {_module(f) for f in TOWER_FILES} - {"longseq.model"}
     assert {
         m for m in longseq if not any(m == a or m.startswith(a + ".") for a in allowed)
     } == set()
+
+
+#: kernels of the padded layout, and what they must not import: the packed kernels and the
+#: dispatcher (which imports every kernel)
+PADDED_OPS = ["ops/kernels.py", "ops/history.py", "ops/reference.py", "ops/padded.py"]
+PACKED_OPS = ("longseq.model.ops.pairs", "longseq.model.ops.flex", "longseq.model.ops.dispatch")
+
+
+def _runtime_imports(path: Path) -> list[str]:
+    """`_imports` of ``path`` less those under ``if TYPE_CHECKING:`` (annotations only)."""
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {
+        line
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+        for child in node.body
+        for line in range(child.lineno, (child.end_lineno or child.lineno) + 1)
+    }
+    return [m for line, m in _imports(path) if line not in typing_only]
+
+
+@pytest.mark.parametrize("name", OPS_FILES)
+def test_ops_import_nothing_of_longseq_but_ops(name):
+    """``model/ops`` (the package rule of the kernels): the floor of the model's attention. Its
+    history values name `AttentionBias` in annotations only (``if TYPE_CHECKING``)."""
+    mods = _runtime_imports(PKG / "model" / name)
+    outside = [m for m in mods if m.startswith("longseq") and not _under([m], "longseq.model.ops")]
+    assert outside == []
+    if name in PADDED_OPS:
+        assert _under(mods, *PACKED_OPS) == [], f"{name} imports a packed kernel"
+
+
+def test_padded_kernels_load_no_packed_kernel():
+    mods, out, err = _new_modules("import longseq.model.ops.padded, longseq.model.ops.reference")
+    assert "longseq.model.ops.padded" in mods
+    assert _under(mods, *PACKED_OPS, "torch._dynamo") == []
+    assert out == "" and err == ""
+
+
+def test_every_model_subpackage_has_a_rule():
+    """A new package inside ``model/`` needs its rule here (``ops``: the tests above)."""
+    found = {p.name for p in (PKG / "model").iterdir() if (p / "__init__.py").exists()}
+    assert found == {"ops", "baselines"}, f"add a rule for {sorted(found - {'ops', 'baselines'})}"
 
 
 def test_static_checker_catches_violations(tmp_path):

@@ -3,12 +3,13 @@
 Variants (all padded, every history slot valid, inference mode):
 
 * ``step_kv``: ``softmax(q Kᵀ/√d_h) V`` with precomputed per-request ``K, V`` (the einsum +
-  masked softmax of `TargetAttention`'s ``kv`` form); ``step_kv_sdpa``: the same through
-  ``scaled_dot_product_attention`` (torch's fused kernel); ``step_absorbed``: scores ``u X̃ᵀ`` and
-  ``α X̃`` of the ``absorbed`` form.
+  masked softmax of the ``kv`` kernel, `longseq.model.ops.padded`); ``step_kv_sdpa``: the same
+  through ``scaled_dot_product_attention`` (torch's fused kernel); ``step_absorbed``: scores
+  ``u X̃ᵀ`` and ``α X̃`` of the ``absorbed`` kernel.
 * ``module_kv`` / ``module_absorbed``: the whole `TargetAttention` forward (projections included).
-* ``module_jagged``: the same ``kv`` computation in the packed layout
-  (`longseq.model.jagged.jagged_attention` on the flat events and targets), projections included.
+* ``module_jagged``: the same function in the packed layout (the ``pairs`` kernel,
+  `longseq.model.ops.pairs`, on the flat events and targets; pairs built in the call),
+  projections included.
 
 Bytes and FLOPs are counted analytically, from the shapes: the compulsory traffic is the
 per-request ``K, V`` (``2·L·d·b``) or ``X̃`` (``L·d·b``) read once; FLOPs ``4·L·d`` per target for
@@ -29,8 +30,11 @@ import torch.nn.functional as F
 
 from longseq.bench.common import BenchArgs, result_payload
 from longseq.bench.timing import measure, measure_interleaved
-from longseq.model.attention import TargetAttention, _mask_scores
-from longseq.model.jagged import jagged_attention
+from longseq.model.attention import TargetAttention
+from longseq.model.ops.dispatch import packed_history
+from longseq.model.ops.history import PaddedHistory
+from longseq.model.ops.kernels import Kernel
+from longseq.model.ops.padded import mask_scores
 
 
 def grid(args: BenchArgs) -> dict[str, Any]:
@@ -100,29 +104,32 @@ def _variants(attn_kv: TargetAttention, attn_abs: TargetAttention, q, x, mask) -
     u = torch.einsum("bthe,hed->bthd", qh, attn_abs.w_k.weight.view(h, dh, d))
 
     def step_kv() -> torch.Tensor:
-        a = _mask_scores(torch.einsum("bthe,blhe->bhtl", qh, k) * scale, mask)
+        a = mask_scores(torch.einsum("bthe,blhe->bhtl", qh, k) * scale, mask)
         return torch.einsum("bhtl,blhe->bthe", a, v)
 
     def step_kv_sdpa() -> torch.Tensor:
         return F.scaled_dot_product_attention(q_s, k_s, v_s, attn_mask=sdpa_mask)
 
     def step_absorbed() -> torch.Tensor:
-        a = _mask_scores(torch.einsum("bthd,bld->bhtl", u, x) * scale, mask)
+        a = mask_scores(torch.einsum("bthd,bld->bhtl", u, x) * scale, mask)
         return torch.einsum("bhtl,bld->bthd", a, x)
 
     hist_lengths = torch.full((b,), x.shape[1], dtype=torch.long, device=x.device)
     num_targets = torch.full((b,), t, dtype=torch.long, device=x.device)
     x_flat, q_flat = x.reshape(-1, d), q.reshape(-1, d)
+    history = PaddedHistory(mask)
+
+    def module_pairs() -> torch.Tensor:
+        kernel, packed = packed_history(Kernel.PAIRS, hist_lengths, num_targets, q_flat)
+        return attn_kv(q_flat, x_flat, packed, kernel)
 
     return {
         "step_kv": step_kv,
         "step_kv_sdpa": step_kv_sdpa,
         "step_absorbed": step_absorbed,
-        "module_kv": lambda: attn_kv(q, x, mask),
-        "module_absorbed": lambda: attn_abs(q, x, mask),
-        "module_jagged": lambda: jagged_attention(
-            attn_kv, q_flat, x_flat, hist_lengths, num_targets
-        ),
+        "module_kv": lambda: attn_kv(q, x, history),
+        "module_absorbed": lambda: attn_abs(q, x, history),
+        "module_jagged": module_pairs,
     }
 
 
@@ -171,8 +178,8 @@ def run(args: BenchArgs) -> dict[str, Any]:
             "fraction_of_copy_bw = achieved bytes/s over the dst.copy_(src) bandwidth measured "
             "in this process (2 x tensor bytes per copy); fraction_of_matmul likewise against "
             "a square matmul",
-            "module_jagged: the packed layout (no padding); with full histories it does the "
-            "same work as module_kv plus a gather of K and V per (target, event) pair",
+            "module_jagged: the packed layout's pairs kernel (no padding); with full histories "
+            "it does the same work as module_kv plus a gather of K and V per (target, event) pair",
         ],
         ceilings=ceil,
     )

@@ -10,12 +10,15 @@ tower of the ``serve`` suite (d=128, 4 heads, 3 layers, FFN depth 2), as the pap
 with the model's recipe (id-match bias, count channel), scores the whole batch (user side and
 candidates, inference mode) by three paths with the same weights:
 
-* ``padded sdpa``: histories padded to the longest in the batch, masked; the fastest padded form
-  (`longseq.model.stca`, ``attention=sdpa``);
+* ``padded sdpa``: histories padded to the longest in the batch, masked; the fastest padded
+  kernel (``layout=padded kernel=sdpa``);
 * ``jagged pairs``: no padding, attention over the gathered real (target, event) pairs
-  (`longseq.model.jagged`);
+  (``layout=packed kernel=pairs``, `longseq.model.ops.pairs`);
 * ``packed flex``: no padding, each layer's attention one FlexAttention call with a block mask
-  from the request offsets (`longseq.model.flex`; compiled during warm-up, not timed).
+  from the request offsets (``layout=packed kernel=flex``, `longseq.model.ops.flex`; compiled
+  during warm-up, not timed).
+
+(The path names are the result files' labels, kept from before the packed layout was named.)
 
 Reported per path: the batch's median time, per request, the speed-up over padded, and the
 largest difference of its outputs from the padded path's. And per request, one request at a
@@ -95,7 +98,7 @@ def _paths(towers: dict[str, STCATower], b: dict[str, Any]) -> dict[str, Any]:
 
     def packed(name: str):
         tw = towers[name]
-        return lambda: tw.forward_jagged(
+        return lambda: tw.forward_packed(
             b["x"], lengths, b["t"], targets, b["hist_ids"], b["tgt_ids"]
         )
 
@@ -107,10 +110,10 @@ def _towers(g: dict[str, Any], recipe: dict[str, bool], dev, dtype) -> dict[str,
     kw = dict(d_model=g["d_model"], num_heads=g["num_heads"], num_layers=g["num_layers"],
               ffn_depth=g["ffn_depth"], **recipe)  # fmt: skip
     torch.manual_seed(0)
-    base = STCATower(STCAConfig(attention="sdpa", **kw))
+    base = STCATower(STCAConfig(kernel="sdpa", **kw))
     towers = {"padded sdpa": base,
-              "jagged pairs": STCATower(STCAConfig(attention="kv", layout="jagged", **kw)),
-              "packed flex": STCATower(STCAConfig(attention="flex", layout="jagged", **kw))}  # fmt: skip
+              "jagged pairs": STCATower(STCAConfig(kernel="pairs", layout="packed", **kw)),
+              "packed flex": STCATower(STCAConfig(kernel="flex", layout="packed", **kw))}  # fmt: skip
     for tw in towers.values():
         tw.load_state_dict(base.state_dict())  # one set of weights: the forms are exact
     return {k: tw.to(dev, dtype).eval() for k, tw in towers.items()}

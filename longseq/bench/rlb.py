@@ -34,7 +34,7 @@ def grid(args: BenchArgs) -> dict[str, Any]:
         )  # fmt: skip
     full = not args.quick
     cuda = args.device == "cuda"
-    stca = (dict(d_model=128, num_heads=4, num_layers=3, ffn_depth=2, attention="absorbed")
+    stca = (dict(d_model=128, num_heads=4, num_layers=3, ffn_depth=2, kernel="absorbed")
             if cuda else dict(d_model=64, num_heads=4, num_layers=2))  # fmt: skip
     return dict(
         time=dict(lengths=[512, 2048, 10000] if full else [512, 2048],

@@ -22,8 +22,7 @@ from longseq.bench.timing import (
     saved_activation_bytes,
     time_once,
 )
-from longseq.model.baselines import DINConfig, DINTower, TransformerConfig, TransformerTower
-from longseq.model.stca import STCAConfig, STCATower
+from longseq.model.towers import TOWERS as REGISTRY
 
 TOWERS = ("stca", "transformer", "din")
 
@@ -39,14 +38,14 @@ def grid(args: BenchArgs) -> dict[str, Any]:
 
 
 def build_tower(name: str, d: int, heads: int, layers: int) -> nn.Module:
-    """One of `TOWERS` with the shared width/heads/depth."""
-    if name == "stca":
-        return STCATower(STCAConfig(d_model=d, num_heads=heads, num_layers=layers))
-    if name == "transformer":
-        return TransformerTower(TransformerConfig(d_model=d, num_heads=heads, num_layers=layers))
-    if name == "din":
-        return DINTower(DINConfig(d_model=d, att_hidden=[64, 32]))
-    raise ValueError(f"unknown tower {name!r}")
+    """One of `TOWERS`, built from its registration (`longseq.model.model.TOWERS`) with its
+    config class's defaults (STCA: the paper's tower) and the shared width/heads/depth."""
+    if name not in TOWERS:
+        raise ValueError(f"unknown tower {name!r}: choose one of {TOWERS}")
+    shared = dict(d_model=d, num_heads=heads, num_layers=layers)
+    over = dict(d_model=d, att_hidden=[64, 32]) if name == "din" else shared
+    entry = REGISTRY[name]
+    return entry.module(entry.config_type(**over))
 
 
 def _step(tower: nn.Module, hist, mask, tgt):

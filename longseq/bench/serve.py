@@ -94,16 +94,16 @@ def _model_fns(cfg: STCAConfig, g: dict[str, Any], args: BenchArgs) -> dict[str,
 
 def _protocol(tower: STCATower, hist, mask, hist_ids):
     """``(encode(), score(state, cands, cand_ids))`` of one request: the padded tower protocol,
-    or for the ``flex`` form the packed one (a batch of one request, one FlexAttention call)."""
+    or for the ``flex`` kernel the packed one (a batch of one request, one FlexAttention call)."""
     if tower.layout == "padded":
         return (lambda: tower.encode_user(hist, mask, hist_ids)), tower.score
     lengths = mask.sum(1)
 
     def score(state, c, ci):
         nt = torch.tensor([c.shape[1]], device=c.device)
-        return tower.score_jagged(state, c[0], nt, ci[0])[None]
+        return tower.score_packed(state, c[0], nt, ci[0])[None]
 
-    return (lambda: tower.encode_user_jagged(hist[0], lengths, hist_ids[0])), score
+    return (lambda: tower.encode_user_packed(hist[0], lengths, hist_ids[0])), score
 
 
 def _recipe_notes(summary: dict[str, Any], k: int) -> list[str]:
@@ -142,10 +142,10 @@ def run(args: BenchArgs) -> dict[str, Any]:
     hist_ids = torch.randint(0, 50, (1, length, 2), device=dev)
     tgt_ids = torch.randint(0, 50, (1, max(ks), 2), device=dev)
     variants = {**{f: (f, {}) for f in FORMS}, **{f"{f}+recipe": (f, RECIPE) for f in FORMS}}
-    for form, (attention, recipe) in variants.items():
-        layout = "jagged" if attention == "flex" else "padded"
+    for form, (kernel, recipe) in variants.items():
+        layout = "packed" if kernel == "flex" else "padded"
         cfg = STCAConfig(d_model=d, num_heads=g["num_heads"], num_layers=g["num_layers"],
-                         ffn_depth=g["ffn_depth"], attention=attention, layout=layout, **recipe)  # fmt: skip
+                         ffn_depth=g["ffn_depth"], kernel=kernel, layout=layout, **recipe)  # fmt: skip
         torch.manual_seed(0)
         tower = STCATower(cfg).to(dev, dtype).eval()
         encode, score = _protocol(tower, hist, mask, hist_ids)
@@ -192,7 +192,7 @@ def run(args: BenchArgs) -> dict[str, Any]:
                 if name.startswith("model ")
             }
         if recipe:  # nested: the report's table and target read the paper's tower per form
-            summary[attention]["recipe"] = entry
+            summary[kernel]["recipe"] = entry
         else:
             summary[form] = entry
     return result_payload(

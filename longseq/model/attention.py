@@ -1,9 +1,12 @@
-"""Target attention: one query per target over its request's encoded history (paper §1, §9).
+"""`TargetAttention`: one layer's target attention as a module (its weights, biases and count
+channel), computed by the kernel of `longseq.model.ops` it is given.
 
-``TargetAttention`` in three exact forms (``kv``, ``absorbed``, ``sdpa``; see `longseq.model.stca`)
-and two layouts (padded here, jagged in `longseq.model.jagged`), with the optional target-aware
-biases and count channel of `longseq.model.match`. `reference_attention` is the readable
-per-target, per-head loop every form is tested against. Pure torch.
+One query per target over its request's encoded history (paper §1, §9), split for serving into
+`TargetAttention.project` (the history side: the layer's part of the user state) and
+`TargetAttention.attend` (the targets' queries over a given state); ``forward`` is both in one
+module call. The kernel is chosen in one place, `longseq.model.ops.dispatch.target_attention`.
+`reference_attention` is the readable per-target, per-head loop of the whole layer (biases and
+count channel included) the layer's tests compare against. Pure torch.
 """
 
 from __future__ import annotations
@@ -11,164 +14,87 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from longseq.model.flex import PackedBatch
-from longseq.model.jagged import jagged_attention, jagged_project
 from longseq.model.match import GAIN, AttentionBias
+from longseq.model.ops.dispatch import Projected, project_history, target_attention
+from longseq.model.ops.history import PackedHistory, PaddedHistory
+from longseq.model.ops.kernels import Kernel
+from longseq.model.ops.padded import AbsorbedKV
 
-ATTENTION_FORMS = ("kv", "absorbed", "sdpa")
-#: forms of the packed (jagged) layout only: one FlexAttention call per layer
-PACKED_FORMS = ("flex",)
-
-#: one layer's part of the user state: ``(K, V)`` or the encoded history itself (``absorbed``)
-Projected = tuple[torch.Tensor, torch.Tensor] | torch.Tensor
-
-
-def all_valid(hist_mask: torch.Tensor | None) -> bool:
-    """Whether every history slot is an event: ``hist_mask=None`` says so without a data-dependent
-    check (what a traced or exported graph passes for a state without padding)."""
-    return hist_mask is None or bool(hist_mask.all())
-
-
-def _mask_scores(scores: torch.Tensor, hist_mask: torch.Tensor | None) -> torch.Tensor:
-    """Softmax over history positions; rows with an empty history get all-zero weights."""
-    if all_valid(hist_mask):  # every slot valid (fixed-length histories): no mask to apply
-        return torch.softmax(scores, dim=-1)
-    m = hist_mask[:, None, None, :]  # [B,1,1,L]
-    scores = scores.masked_fill(~m, torch.finfo(scores.dtype).min)
-    return torch.softmax(scores, dim=-1) * m
+__all__ = ["Projected", "TargetAttention", "reference_attention"]
 
 
 class TargetAttention(nn.Module):
     """Multi-head single-query cross-attention of each target over its request's history.
 
-    Split for serving into `project` (the history side: the layer's part of the user state) and
-    `attend` (the targets' queries over a given state); ``forward`` is both in one call.
-    ``bias``: the layer's optional match/position biases and count channel (`AttentionBias`).
+    Args:
+        d: width; ``heads`` must divide it.
+        heads: attention heads ``h``.
+        kernel: the default `longseq.model.ops.kernels.Kernel` of `project` / `attend` (a call
+            may name another of the same state form, e.g. ``flex`` on a ``pairs`` state).
+        bias: the layer's optional match/position biases and count channel (`AttentionBias`).
+
+    The same weights serve every kernel and layout. Padded calls take ``q [B, T, d]`` and a
+    `PaddedHistory`; packed calls ``q [N, d]`` and a `PackedHistory`.
     """
 
     def __init__(
-        self, d: int, heads: int, form: str = "kv", bias: AttentionBias | None = None
+        self, d: int, heads: int, kernel: str = "kv", bias: AttentionBias | None = None
     ) -> None:
         super().__init__()
         self.d, self.h, self.dh = d, heads, d // heads
-        self.form = form
+        self.kernel = Kernel(kernel)
         self.w_q = nn.Linear(d, d, bias=False)
         self.w_k = nn.Linear(d, d, bias=False)
         self.w_v = nn.Linear(d, d, bias=False)
         self.w_o = nn.Linear(d, d, bias=False)
         self.bias = bias
 
-    def project(self, x: torch.Tensor, jagged: bool = False) -> Projected:
+    def project(self, x: torch.Tensor, kernel: str | None = None) -> Projected:
         """The history side of this layer, once per request: its part of the user state.
 
-        Padded ``x [B,L,d]`` (the encoded history ``X̃``): ``kv`` -> ``(K, V)`` each
-        ``[B,L,h,d_h]``; ``sdpa`` -> ``(K, V)`` each ``[B,h,L,d_h]``; ``absorbed`` -> ``X̃``
-        itself (the form never builds keys/values). Jagged (``x [E,d]``): ``(K, V)`` each
-        ``[E,h,d_h]`` whatever the form (`longseq.model.jagged`).
+        ``x``: the encoded history ``X̃``, ``[B, L, d]`` (padded) or ``[E, d]`` (packed); the
+        form is the kernel's (`longseq.model.ops.dispatch.project_history`).
         """
-        if jagged:
-            return jagged_project(self, x)
-        if self.form == "absorbed":
-            return x
-        b = x.shape[0]
-        k = self.w_k(x).view(b, -1, self.h, self.dh)  # once per request
-        v = self.w_v(x).view(b, -1, self.h, self.dh)
-        if self.form == "sdpa":  # heads first, as SDPA takes them
-            return k.transpose(1, 2), v.transpose(1, 2)
-        return k, v
+        kernel = self.kernel if kernel is None else Kernel(kernel)
+        return project_history(kernel, x, self.w_k, self.w_v, self.h)
 
     def attend(
         self,
         q: torch.Tensor,
         state: Projected,
-        hist_mask: torch.Tensor | None,
-        match: torch.Tensor | None = None,
-        positions: torch.Tensor | None = None,
+        history: PaddedHistory | PackedHistory,
+        kernel: str | None = None,
     ) -> torch.Tensor:
-        """Padded: queries ``q [B,T,d]`` over ``state = project(X̃)`` with ``hist_mask [B,L]``
-        (None: no padding) -> ``[B,T,d]``; ``match [B,T,L,F]`` / ``positions [B,L]`` feed the
-        layer's bias."""
-        b, t, _ = q.shape
-        qh = self.w_q(q).view(b, t, self.h, self.dh)
-        scale = 1.0 / math.sqrt(self.dh)
-        bias = None if self.bias is None else self.bias.logit_bias(match, positions, padded=True)
-        count = self.bias is not None and self.bias.count
-        if self.form == "sdpa":
-            k, v = state
-            o = _sdpa(qh.transpose(1, 2), k, v, hist_mask, bias).transpose(1, 2)
-        elif self.form in ("kv", *PACKED_FORMS):  # flex, padded: the same keys/values einsum
-            k, v = state
-            scores = torch.einsum("bthe,blhe->bhtl", qh, k) * scale
-            scores = scores if bias is None else scores + bias
-            o = torch.einsum("bhtl,blhe->bthe", _mask_scores(scores, hist_mask), v)
-        else:  # absorbed: u = (q W_Q) W_K^T per head, then (alpha X) W_V
-            x = state
-            wk = self.w_k.weight.view(self.h, self.dh, self.d)
-            wv = self.w_v.weight.view(self.h, self.dh, self.d)
-            u = torch.einsum("bthe,hed->bthd", qh, wk)
-            scores = torch.einsum("bthd,bld->bhtl", u, x) * scale
-            scores = scores if bias is None else scores + bias
-            ctx = torch.einsum("bhtl,bld->bthd", _mask_scores(scores, hist_mask), x)
-            o = torch.einsum("bthd,hed->bthe", ctx, wv)
-        out = self.w_o(o.reshape(b, t, self.d))
-        if count:
-            out = out + self.bias.count_padded(match, positions, hist_mask)
+        """Queries ``q [B, T, d]`` (padded) or ``[N, d]`` (packed) over ``state = project(X̃)``
+        -> the same shape; ``history`` holds the layout and the inputs of the layer's bias."""
+        kernel = self.kernel if kernel is None else Kernel(kernel)
+        lead = q.shape[:-1]
+        qh = self.w_q(q).view(*lead, self.h, self.dh)
+        bias = None if self.bias is None else history.logit_bias(self.bias)
+        if kernel is Kernel.ABSORBED:  # the kernel folds W_K / W_V into the query and output
+            state = AbsorbedKV(state, self.w_k.weight, self.w_v.weight)
+        o = target_attention(kernel, qh, state, history, bias)
+        out = self.w_o(o.reshape(*lead, self.d))
+        if self.bias is not None and self.bias.count:
+            out = out + history.count(self.bias)
         return out
 
     def forward(
         self,
         q: torch.Tensor,
         x: torch.Tensor,
-        hist_mask: torch.Tensor | None = None,
-        hist_lengths: torch.Tensor | None = None,
-        num_targets: torch.Tensor | None = None,
-        match: torch.Tensor | None = None,
-        positions: torch.Tensor | None = None,
-        pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
-        packed: PackedBatch | None = None,
+        history: PaddedHistory | PackedHistory,
+        kernel: str | None = None,
     ) -> torch.Tensor:
-        """``attend(q, project(x), ...)`` in one module call.
+        """``attend(q, project(x), history)`` in one module call.
 
-        Padded: ``q [B,T,d]`` queries, ``x [B,L,d]`` encoded history ``X̃``, ``hist_mask``
-        -> ``[B,T,d]``. Jagged (``hist_lengths`` and ``num_targets`` given): ``q [N,d]``,
-        ``x [E,d]`` -> ``[N,d]`` (`longseq.model.jagged`). Both go through this forward, so
-        module hooks (FSDP2's parameter gathering, activation checkpointing) apply to both.
-        ``match`` / ``positions`` feed the layer's `AttentionBias` (padded: ``[B,T,L,F]`` and
-        ``[B,L]``; jagged: ``[P,F]`` and ``[E]``, with the request ``pairs``, or a
-        `PackedBatch` for the FlexAttention kernel)."""
-        if hist_lengths is not None:
-            return jagged_attention(
-                self, q, x, hist_lengths, num_targets, match, positions, pairs, packed
-            )
-        return self.attend(q, self.project(x), hist_mask, match=match, positions=positions)
-
-
-def _sdpa(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    hist_mask: torch.Tensor | None,
-    bias: torch.Tensor | None,
-) -> torch.Tensor:
-    """``scaled_dot_product_attention`` over ``[B,h,*,*]``; no mask when every slot is valid.
-
-    A boolean mask costs SDPA its fastest kernels (measured 2.7x at 8k events, 16 targets), so
-    it is only built when some slot is padding. An empty history attends to one dummy slot and
-    its output is zeroed.
-    """
-    if all_valid(hist_mask):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    has = hist_mask.any(1)
-    mask = hist_mask.clone()
-    mask[:, 0] |= ~has
-    attn_mask = mask[:, None, None, :]
-    if bias is not None:
-        attn_mask = bias.masked_fill(~attn_mask, torch.finfo(bias.dtype).min)
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-    return o * has[:, None, None, None].to(o.dtype)
+        Both layouts go through this forward, so module hooks (FSDP2's parameter gathering,
+        activation checkpointing) see the history projection and the attention together.
+        """
+        kernel = self.kernel if kernel is None else Kernel(kernel)
+        return self.attend(q, self.project(x, kernel), history, kernel)
 
 
 def reference_attention(

@@ -40,23 +40,21 @@ from longseq.model.tokens import LogPositionEncoding
 GAIN = 8.0
 
 
-def positions_padded(hist_mask: torch.Tensor) -> torch.Tensor:
-    """``[B, L]`` distance of each slot from its row's newest event (0 = newest; padding: 0)."""
-    lengths = hist_mask.sum(1, keepdim=True)
-    pos = lengths - 1 - torch.arange(hist_mask.shape[1], device=hist_mask.device)[None, :]
-    return pos.clamp(min=0)
-
-
-def match_padded(hist_ids: torch.Tensor, tgt_ids: torch.Tensor) -> torch.Tensor:
-    """``hist_ids [B, L, F]``, ``tgt_ids [B, T, F]`` -> ``[B, T, L, F]`` float 0/1 matches."""
-    return (tgt_ids[:, :, None, :] == hist_ids[:, None, :, :]).float()
-
-
-def match_pairs(
-    hist_ids: torch.Tensor, tgt_ids: torch.Tensor, pair_t: torch.Tensor, pair_e: torch.Tensor
+def count_tables(
+    window: torch.Tensor, groups: list[tuple[torch.Tensor, torch.Tensor, int]]
 ) -> torch.Tensor:
-    """Jagged: ``hist_ids [E, F]``, ``tgt_ids [N, F]`` -> ``[P, F]`` matches of each pair."""
-    return (tgt_ids[pair_t] == hist_ids[pair_e]).float()
+    """The count channel's ``c [N, h * F]`` from per-request id tables (the ``flex`` kernel's).
+
+    ``window [E, h]`` is ``g_h(p)`` of every event; per id feature, the events' windows are summed
+    per (request, id value) group (`longseq.model.ops.flex.PackedBatch.count_groups`) and each
+    target reads its own group's entry: the same sum as ``sum_j [id(j) == id(t)] g_h(p_j)`` over
+    the request's events, in O(E + N).
+    """
+    per_f = []
+    for event_group, target_group, num in groups:
+        table = window.new_zeros(num, window.shape[1]).index_add(0, event_group, window)
+        per_f.append(table[target_group])  # [N, h]
+    return torch.stack(per_f, -1).flatten(1)  # [N, h, F] -> h-major, as count_pairs
 
 
 class AttentionBias(nn.Module):
@@ -99,7 +97,7 @@ class AttentionBias(nn.Module):
         """Bias added to the attention scores (``None`` when there is none).
 
         Padded: ``match [B,T,L,F]``, ``positions [B,L]`` -> ``[B,h,T,L]`` (``[B,h,1,L]`` with
-        the position bias alone). Jagged: ``match [P,F]``, ``positions [P]`` (each pair's
+        the position bias alone). Packed (``pairs``): ``match [P,F]``, ``positions [P]`` (each pair's
         event position) -> ``[P,h]``.
         """
         bias = None
@@ -129,11 +127,30 @@ class AttentionBias(nn.Module):
         c = torch.einsum("btlf,blh->bthf", match.to(g.dtype), g)
         return self.count_proj(torch.log1p(c).flatten(2))
 
-    def count_jagged(
+    def count_pairs(
         self, match: torch.Tensor, positions: torch.Tensor, pair_t: torch.Tensor, n: int
     ) -> torch.Tensor:
-        """``match [P,F]``, ``positions [P]`` (each pair's event) -> ``[N,d]``."""
+        """Packed, per pair: ``match [P,F]``, ``positions [P]`` (each pair's event) -> ``[N,d]``."""
         g = self.window(positions)  # [P,h]
         per_pair = (g[:, :, None] * match.to(g.dtype)[:, None, :]).flatten(1)  # [P, h*F]
         c = per_pair.new_zeros(n, per_pair.shape[1]).index_add(0, pair_t, per_pair)
         return self.count_proj(torch.log1p(c))
+
+    def count_grouped(
+        self, positions: torch.Tensor, groups: list[tuple[torch.Tensor, torch.Tensor, int]]
+    ) -> torch.Tensor:
+        """Packed, from per-request id tables (`count_tables`): ``positions [E]`` -> ``[N,d]``."""
+        return self.count_proj(torch.log1p(count_tables(self.window(positions), groups)))
+
+    def score_terms(
+        self, positions: torch.Tensor | None, with_ids: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The logit biases as the ``flex`` kernel's ``score_mod`` adds them: the position bias
+        of every event ``[E, h]`` (None without it or without ``positions``) and the match
+        weights ``[F, h]`` (None without the match bias or, ``with_ids`` False, the ids)."""
+        position = match_w = None
+        if self.position_bias and positions is not None:
+            position = GAIN * self.pos_w(self._pe(positions, self.pos_w.weight))  # [E, h]
+        if self.match_w is not None and with_ids:
+            match_w = GAIN * self.match_w  # [F, h]
+        return position, match_w

@@ -1,87 +1,30 @@
 """`LongSeqModel`: EmbeddingCollection -> tokens -> tower -> per-task heads (a plain nn.Module).
 
-``forward(batch)`` is one embedding lookup followed by `SequenceInteraction` on the looked-up
-jagged tensors. Keeping the top-level forward that small keeps it fx-traceable for TorchRec's
-pipelines (the interaction is a leaf in their tracer). This module imports nothing distributed.
+``forward(batch)`` is one embedding lookup followed by `SequenceInteraction`
+(`longseq.model.interaction`) on the looked-up jagged tensors. Keeping the top-level forward that
+small keeps it fx-traceable for TorchRec's pipelines (the interaction is a leaf in their tracer).
+Also here: `ModelConfig` (one section per tower of `longseq.model.towers.TOWERS`, re-exported
+here). This module imports
+nothing distributed.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from longseq.data.batch import RequestBatch
-from longseq.model.baselines import (
-    DINConfig,
-    DINTower,
-    MeanPoolingConfig,
-    MeanPoolingTower,
-    SIMConfig,
-    SIMTower,
-    TransformerConfig,
-    TransformerTower,
-)
 from longseq.model.embeddings import TableSizes, build_embedding_collection
-from longseq.model.layers import jagged_to_padded, padded_to_jagged
-from longseq.model.stca import STCAConfig, STCATower
-from longseq.model.tokens import Tokenizer
-from longseq.model.tower import ID_FEATURES, SequenceTower
+from longseq.model.interaction import SequenceInteraction
+from longseq.model.tower import SequenceTower
+from longseq.model.towers import RECIPE, TOWERS, Tower
 
-#: the id features the match bias compares, in the order of `longseq.model.match`
-HIST_ID_KEYS = tuple(f"hist_{f}" for f in ID_FEATURES)
-TGT_ID_KEYS = tuple(f"tgt_{f}" for f in ID_FEATURES)
-
-#: STCA settings on by default in a model (docs/results.md, "Make it long"): the id-match bias and
-#: the count channel. ``STCAConfig()`` alone stays the paper's tower.
-RECIPE = {"match_bias": True, "count_channel": True}
-
-
-@dataclass(frozen=True)
-class Tower:
-    """A sequence tower as `TOWERS` registers it.
-
-    Attributes:
-        module: the `longseq.model.tower.SequenceTower` subclass, built as ``module(config)``
-            (``encode_user`` / ``score``; its ``id_features`` and ``layout`` say what the model
-            feeds it).
-        default: its config dataclass, or a function returning its default config. The
-            config has ``d_model`` and ``validate(prefix)``.
-    """
-
-    module: type[SequenceTower]
-    default: Callable[[], Any]
-
-    def __post_init__(self) -> None:
-        if not issubclass(self.module, SequenceTower):
-            raise TypeError(f"{self.module.__name__} must subclass SequenceTower")
-
-    @property
-    def config_type(self) -> type:
-        """The config dataclass."""
-        return self.default if isinstance(self.default, type) else type(self.default())
-
-
-#: ``model.tower`` -> `Tower`: the one registration of a tower. `ModelConfig` gets a section of
-#: the same name (``model.<name>.*``) from it.
-#:
-#: How to add one: write its module (pattern: ``longseq/model/baselines/pooling.py``: a config
-#: dataclass with ``d_model`` and ``validate(prefix)``, and a `SequenceTower` subclass), then add
-#: one entry here. ``model.tower=<name>`` and its ``model.<name>.*`` options then exist
-#: (docs/model.md, "The tower protocol").
-TOWERS: dict[str, Tower] = {
-    "stca": Tower(STCATower, lambda: STCAConfig(**RECIPE)),
-    "pooling": Tower(MeanPoolingTower, MeanPoolingConfig),
-    "din": Tower(DINTower, DINConfig),
-    "transformer": Tower(TransformerTower, TransformerConfig),
-    "sim": Tower(SIMTower, SIMConfig),
-}
+__all__ = ["RECIPE", "TOWERS", "LongSeqModel", "ModelConfig", "SequenceInteraction", "Tower"]
 
 
 @dataclass
@@ -120,6 +63,10 @@ class ModelBase:
             raise ValueError(f"{prefix}.pos_dim must be even and >= 2, got {self.pos_dim}")
         if self.embedding_dim < 1:
             raise ValueError(f"{prefix}.embedding_dim must be >= 1, got {self.embedding_dim}")
+        if any(w < 1 for w in self.head_hidden):
+            raise ValueError(
+                f"{prefix}.head_hidden: every hidden width must be >= 1, got {list(self.head_hidden)}"
+            )
         if self.tower not in TOWERS:
             raise ValueError(f"{prefix}.tower={self.tower!r}: choose one of {sorted(TOWERS)}")
         self.tower_config.validate(f"{prefix}.{self.tower}")
@@ -128,6 +75,10 @@ class ModelBase:
     def tower_config(self):  # noqa: ANN201 - one of the tower config dataclasses
         """The config of the selected tower."""
         return getattr(self, self.tower)
+
+    def build_tower(self) -> SequenceTower:
+        """The selected tower, as `TOWERS` registers it, built from its config."""
+        return TOWERS[self.tower].module(self.tower_config)
 
 
 def _with_towers() -> type[ModelBase]:
@@ -148,13 +99,31 @@ ModelConfig = _with_towers()
 ADDED_STCA_SWITCHES = ("match_bias", "position_bias", "count_channel")
 
 
+def _kernel_words(section: dict[str, Any]) -> dict[str, Any]:
+    """A tower section written before ``kernel`` replaced ``attention`` (and ``packed`` the
+    ``jagged`` layout), in today's words: ``attention=kv|absorbed|sdpa`` is that kernel,
+    ``layout=jagged`` the ``packed`` layout with the ``pairs`` kernel (``flex`` if it was)."""
+    if "attention" not in section and section.get("layout") != "jagged":
+        return section
+    out = dict(section)
+    form = out.pop("attention", None)
+    if out.get("layout") == "jagged":
+        out.update(layout="packed", kernel="flex" if form == "flex" else "pairs")
+    elif form is not None:
+        out["kernel"] = form
+    return out
+
+
 def complete_saved_config(saved: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's ``model`` config with the STCA switches it predates set to off."""
+    """A checkpoint's ``model`` config in today's words: the STCA switches it predates set to off,
+    and the kernel words of `_kernel_words`."""
     out = copy.deepcopy(dict(saved))
-    stca = dict(out.get("stca") or {})
+    stca = _kernel_words(dict(out.get("stca") or {}))
     for key in ADDED_STCA_SWITCHES:
         stca.setdefault(key, False)
     out["stca"] = stca
+    if out.get("transformer"):
+        out["transformer"] = _kernel_words(dict(out["transformer"]))
     return out
 
 
@@ -164,72 +133,6 @@ def model_config_from_saved(saved: dict[str, Any]) -> ModelConfig:
 
     merged = OmegaConf.merge(OmegaConf.structured(ModelConfig), complete_saved_config(saved))
     return OmegaConf.to_object(merged)
-
-
-class SequenceInteraction(nn.Module):
-    """Everything after the lookup: tokens, STCA with request-level sharing, heads."""
-
-    def __init__(self, cfg: ModelConfig, num_tasks: int) -> None:
-        super().__init__()
-        d = cfg.tower_config.d_model
-        self.tokens = Tokenizer(cfg.embedding_dim, cfg.pos_dim, d)
-        self.tower: SequenceTower = TOWERS[cfg.tower].module(cfg.tower_config)
-        self.jagged = self.tower.layout == "jagged"
-        #: the raw id features the tower compares (its ``id_features``)
-        self.id_features = tuple(self.tower.id_features)
-        layers: list[nn.Module] = []
-        width = 2 * d
-        for h in cfg.head_hidden:
-            layers += [nn.Linear(width, h), nn.SiLU()]
-            width = h
-        layers.append(nn.Linear(width, num_tasks))
-        self.head = nn.Sequential(*layers)
-
-    def forward(
-        self,
-        emb: dict[str, JaggedTensor],
-        num_targets: torch.Tensor,
-        ids: KeyedJaggedTensor | None = None,
-    ) -> torch.Tensor:
-        """Logits ``[N, num_tasks]`` for the ``N`` targets, in request order.
-
-        ``ids``: the batch's id KJT, for towers with ``id_features`` (STCA's match bias, SIM).
-        """
-        lengths = emb["hist_item_id"].lengths()
-        parts = [
-            emb[k].values()
-            for k in ("hist_item_id", "hist_category_id", "hist_action", "hist_dt_bucket")
-        ]
-        x = self.tokens.history(parts, lengths)  # [E, d], once per request
-        xt = self.tokens.target(
-            emb["tgt_item_id"].values(), emb["tgt_category_id"].values()
-        )  # [N, d]
-        hist_ids = tgt_ids = None
-        if self.id_features:  # the tower's id features of events [E,F] and targets [N,F]
-            if ids is None:
-                raise ValueError(f"{type(self.tower).__name__} needs the batch's ids")
-            hist_ids = torch.stack([ids[f"hist_{f}"].values() for f in self.id_features], -1)
-            tgt_ids = torch.stack([ids[f"tgt_{f}"].values() for f in self.id_features], -1)
-        if self.jagged:  # packed layout: no padding at all
-            z = self.tower.forward_jagged(x, lengths, xt, num_targets, hist_ids, tgt_ids)
-            return self.head(torch.cat([z, xt], dim=-1))
-        max_len = max(int(lengths.max()) if lengths.numel() else 0, 1)
-        max_t = max(int(num_targets.max()) if num_targets.numel() else 0, 1)
-        hist = jagged_to_padded(x, lengths, max_len)
-        hist_mask = torch.arange(max_len, device=x.device)[None, :] < lengths[:, None]
-        tgt = jagged_to_padded(xt, num_targets, max_t)
-        if self.id_features:
-            out = self.tower(
-                hist,
-                hist_mask,
-                tgt,
-                jagged_to_padded(hist_ids, lengths, max_len),
-                jagged_to_padded(tgt_ids, num_targets, max_t),
-            )
-        else:
-            out = self.tower(hist, hist_mask, tgt)
-        z = padded_to_jagged(out, num_targets)  # [N, d]
-        return self.head(torch.cat([z, xt], dim=-1))
 
 
 class LongSeqModel(nn.Module):

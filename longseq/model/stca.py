@@ -1,56 +1,46 @@
 """STCA: stacked target-to-history cross-attention (paper §1, §9), request-level in compute.
 
 Shapes: ``B`` requests, ``L`` padded history length, ``T`` padded targets per request, ``d`` width,
-``h`` heads, ``d_h = d / h``. The user side (``X̃_i = LN(FFN_i(X))`` and, in the ``kv`` form, the
-keys/values) is computed once per request; only the queries are per target. Pointwise batching is
-the special case ``T = 1``.
+``h`` heads, ``d_h = d / h``. The user side (``X̃_i = LN(FFN_i(X))`` and, in the ``kv`` kernel,
+the keys/values) is computed once per request; only the queries are per target. Pointwise
+batching is the special case ``T = 1``.
 
-Three exact attention forms, chosen by ``attention``:
-
-* ``kv``: precompute ``K = X̃ W_K`` and ``V = X̃ W_V`` once per request, then one query per target.
-* ``absorbed``: ``u = (q W_Q) W_Kᵀ``, scores ``u X̃ᵀ``, then ``(α X̃) W_V``; never builds the
-  ``L × d`` keys/values (paper §1.6).
-
-* ``sdpa``: the ``kv`` form through ``torch.nn.functional.scaled_dot_product_attention`` (fused
-  kernels where torch has them; about 3-4x faster than the einsum form on CPU, docs/benchmarks.md).
-
-Two layouts, chosen by ``layout``: ``padded`` (``[B, L_max]`` events, masked; any form) and
-``jagged`` (the flat ``[E, d]`` events and ``[N, d]`` targets of the lookup, attention over the
-real (target, event) pairs only: `longseq.model.jagged`).
+Two config words choose how (`longseq.model.stca_config.STCAConfig`): ``layout`` (``padded``:
+``[B, L_max]`` events, masked; ``packed``: the flat ``[E, d]`` events and ``[N, d]`` targets of
+the lookup, no padding) and ``kernel``, the attention kernel of `longseq.model.ops` (``kv``,
+``absorbed``, ``sdpa``, ``reference`` padded; ``pairs``, ``flex`` packed). Every kernel is the
+same function with the same weights, so a model trained with one is scored with any other
+(`STCATower.padded_equivalent`, ``score_packed(kernel=...)``).
 
 Optional target-aware signals (`longseq.model.match`): id-match and position biases in the
 logits and a count channel (``match_bias``, ``position_bias``, ``count_channel``).
 
-The attention itself (`TargetAttention`, `reference_attention`, the readable per-target loop all
-forms are tested against) lives in `longseq.model.attention`, the config in
-`longseq.model.stca_config`. The tower follows the protocol of `longseq.model.tower`. Pure torch:
-no torchrec/fbgemm import on this path, so it runs on any accelerator.
+Each layer's attention is a `TargetAttention` (`longseq.model.attention`), which runs the
+kernel; the batch's history value (`longseq.model.ops.history`) is built once and shared by the
+layers. The tower follows the protocol of `longseq.model.tower`. Pure torch: no torchrec/fbgemm
+import on this path, so it runs on any accelerator.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from longseq.model.attention import (
-    ATTENTION_FORMS,
-    Projected,
-    TargetAttention,
-    reference_attention,
-)
-from longseq.model.flex import packed_batch, use_flex
-from longseq.model.jagged import jagged_attend, request_pairs
+from longseq.model.attention import Projected, TargetAttention, reference_attention
 from longseq.model.layers import FFNStack
-from longseq.model.match import AttentionBias, match_padded, match_pairs, positions_padded
+from longseq.model.match import AttentionBias
+from longseq.model.ops.dispatch import packed_history
+from longseq.model.ops.history import PaddedHistory, match_padded, positions_padded
+from longseq.model.ops.kernels import Kernel
 from longseq.model.stca_config import STCAConfig
 from longseq.model.tokens import positions_from_most_recent
-from longseq.model.tower import ID_FEATURES, LAYOUTS, SequenceTower, UserState
+from longseq.model.tower import ID_FEATURES, SequenceTower, UserState
 
 __all__ = [
-    "ATTENTION_FORMS",
-    "LAYOUTS",
     "STCAConfig",
     "STCAState",
     "STCATower",
@@ -68,10 +58,10 @@ class STCAState(UserState):
 
     Attributes:
         layers: per layer, `TargetAttention.project` of ``X̃_i``: ``(K_i, V_i)`` (``kv``,
-            ``sdpa``, and any form in the jagged layout) or ``X̃_i`` (``absorbed``).
-        hist_mask: ``[B, L]`` (padded layout; ``None`` in the jagged one, or for a padded state
+            ``sdpa``, ``reference``, and either packed kernel) or ``X̃_i`` (``absorbed``).
+        hist_mask: ``[B, L]`` (padded layout; ``None`` in the packed one, or for a padded state
             without padding, e.g. one request's, which is what an exported graph scores).
-        hist_lengths: ``[B]`` (jagged layout; ``None`` in the padded one).
+        hist_lengths: ``[B]`` (packed layout; ``None`` in the padded one).
         positions: each event's distance from the newest (position bias / count channel).
         hist_ids: the events' (item, category) ids (match bias).
     """
@@ -98,13 +88,17 @@ class STCATower(SequenceTower):
     checks ``forward == score(encode_user(...))``).
     """
 
+    #: any STCA model scores a packed batch through FlexAttention (same weights)
+    packed_kernel = Kernel.FLEX.value
+
     def __init__(self, cfg: STCAConfig) -> None:
         super().__init__()
         cfg.validate()
         self.cfg = cfg
         self.layout = cfg.layout
-        #: the packed layout's attention kernel: ``flex`` (FlexAttention) or ``pairs``
-        self.kernel = "flex" if cfg.attention == "flex" else "pairs"
+        self.kernel = Kernel(cfg.kernel)
+        #: the kernel of a packed call that names none: the config's, else ``pairs``
+        self.default_packed = self.kernel if self.kernel.layout == "packed" else Kernel.PAIRS
         self.id_features = ID_FEATURES if cfg.match_bias else ()
         d, m = cfg.d_model, cfg.num_layers
         n_hist = 1 if cfg.shared_hist_ffn else m
@@ -115,7 +109,7 @@ class STCATower(SequenceTower):
         self.tgt_ffn = FFNStack(d, d, cfg.ffn_ratio, 1, cfg.ffn_residual)
         self.tgt_ln = nn.LayerNorm(d)
         self.attn = nn.ModuleList(
-            TargetAttention(d, cfg.num_heads, cfg.attention, self._bias(cfg)) for _ in range(m)
+            TargetAttention(d, cfg.num_heads, cfg.kernel, self._bias(cfg)) for _ in range(m)
         )
         # query fusion for layers 2..M: W_C_{i+1} in R^{(i+1)d x d}, then SwiGLU (+ LN)
         self.fuse_proj = nn.ModuleList(nn.Linear((i + 1) * d, d, bias=False) for i in range(1, m))
@@ -165,6 +159,33 @@ class STCATower(SequenceTower):
             outs.append(attend(attn, q, encoded[i]))
         return self.out_ffn(self.out_proj(torch.cat(outs + [tgt], dim=-1)))
 
+    def padded_equivalent(self) -> STCATower:
+        """This tower, or for the packed layout a padded one with the same weights (every
+        kernel shares them) and the ``kv`` kernel."""
+        if self.layout == "padded":
+            return self
+        cfg = dataclasses.replace(self.cfg, layout="padded", kernel=Kernel.KV.value)
+        padded = STCATower(cfg)
+        padded.load_state_dict(self.state_dict())
+        ref = next(self.parameters())
+        return padded.to(ref.device, ref.dtype).train(self.training)
+
+    def state_names(self) -> list[str]:
+        """``k_i, v_i`` per layer (``x_i`` with ``absorbed``), then ``positions`` (position
+        bias / count channel) and ``hist_ids`` (match bias): `STCAState`'s tensors in order."""
+        cfg, names = self.cfg, []
+        for i in range(cfg.num_layers):
+            names += [f"x_{i}"] if self.kernel is Kernel.ABSORBED else [f"k_{i}", f"v_{i}"]
+        if cfg.position_bias or cfg.count_channel:
+            names.append("positions")
+        if cfg.match_bias:
+            names.append("hist_ids")
+        return names
+
+    def export_info(self) -> dict[str, Any]:
+        """The kernel and the number of layers."""
+        return {"kernel": self.kernel.value, "num_layers": self.cfg.num_layers}
+
     def _positions(self, hist_mask=None, hist_lengths=None) -> torch.Tensor | None:
         if not (self.cfg.position_bias or self.cfg.count_channel):
             return None
@@ -172,35 +193,37 @@ class STCATower(SequenceTower):
             return positions_from_most_recent(hist_lengths)
         return positions_padded(hist_mask)
 
-    def _padded(self, per_layer, tgt, hist_mask, positions, match, fused: bool) -> torch.Tensor:
-        """The stack, padded; ``fused``: ``per_layer`` is ``X̃`` and each attention one call."""
+    def _match_ids(self, hist_ids, tgt_ids):
+        """The ids the match bias compares (None without it); an error when they are missing."""
+        if not self.cfg.match_bias:
+            return None, None
+        if hist_ids is None or tgt_ids is None:
+            raise ValueError("the match bias (model.stca.match_bias) needs hist_ids and tgt_ids")
+        return hist_ids, tgt_ids
+
+    def _layers(self, per_layer, tgt, history, kernel: Kernel | None, fused: bool) -> torch.Tensor:
+        """The stack over ``history`` with ``kernel`` (None: each attention's own). ``fused``:
+        ``per_layer`` is ``X̃`` and each layer's keys/values and attention are ONE module call
+        (hooks see it), else ``per_layer`` is the state's projected layers."""
 
         def attend(attn: TargetAttention, q: torch.Tensor, s) -> torch.Tensor:
-            if fused:  # X̃ -> keys/values -> attention in ONE module call (hooks see it)
-                return attn(q, s, hist_mask, match=match, positions=positions)
-            return attn.attend(q, s, hist_mask, match=match, positions=positions)
+            return attn(q, s, history, kernel) if fused else attn.attend(q, s, history, kernel)
 
         return self._stack(per_layer, tgt, attend)
 
-    def _jagged(self, per_layer, tgt, lengths, num_targets, ids, tgt_ids, positions, fused, kernel):
-        """The stack, packed; ``fused`` as in `_padded`; ``kernel``: ``pairs`` or ``flex``."""
-        packed = pairs = match = None
-        flex = (kernel or self.kernel) == "flex" and use_flex(tgt)
-        if flex and tgt.shape[0] and lengths.numel():  # one FlexAttention call per layer
-            if self.cfg.match_bias and (ids is None or tgt_ids is None):
-                raise ValueError("the match bias needs hist_ids and tgt_ids")
-            count = self.cfg.count_channel
-            packed = packed_batch(lengths, num_targets, ids, tgt_ids, positions, count)
-        else:  # every real (target, event) pair, gathered (`longseq.model.jagged`)
-            pairs = request_pairs(lengths, num_targets)  # once for all layers
-            match = match_pairs(ids, tgt_ids, *pairs) if self.cfg.match_bias else None
+    def _history(self, hist_mask, positions, hist_ids, tgt_ids) -> PaddedHistory:
+        hist_ids, tgt_ids = self._match_ids(hist_ids, tgt_ids)
+        match = None if hist_ids is None else match_padded(hist_ids, tgt_ids)
+        return PaddedHistory(hist_mask, match, positions)
 
-        def attend(attn: TargetAttention, q: torch.Tensor, s) -> torch.Tensor:
-            if fused:
-                return attn(q, s, None, lengths, num_targets, match, positions, pairs, packed)
-            return jagged_attend(attn, q, s, lengths, num_targets, match, positions, pairs, packed)
-
-        return self._stack(per_layer, tgt, attend)
+    def _packed(self, per_layer, tgt, lengths, num_targets, ids, tgt_ids, positions, fused, kernel):
+        """The stack, packed; ``fused`` as in `_layers`; ``kernel``: ``pairs`` or ``flex``."""
+        ids, tgt_ids = self._match_ids(ids, tgt_ids)
+        kernel, history = packed_history(
+            kernel or self.default_packed, lengths, num_targets, tgt, positions, ids, tgt_ids,
+            count=self.cfg.count_channel,
+        )  # fmt: skip
+        return self._layers(per_layer, tgt, history, kernel, fused)
 
     def encode_user(
         self, hist: torch.Tensor, hist_mask: torch.Tensor, hist_ids: torch.Tensor | None = None
@@ -218,8 +241,8 @@ class STCATower(SequenceTower):
         self, state: STCAState, tgt: torch.Tensor, tgt_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``tgt [B,T,d]`` (``tgt_ids [B,T,2]``) against a padded `STCAState` -> ``[B,T,d]``."""
-        match = match_padded(state.hist_ids, tgt_ids) if self.cfg.match_bias else None
-        return self._padded(state.layers, tgt, state.hist_mask, state.positions, match, False)
+        history = self._history(state.hist_mask, state.positions, state.hist_ids, tgt_ids)
+        return self._layers(state.layers, tgt, history, None, False)
 
     def forward(
         self,
@@ -233,11 +256,10 @@ class STCATower(SequenceTower):
 
         ``hist_ids [B,L,2]`` / ``tgt_ids [B,T,2]``: (item, category) ids, for ``match_bias``.
         """
-        match = match_padded(hist_ids, tgt_ids) if self.cfg.match_bias else None
-        encoded = self.encode_history(hist)
-        return self._padded(encoded, tgt, hist_mask, self._positions(hist_mask), match, True)
+        history = self._history(hist_mask, self._positions(hist_mask), hist_ids, tgt_ids)
+        return self._layers(self.encode_history(hist), tgt, history, None, True)
 
-    def encode_user_jagged(
+    def encode_user_packed(
         self,
         hist: torch.Tensor,
         hist_lengths: torch.Tensor,
@@ -246,13 +268,13 @@ class STCATower(SequenceTower):
         """Packed: ``hist [E,d]``, ``hist_lengths [B]``, ``hist_ids [E,2]`` -> `STCAState`."""
         encoded = self.encode_history(hist)  # FFN + LN are per event: no padding to skip
         return STCAState(
-            layers=[attn.project(x, jagged=True) for attn, x in zip(self.attn, encoded)],
+            layers=[attn.project(x, self.default_packed) for attn, x in zip(self.attn, encoded)],
             hist_lengths=hist_lengths,
             positions=self._positions(hist_lengths=hist_lengths),
             hist_ids=hist_ids if self.cfg.match_bias else None,
         )
 
-    def score_jagged(
+    def score_packed(
         self,
         state: STCAState,
         tgt: torch.Tensor,
@@ -262,15 +284,16 @@ class STCATower(SequenceTower):
     ) -> torch.Tensor:
         """Packed: ``tgt [N,d]`` (``num_targets [B]``, ``tgt_ids [N,2]``) -> ``z [N,d]``.
 
-        ``kernel``: ``flex`` or ``pairs`` (default: the config's; every form has the same
-        weights, so a model trained in any form or layout can be scored packed with ``flex``).
+        ``kernel``: ``flex`` or ``pairs`` (default: the config's packed kernel, else ``pairs``;
+        every kernel has the same weights, so a model trained with any kernel or layout can be
+        scored packed with ``flex``).
         """
         lengths, ids, pos = state.hist_lengths, state.hist_ids, state.positions
-        return self._jagged(
+        return self._packed(
             state.layers, tgt, lengths, num_targets, ids, tgt_ids, pos, False, kernel
         )
 
-    def forward_jagged(
+    def forward_packed(
         self,
         hist: torch.Tensor,
         hist_lengths: torch.Tensor,
@@ -286,4 +309,4 @@ class STCATower(SequenceTower):
         encoded = self.encode_history(hist)  # FFN + LN are per event: no padding to skip
         pos = self._positions(hist_lengths=hist_lengths)
         lengths = hist_lengths
-        return self._jagged(encoded, tgt, lengths, num_targets, hist_ids, tgt_ids, pos, True, None)
+        return self._packed(encoded, tgt, lengths, num_targets, hist_ids, tgt_ids, pos, True, None)

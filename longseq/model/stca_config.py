@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from longseq.model.attention import ATTENTION_FORMS, PACKED_FORMS
-from longseq.model.tower import LAYOUTS
+from longseq.model.ops.kernels import check_kernel
 
 
 @dataclass
@@ -22,13 +21,14 @@ class STCAConfig:
         fused_query_ln: LayerNorm on the fused query ``q_{i+1}`` (default True, matching ``q_1``).
         ffn_residual: ``x + SwiGLU(x)`` in every FFN block (the paper leaves it open; without
             it gradients to the history side vanish at initialisation, see `FFNStack`).
-        attention: ``kv``, ``absorbed`` or ``sdpa`` (exactly equivalent; a speed/memory choice),
-            or ``flex`` (jagged layout only: one FlexAttention call per layer over the packed
-            batch, `longseq.model.flex`).
-        layout: ``padded`` (histories padded to the longest in the batch, masked) or ``jagged``
-            (packed: no padding; the history FFNs run on real events only, attention on real
-            (target, event) pairs; the ``kv``/``absorbed``/``sdpa`` forms are then ``kv``
-            computed per pair, ``flex`` one FlexAttention call).
+        layout: ``padded`` (histories padded to the longest in the batch, masked) or ``packed``
+            (no padding: the history FFNs run on real events only, attention on real (target,
+            event) pairs).
+        kernel: the attention kernel (`longseq.model.ops.kernels.Kernel`; all exactly the same
+            function, a speed/memory choice). Padded layout: ``kv``, ``absorbed``, ``sdpa`` or
+            ``reference`` (the readable loop: slow). Packed layout: ``pairs`` (gathered pairs)
+            or ``flex`` (one FlexAttention call per layer; on CPU with autograd it runs
+            ``pairs``).
         match_bias: add a learned per-head bias for "same item" and "same category as the
             target" to every attention logit (`longseq.model.match`).
         position_bias: add a learned per-head function of the event's log-position.
@@ -46,8 +46,8 @@ class STCAConfig:
     shared_hist_ffn: bool = False
     fused_query_ln: bool = True
     ffn_residual: bool = True
-    attention: str = "kv"
     layout: str = "padded"
+    kernel: str = "kv"
     match_bias: bool = False
     position_bias: bool = False
     position_dim: int = 16
@@ -64,16 +64,7 @@ class STCAConfig:
                 f"{prefix}.d_model ({self.d_model}) must be divisible by "
                 f"{prefix}.num_heads ({self.num_heads})"
             )
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"{prefix}.layout must be one of {LAYOUTS}, got {self.layout!r}")
-        forms = ATTENTION_FORMS + PACKED_FORMS
-        if self.attention not in forms:
-            raise ValueError(f"{prefix}.attention must be one of {forms}, got {self.attention!r}")
-        if self.attention in PACKED_FORMS and self.layout != "jagged":
-            raise ValueError(
-                f"{prefix}.attention={self.attention} runs on the packed batch: "
-                f"set {prefix}.layout=jagged"
-            )
+        check_kernel(self.kernel, self.layout, prefix)
         if self.num_layers < 1:
             raise ValueError(f"{prefix}.num_layers must be >= 1, got {self.num_layers}")
         if self.position_dim < 2 or self.position_dim % 2:

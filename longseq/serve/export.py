@@ -1,7 +1,7 @@
 """Export the candidate-scoring graph with `torch.export`: a ``.pt2`` loadable without longseq.
 
-`CandidateScorer` is the candidate side of a checkpointed model (any tower: STCA in any
-attention form, a jagged-layout STCA as its `padded_equivalent`, and every baseline) as a
+`CandidateScorer` is the candidate side of a checkpointed model (any tower: STCA with any
+kernel, a packed-layout STCA as its `padded_equivalent`, and every baseline) as a
 pure-torch module: the item and category
 tables copied out of the TorchRec EmbeddingCollection into plain `nn.Embedding`, the target
 tokens, the tower's ``score`` and the heads. Its inputs are a user state flattened into tensors
@@ -24,7 +24,6 @@ CLI: ``python -m longseq.serve.export checkpoint=<run dir | pointer | step> out=
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,6 @@ import torch
 from torch import nn
 
 from longseq.model.model import LongSeqModel
-from longseq.model.stca import ATTENTION_FORMS, STCATower
 from longseq.model.tower import SequenceTower, UserState
 from longseq.serve.flat_state import flatten_state, named_leaves, structure, unflatten_state
 
@@ -47,19 +45,16 @@ HISTORY_INPUTS = ("hist_item_id", "hist_category_id", "hist_action", "hist_dt_bu
 
 def _tower(model: LongSeqModel) -> SequenceTower:
     tower = model.interaction.tower
-    if tower.layout != "padded":  # `padded_equivalent` turns a jagged STCA padded first
+    if tower.layout != "padded":  # `padded_equivalent` turns a packed tower padded first
         raise ValueError(
             f"export takes a tower in the padded layout; {type(tower).__name__} is {tower.layout}"
         )
     return tower
 
 
-def _ids(
-    features: tuple[str, ...], item: torch.Tensor, category: torch.Tensor
-) -> torch.Tensor | None:
-    """The raw ids a tower compares (its ``id_features``), stacked ``[B, N, F]``, or None."""
-    by = {"item_id": item, "category_id": category}
-    return torch.stack([by[f] for f in features], -1) if features else None
+def _ids(tower: SequenceTower, item: torch.Tensor, category: torch.Tensor) -> torch.Tensor | None:
+    """The raw ids ``tower`` compares (`SequenceTower.ids`), ``[B, N, F]``, or None."""
+    return tower.ids({"item_id": item, "category_id": category})
 
 
 def _example_state(model: LongSeqModel, b: int = 2, length: int = 5, seed: int = 0) -> UserState:
@@ -68,44 +63,30 @@ def _example_state(model: LongSeqModel, b: int = 2, length: int = 5, seed: int =
     hist = torch.randn(b, length, model.cfg.tower_config.d_model, generator=gen)
     mask = torch.ones(b, length, dtype=torch.bool)
     ids = torch.randint(0, 3, (b, length, 2), generator=gen)
+    tower = _tower(model)
     with torch.no_grad():
-        return _tower(model).encode_user(
-            hist, mask, _ids(model.interaction.id_features, ids[..., 0], ids[..., 1])
-        )
+        return tower.encode_user(hist, mask, _ids(tower, ids[..., 0], ids[..., 1]))
 
 
 def padded_equivalent(model: LongSeqModel) -> LongSeqModel:
-    """``model`` itself, or for an STCA model in the jagged layout a copy whose tower is the same
-    function in the padded layout (same weights: every form and layout shares them; the form is
-    kept where it has a padded version, ``kv`` otherwise). What `export_model` traces."""
+    """``model`` itself, or for a model whose tower is in the packed layout a copy with the
+    tower's `SequenceTower.padded_equivalent` (same weights). What `export_model` traces."""
     tower = model.interaction.tower
-    if not isinstance(tower, STCATower) or tower.layout == "padded":
+    padded = tower.padded_equivalent()
+    if padded is tower:
         return model
-    form = tower.cfg.attention if tower.cfg.attention in ATTENTION_FORMS else "kv"
-    padded = STCATower(dataclasses.replace(tower.cfg, layout="padded", attention=form))
-    padded.load_state_dict(tower.state_dict())
     out = copy.deepcopy(model)
-    ref = next(tower.parameters())
-    out.interaction.tower = padded.to(ref.device, ref.dtype).eval()
-    out.interaction.jagged = False
+    out.interaction.tower = padded.eval()
     return out
 
 
 def state_names(model: LongSeqModel) -> list[str]:
-    """Names of the flattened user-state inputs of `CandidateScorer`, in order: STCA's
-    ``k_i, v_i`` (``x_i`` in ``absorbed``), ``positions``, ``hist_ids``; another tower's
-    state fields (`longseq.serve.flat_state.named_leaves`)."""
-    tower = _tower(model)
-    if not isinstance(tower, STCATower):
-        return [name for name, _ in named_leaves(_example_state(model))]
-    cfg = tower.cfg
-    names = []
-    for i in range(cfg.num_layers):
-        names += [f"x_{i}"] if cfg.attention == "absorbed" else [f"k_{i}", f"v_{i}"]
-    if cfg.position_bias or cfg.count_channel:
-        names.append("positions")
-    if cfg.match_bias:
-        names.append("hist_ids")
+    """Names of the flattened user-state inputs of `CandidateScorer`, in order: the tower's
+    `SequenceTower.state_names` (STCA: ``k_i, v_i`` or ``x_i``, ``positions``, ``hist_ids``),
+    else its state's field paths (`longseq.serve.flat_state.named_leaves`)."""
+    names = _tower(model).state_names()
+    if names is None:
+        names = [name for name, _ in named_leaves(_example_state(model))]
     return names
 
 
@@ -119,7 +100,6 @@ class CandidateScorer(nn.Module):
         super().__init__()
         self.tower = _tower(model)
         self.spec = structure(_example_state(model))  # the state's shape, no tensors
-        self.id_features = model.interaction.id_features
         tables = model.ec.embeddings
         self.item = nn.Embedding.from_pretrained(tables["item"].weight.detach().clone())
         self.category = nn.Embedding.from_pretrained(tables["category"].weight.detach().clone())
@@ -130,7 +110,7 @@ class CandidateScorer(nn.Module):
         """``(*state, tgt_item_id [B,K], tgt_category_id [B,K])`` -> ``[B, K, tasks]``."""
         *state, item, category = inputs
         xt = self.tokens.target(self.item(item), self.category(category))  # [B,K,d]
-        tgt_ids = _ids(self.id_features, item, category)
+        tgt_ids = _ids(self.tower, item, category)
         z = self.tower.score(unflatten_state(self.spec, tuple(state)), xt, tgt_ids)
         return torch.sigmoid(self.head(torch.cat([z, xt], dim=-1)))
 
@@ -146,7 +126,6 @@ class UserEncoder(nn.Module):
     def __init__(self, model: LongSeqModel) -> None:
         super().__init__()
         self.tower = _tower(model)
-        self.id_features = model.interaction.id_features
         tables = model.ec.embeddings
         self.tables = nn.ModuleList(
             nn.Embedding.from_pretrained(tables[n].weight.detach().clone())
@@ -163,7 +142,7 @@ class UserEncoder(nn.Module):
         side = tok.side_proj(torch.cat([action, dt, tok.pos(pos)], -1))
         hist = tok.hist_norm(tok.item_proj(torch.cat([item, category], -1)) + side)
         mask = torch.ones(b, length, dtype=torch.bool, device=hist.device)
-        hist_ids = _ids(self.id_features, ids[0], ids[1])
+        hist_ids = _ids(self.tower, ids[0], ids[1])
         return flatten_state(self.tower.encode_user(hist, mask, hist_ids))
 
 
@@ -198,7 +177,6 @@ def _dynamic_shapes(model: LongSeqModel) -> tuple:
 
 def manifest(model: LongSeqModel) -> dict[str, Any]:
     """What a loader needs to call the package: its inputs in order, outputs, tasks."""
-    tower = _tower(model)
     out = {
         "format": "longseq-candidate-scorer/1",
         "inputs": state_names(model) + list(CANDIDATE_INPUTS),
@@ -208,8 +186,7 @@ def manifest(model: LongSeqModel) -> dict[str, Any]:
         "tower": model.cfg.tower,
         "d_model": model.cfg.tower_config.d_model,
     }
-    if isinstance(tower, STCATower):
-        out.update(attention=tower.cfg.attention, num_layers=tower.cfg.num_layers)
+    out.update(_tower(model).export_info())
     return out
 
 

@@ -30,7 +30,7 @@ TOWERS: dict[str, Callable[[], nn.Module]] = {
     ),
     "transformer": lambda: TransformerTower(TransformerConfig(d_model=D, num_heads=2)),
     "transformer_causal_absorbed": lambda: TransformerTower(
-        TransformerConfig(d_model=D, num_heads=2, num_layers=3, causal=True, attention="absorbed")
+        TransformerConfig(d_model=D, num_heads=2, num_layers=3, causal=True, kernel="absorbed")
     ),
 }
 
@@ -167,7 +167,8 @@ def test_causal_encoder_ignores_newer_events():
         (lambda: DINConfig(last_n=-1), "model.din.last_n"),
         (lambda: TransformerConfig(d_model=10, num_heads=4), "model.transformer.d_model"),
         (lambda: TransformerConfig(num_layers=0), "model.transformer.num_layers"),
-        (lambda: TransformerConfig(attention="flash"), "model.transformer.attention"),
+        (lambda: TransformerConfig(kernel="flash"), "model.transformer.kernel"),
+        (lambda: TransformerConfig(kernel="pairs"), "model.transformer.layout=padded"),
     ],
 )
 def test_config_errors_name_the_key(build, key):

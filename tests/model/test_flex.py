@@ -1,5 +1,5 @@
-"""The ``flex`` form (packed FlexAttention, `longseq.model.flex`) equals the readable reference,
-the pair form and the padded tower, on ragged requests (empty histories and requests without
+"""The ``flex`` kernel (packed FlexAttention, `longseq.model.ops.flex`) equals the readable
+reference, the ``pairs`` kernel and the padded tower, on ragged requests (empty histories and requests without
 targets included) with every target-aware bias.
 
 Every case keeps ``N <= 16`` targets and ``E <= 128`` events, so all of them share one bucketed
@@ -13,10 +13,13 @@ import pytest
 import torch
 
 from longseq.model.attention import TargetAttention, reference_attention
-from longseq.model.flex import BLOCK, bucket, count_tables, packed_batch, use_flex
-from longseq.model.jagged import jagged_attention, request_pairs
 from longseq.model.layers import jagged_to_padded, padded_to_jagged
-from longseq.model.match import AttentionBias, match_padded, match_pairs, positions_padded
+from longseq.model.match import AttentionBias, count_tables
+from longseq.model.ops.dispatch import packed_history
+from longseq.model.ops.flex import BLOCK, bucket, packed_batch, use_flex
+from longseq.model.ops.history import match_padded, match_pairs, positions_padded
+from longseq.model.ops.kernels import Kernel
+from longseq.model.ops.pairs import request_pairs
 from longseq.model.stca import STCAConfig, STCATower
 from longseq.model.tokens import positions_from_most_recent
 
@@ -60,23 +63,24 @@ def test_count_tables_equal_the_per_pair_count():
     pos = positions_from_most_recent(HIST)
     pb = packed_batch(HIST, TGTS, hist_ids, tgt_ids, pos, count=True)
     pt, pe = request_pairs(HIST, TGTS)
-    want = bias.count_jagged(match_pairs(hist_ids, tgt_ids, pt, pe), pos[pe], pt, n)
+    want = bias.count_pairs(match_pairs(hist_ids, tgt_ids, pt, pe), pos[pe], pt, n)
     got = bias.count_proj(torch.log1p(count_tables(bias.window(pos), pb.count_groups)))
     torch.testing.assert_close(got, want)
+    torch.testing.assert_close(bias.count_grouped(pos, pb.count_groups), want)
 
 
 def _attention(which: str, d: int = 16, heads: int = 4, seed: int = 0) -> TargetAttention:
     torch.manual_seed(seed)
     cfg = STCAConfig(d_model=d, num_heads=heads, **BIASES[which])
     bias = STCATower._bias(cfg)
-    attn = TargetAttention(d, heads, "kv", bias)
+    attn = TargetAttention(d, heads, "pairs", bias)
     for p in attn.parameters():  # non-zero biases, so every term is exercised
         torch.nn.init.normal_(p, std=0.3)
     return attn
 
 
 @pytest.mark.parametrize("which", sorted(BIASES))
-def test_flex_attention_equals_the_reference_and_the_pair_form(which: str):
+def test_flex_attention_equals_the_reference_and_the_pairs_kernel(which: str):
     attn, d = _attention(which), 16
     g = torch.Generator().manual_seed(1)
     e, n = int(HIST.sum()), int(TGTS.sum())
@@ -85,12 +89,13 @@ def test_flex_attention_equals_the_reference_and_the_pair_form(which: str):
     tgt_ids = torch.randint(0, 3, (n, 2), generator=g)
     pos = positions_from_most_recent(HIST)
     count = attn.bias is not None and attn.bias.count
-    pb = packed_batch(HIST, TGTS, hist_ids, tgt_ids, pos, count)
-    pairs = request_pairs(HIST, TGTS)
-    match = match_pairs(hist_ids, tgt_ids, *pairs)
+    ids = (hist_ids, tgt_ids)
     with torch.no_grad():
-        got = jagged_attention(attn, q, x, HIST, TGTS, match, pos, pairs, packed=pb)
-        want = jagged_attention(attn, q, x, HIST, TGTS, match, pos, pairs)
+        flex, flex_history = packed_history("flex", HIST, TGTS, q, pos, *ids, count=count)
+        pairs, pair_history = packed_history("pairs", HIST, TGTS, q, pos, *ids, count=count)
+        assert (flex, pairs) == (Kernel.FLEX, Kernel.PAIRS)
+        got = attn(q, x, flex_history, flex)
+        want = attn(q, x, pair_history, pairs)
         lm, tm = int(HIST.max()), int(TGTS.max())
         mask = torch.arange(lm)[None] < HIST[:, None]
         xp, qp = jagged_to_padded(x, HIST, lm), jagged_to_padded(q, TGTS, tm)
@@ -114,8 +119,8 @@ def test_flex_tower_equals_the_padded_tower(which: str, hist: torch.Tensor, tgts
     full blocks (where the kernel skips the mask)."""
     torch.manual_seed(0)
     kw = dict(d_model=16, num_heads=4, num_layers=3, **BIASES[which])
-    padded = STCATower(STCAConfig(attention="kv", **kw)).eval()
-    flex = STCATower(STCAConfig(attention="flex", layout="jagged", **kw)).eval()
+    padded = STCATower(STCAConfig(kernel="kv", **kw)).eval()
+    flex = STCATower(STCAConfig(kernel="flex", layout="packed", **kw)).eval()
     flex.load_state_dict(padded.state_dict())  # every form has the same weights
     g = torch.Generator().manual_seed(2)
     e, n = int(hist.sum()), int(tgts.sum())
@@ -124,10 +129,10 @@ def test_flex_tower_equals_the_padded_tower(which: str, hist: torch.Tensor, tgts
     lm, tm = int(hist.max()), int(tgts.max())
     mask = torch.arange(lm)[None] < hist[:, None]
     with torch.no_grad():
-        got = flex.forward_jagged(x, hist, t, tgts, hid, tid)
-        state = flex.encode_user_jagged(x, hist, hid)
-        split = flex.score_jagged(state, t, tgts, tid)
-        pairs = flex.score_jagged(state, t, tgts, tid, kernel="pairs")
+        got = flex.forward_packed(x, hist, t, tgts, hid, tid)
+        state = flex.encode_user_packed(x, hist, hid)
+        split = flex.score_packed(state, t, tgts, tid)
+        pairs = flex.score_packed(state, t, tgts, tid, kernel="pairs")
         want = padded(
             jagged_to_padded(x, hist, lm),
             mask,
@@ -141,13 +146,13 @@ def test_flex_tower_equals_the_padded_tower(which: str, hist: torch.Tensor, tgts
     torch.testing.assert_close(pairs, want, rtol=1e-5, atol=1e-5)
 
 
-def test_flex_tower_trains_on_cpu_through_the_pair_form():
-    """With autograd on CPU the flex tower runs the pair form (the same function) and backward
-    works; its gradients equal the pair-form tower's."""
+def test_flex_tower_trains_on_cpu_through_the_pairs_kernel():
+    """With autograd on CPU the flex tower runs the ``pairs`` kernel (the same function) and
+    backward works; its gradients equal the pairs tower's."""
     torch.manual_seed(0)
     kw = dict(d_model=16, num_heads=2, num_layers=2, **BIASES["recipe"])
-    flex = STCATower(STCAConfig(attention="flex", layout="jagged", **kw))
-    kv = STCATower(STCAConfig(attention="kv", layout="jagged", **kw))
+    flex = STCATower(STCAConfig(kernel="flex", layout="packed", **kw))
+    kv = STCATower(STCAConfig(kernel="pairs", layout="packed", **kw))
     kv.load_state_dict(flex.state_dict())
     rng = np.random.default_rng(0)
     e, n = int(HIST.sum()), int(TGTS.sum())
@@ -155,18 +160,18 @@ def test_flex_tower_trains_on_cpu_through_the_pair_form():
     t = torch.tensor(rng.standard_normal((n, 16)), dtype=torch.float32)
     hid, tid = torch.zeros(e, 2, dtype=torch.long), torch.zeros(n, 2, dtype=torch.long)
     for tower in (flex, kv):
-        tower.forward_jagged(x, HIST, t, TGTS, hid, tid).square().sum().backward()
+        tower.forward_packed(x, HIST, t, TGTS, hid, tid).square().sum().backward()
     for (name, a), b in zip(flex.named_parameters(), kv.parameters()):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
 
 
 def test_flex_tower_on_an_empty_batch_and_without_targets():
-    """No requests, or no targets at all: the same empty/zero outputs as the pair form."""
-    tower = STCATower(STCAConfig(d_model=8, num_heads=2, attention="flex", layout="jagged",
+    """No requests, or no targets at all: the same empty/zero outputs as the pairs kernel."""
+    tower = STCATower(STCAConfig(d_model=8, num_heads=2, kernel="flex", layout="packed",
                                  **BIASES["recipe"])).eval()  # fmt: skip
     z0 = torch.zeros(0, dtype=torch.long)
     with torch.no_grad():
-        out = tower.forward_jagged(
+        out = tower.forward_packed(
             torch.zeros(0, 8),
             z0,
             torch.zeros(0, 8),
@@ -177,15 +182,15 @@ def test_flex_tower_on_an_empty_batch_and_without_targets():
         assert out.shape == (0, 8)
         hist, tgts = torch.tensor([3, 2]), torch.tensor([0, 0])
         ids = torch.zeros(5, 2, dtype=torch.long)
-        out = tower.forward_jagged(torch.randn(5, 8), hist, torch.zeros(0, 8), tgts, ids, ids[:0])
+        out = tower.forward_packed(torch.randn(5, 8), hist, torch.zeros(0, 8), tgts, ids, ids[:0])
         assert out.shape == (0, 8)
 
 
-def test_flex_needs_the_jagged_layout():
-    with pytest.raises(ValueError, match=r"model\.stca\.attention=flex .*model\.stca\.layout"):
-        STCAConfig(attention="flex").validate()
-    with pytest.raises(ValueError, match="attention must be one of"):
-        STCAConfig(attention="flash", layout="jagged").validate()
+def test_flex_needs_the_packed_layout():
+    with pytest.raises(ValueError, match=r"model\.stca\.kernel=flex .*model\.stca\.layout"):
+        STCAConfig(kernel="flex").validate()
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        STCAConfig(kernel="flash", layout="packed").validate()
 
 
 CASES = [((100, 300, 100), (3, 0, 3)), ((600, 0, 0), (40, 3, 10)), ((0, 0), (5, 2))]
@@ -227,13 +232,13 @@ def test_request_block_mask_equals_torchs_dense_construction(seed: int):
             assert blocks[i, j] == qb * kb
 
 
-def test_pair_form_runs_under_bf16_autocast():
-    """CPU training with ``trainer.precision=bf16``: the flex tower's pair fallback mixes an fp32
+def test_pairs_kernel_runs_under_bf16_autocast():
+    """CPU training with ``trainer.precision=bf16``: the flex tower's pairs fallback mixes an fp32
     query side with bf16 values under autocast; its accumulation takes the values' dtype."""
-    tower = STCATower(STCAConfig(d_model=16, num_heads=2, attention="flex", layout="jagged"))
+    tower = STCATower(STCAConfig(d_model=16, num_heads=2, kernel="flex", layout="packed"))
     e, n = int(HIST.sum()), int(TGTS.sum())
     x, t = torch.randn(e, 16), torch.randn(n, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = tower.forward_jagged(x, HIST, t, TGTS)
+        out = tower.forward_packed(x, HIST, t, TGTS)
     out.float().sum().backward()
     assert out.shape == (n, 16) and torch.isfinite(out.float()).all()

@@ -1,5 +1,5 @@
-"""Target-aware attention signals (match bias, position bias, count channel): every attention
-form and both layouts against the readable reference loop, and what the count channel counts."""
+"""Target-aware attention signals (match bias, position bias, count channel): every padded
+kernel and both layouts against the readable reference loop, and what the count channel counts."""
 
 from __future__ import annotations
 
@@ -9,14 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from longseq.model.layers import jagged_to_padded, padded_to_jagged
-from longseq.model.match import AttentionBias, match_padded, positions_padded
-from longseq.model.stca import (
-    ATTENTION_FORMS,
-    STCAConfig,
-    STCATower,
-    TargetAttention,
-    reference_attention,
-)
+from longseq.model.match import AttentionBias
+from longseq.model.ops.history import PaddedHistory, match_padded, positions_padded
+from longseq.model.ops.kernels import kernels_of
+from longseq.model.stca import STCAConfig, STCATower, TargetAttention, reference_attention
 
 HYP = settings(max_examples=20, deadline=None)
 BIASES = [
@@ -40,10 +36,10 @@ def _inputs(hist_lens, n_tgt, d, seed, ncat=3):
     return x, mask, q, tmask, hist_ids, tgt_ids
 
 
-def _biased(d, h, form, match, pos, count, seed):
+def _biased(d, h, kernel, match, pos, count, seed):
     torch.manual_seed(seed)
     bias = AttentionBias(h, d, 2 if match else 0, 8, pos, count)
-    attn = TargetAttention(d, h, form, bias).double()
+    attn = TargetAttention(d, h, kernel, bias).double()
     with torch.no_grad():  # non-zero biases (they start at zero)
         for p in bias.parameters():
             p.normal_(0.0, 1.0)
@@ -56,17 +52,17 @@ def _biased(d, h, form, match, pos, count, seed):
     which=st.sampled_from(BIASES),
     seed=st.integers(0, 99),
 )
-def test_biased_forms_match_the_reference(reqs, which, seed):
+def test_biased_kernels_match_the_reference(reqs, which, seed):
     d, h = 6, 2
     hist_lens, n_tgt = [r[0] for r in reqs], [r[1] for r in reqs]
     x, mask, q, tmask, hid, tid = _inputs(hist_lens, n_tgt, d, seed)
     match, pos = match_padded(hid, tid), positions_padded(mask)
     base = _biased(d, h, "kv", *which, seed)
     ref = reference_attention(base, q, x, mask, match, pos)
-    for form in ATTENTION_FORMS:
-        attn = _biased(d, h, form, *which, seed)
+    for kernel in kernels_of("padded"):
+        attn = _biased(d, h, kernel, *which, seed)
         attn.load_state_dict(base.state_dict())
-        out = attn(q, x, mask, match=match, positions=pos)
+        out = attn(q, x, PaddedHistory(mask, match, pos))
         torch.testing.assert_close(out[tmask], ref[tmask], atol=1e-10, rtol=1e-10)
     empty = torch.tensor(hist_lens) == 0  # no history: exactly zero, count channel included
     assert torch.equal(ref[empty], torch.zeros_like(q[empty]))
@@ -77,8 +73,8 @@ def test_the_biases_change_the_output():
     plain = TargetAttention(6, 2, "kv").double()
     biased = _biased(6, 2, "kv", True, True, True, 0)
     biased.load_state_dict(plain.state_dict(), strict=False)
-    a = plain(q, x, mask)
-    b = biased(q, x, mask, match=match_padded(hid, tid), positions=positions_padded(mask))
+    a = plain(q, x, PaddedHistory(mask))
+    b = biased(q, x, PaddedHistory(mask, match_padded(hid, tid), positions_padded(mask)))
     assert (a - b)[tmask].abs().max() > 1e-3
 
 
@@ -99,9 +95,7 @@ def test_count_channel_counts_matching_events():
     out = attn(
         torch.zeros(1, 3, 1, dtype=torch.float64),
         torch.zeros(1, 6, 1, dtype=torch.float64),
-        mask,
-        match=match_padded(hist_ids, tgt_ids),
-        positions=positions_padded(mask),
+        PaddedHistory(mask, match_padded(hist_ids, tgt_ids), positions_padded(mask)),
     )
     want = torch.log1p(torch.tensor([3.0, 1.0, 0.0], dtype=torch.float64))
     torch.testing.assert_close(out[0, :, 0], want, atol=1e-6, rtol=0)
@@ -137,28 +131,29 @@ def test_position_bias_is_a_function_of_distance_from_the_newest():
 
 
 @pytest.mark.parametrize("which", BIASES)
-def test_tower_jagged_equals_padded_with_biases(which):
+def test_tower_packed_equals_padded_with_biases(which):
     match, pos, count = which
     cfg = STCAConfig(
         d_model=8, num_heads=2, match_bias=match, position_bias=pos, count_channel=count
     )
     torch.manual_seed(0)
     padded = STCATower(cfg).double()
-    jagged = STCATower(STCAConfig(**{**cfg.__dict__, "layout": "jagged"})).double()
-    jagged.load_state_dict(padded.state_dict())
+    packed = STCATower(STCAConfig(**{**cfg.__dict__, "layout": "packed", "kernel": "pairs"}))
+    packed = packed.double()
+    packed.load_state_dict(padded.state_dict())
     for p in padded.parameters():  # non-zero biases
         with torch.no_grad():
             p.add_(0.1 * torch.randn_like(p))
-    jagged.load_state_dict(padded.state_dict())
+    packed.load_state_dict(padded.state_dict())
     lens, n_tgt = torch.tensor([4, 0, 6]), torch.tensor([2, 1, 3])
     x, mask, q, tmask, hid, tid = _inputs(lens.tolist(), n_tgt.tolist(), 8, 1)
     z_pad = padded(x, mask, q, hid, tid)
     flat_x, flat_q = padded_to_jagged(x, lens), padded_to_jagged(q, n_tgt)
     flat_h, flat_t = padded_to_jagged(hid, lens), padded_to_jagged(tid, n_tgt)
-    z_jag = jagged.forward_jagged(flat_x, lens, flat_q, n_tgt, flat_h, flat_t)
-    torch.testing.assert_close(jagged_to_padded(z_jag, n_tgt, 3)[tmask], z_pad[tmask])
-    z_jag.sum().backward()
-    for name, p in jagged.named_parameters():
+    z_packed = packed.forward_packed(flat_x, lens, flat_q, n_tgt, flat_h, flat_t)
+    torch.testing.assert_close(jagged_to_padded(z_packed, n_tgt, 3)[tmask], z_pad[tmask])
+    z_packed.sum().backward()
+    for name, p in packed.named_parameters():
         if ".bias." in name:
             assert p.grad is not None and p.grad.abs().sum() > 0, name
 
@@ -175,3 +170,25 @@ def test_a_checkpoint_config_without_the_switches_is_the_papers_tower():
     assert new.stca.match_bias and new.stca.count_channel and not new.stca.position_bias
     saved = model_config_from_saved({"stca": {"match_bias": True, "count_channel": True}})
     assert saved.stca.match_bias and saved.stca.count_channel
+
+
+@pytest.mark.parametrize(
+    "old, layout, kernel",
+    [
+        ({"attention": "absorbed"}, "padded", "absorbed"),
+        ({"attention": "sdpa", "layout": "padded"}, "padded", "sdpa"),
+        ({"attention": "kv", "layout": "jagged"}, "packed", "pairs"),
+        ({"attention": "absorbed", "layout": "jagged"}, "packed", "pairs"),
+        ({"attention": "flex", "layout": "jagged"}, "packed", "flex"),
+        ({}, "padded", "kv"),
+    ],
+)
+def test_a_checkpoint_config_in_the_earlier_kernel_words_loads(old, layout, kernel):
+    """Checkpoints written before ``kernel`` replaced ``attention`` (and ``packed`` the
+    ``jagged`` layout) load as the same model in today's words."""
+    from longseq.model.model import model_config_from_saved
+
+    cfg = model_config_from_saved({"stca": old, "transformer": {"attention": "absorbed"}})
+    assert (cfg.stca.layout, cfg.stca.kernel) == (layout, kernel)
+    assert cfg.transformer.kernel == "absorbed"
+    cfg.validate()

@@ -1,4 +1,4 @@
-"""The jagged (packed) layout equals the padded one and the readable reference."""
+"""The packed layout (``pairs`` kernel) equals the padded one and the readable reference."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 from longseq.data.collate import collate
 from longseq.data.reader import list_parquet_files
 from longseq.model.embeddings import TableSizes
-from longseq.model.jagged import jagged_attention, request_pairs, segment_softmax
 from longseq.model.layers import jagged_to_padded, padded_to_jagged
 from longseq.model.model import LongSeqModel, ModelConfig
+from longseq.model.ops.dispatch import packed_history
+from longseq.model.ops.history import PaddedHistory
+from longseq.model.ops.pairs import request_pairs, segment_softmax
 from longseq.model.stca import STCAConfig, STCATower, TargetAttention, reference_attention
 
 
@@ -51,37 +53,38 @@ def _ragged(rng: np.random.Generator, b: int, d: int):
     heads=st.sampled_from([1, 2, 4]),
     seed=st.integers(0, 99),
 )
-def test_jagged_attention_equals_padded_forms_and_reference(b, heads, seed):
+def test_pair_attention_equals_padded_kernels_and_reference(b, heads, seed):
     """Ragged histories (incl. empty ones) and ragged target counts (incl. none)."""
     rng = np.random.default_rng(seed)
     d = 4 * heads
     hist, tgts, x, q = _ragged(rng, b, d)
     torch.manual_seed(seed)
-    attn = TargetAttention(d, heads, "kv").double()
-    got = jagged_attention(attn, q, x, hist, tgts)
+    attn = TargetAttention(d, heads, "pairs").double()
+    kernel, history = packed_history("pairs", hist, tgts, q)
+    got = attn(q, x, history, kernel)
     lmax, tmax = max(int(hist.max()), 1), max(int(tgts.max()), 1)
     xp, qp = jagged_to_padded(x, hist, lmax), jagged_to_padded(q, tgts, tmax)
     mask = torch.arange(lmax)[None, :] < hist[:, None]
     want = padded_to_jagged(reference_attention(attn, qp, xp, mask), tgts)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
-    for form in ("kv", "absorbed", "sdpa"):
-        attn.form = form
-        torch.testing.assert_close(padded_to_jagged(attn(qp, xp, mask), tgts), got)
+    for padded in ("kv", "absorbed", "sdpa", "reference"):
+        out = attn(qp, xp, PaddedHistory(mask), padded)
+        torch.testing.assert_close(padded_to_jagged(out, tgts), got)
 
 
 @pytest.mark.parametrize("shared", [False, True])
-def test_tower_jagged_equals_padded_with_gradients(shared):
+def test_tower_packed_equals_padded_with_gradients(shared):
     rng = np.random.default_rng(1)
     hist, tgts, x, q = _ragged(rng, 4, 16)
     torch.manual_seed(0)
     tower = STCATower(STCAConfig(d_model=16, num_heads=2, num_layers=3, shared_hist_ffn=shared))
     tower = tower.double()
     outs, grads = [], []
-    for layout in ("padded", "jagged"):
+    for layout in ("padded", "packed"):
         tower.zero_grad()
         xi, qi = x.clone().requires_grad_(), q.clone().requires_grad_()
-        if layout == "jagged":
-            z = tower.forward_jagged(xi, hist, qi, tgts)
+        if layout == "packed":
+            z = tower.forward_packed(xi, hist, qi, tgts)
         else:
             lmax, tmax = int(hist.max()), int(tgts.max())
             mask = torch.arange(lmax)[None, :] < hist[:, None]
@@ -102,11 +105,11 @@ def test_model_layouts_give_the_same_logits_and_gradients(tiny_data: Path, tiny_
         tiny_meta["num_items"], tiny_meta["num_categories"], tiny_meta["num_actions"]
     )
     results = []
-    for layout in ("padded", "jagged"):
+    for layout, kernel in (("padded", "kv"), ("packed", "pairs")):
         torch.manual_seed(0)
         cfg = ModelConfig(
             embedding_dim=8, pos_dim=4, head_hidden=[16],
-            stca=STCAConfig(d_model=16, num_heads=2, layout=layout),
+            stca=STCAConfig(d_model=16, num_heads=2, layout=layout, kernel=kernel),
         )  # fmt: skip
         model = LongSeqModel(cfg, sizes, ["click"])
         logits = model(batch)
@@ -120,16 +123,19 @@ def test_model_layouts_give_the_same_logits_and_gradients(tiny_data: Path, tiny_
 def test_layout_config_error_names_the_key():
     with pytest.raises(ValueError, match="model.stca.layout"):
         STCAConfig(layout="ragged").validate()
+    with pytest.raises(ValueError, match=r"model\.stca\.kernel=pairs runs on the packed layout"):
+        STCAConfig(kernel="pairs").validate()
 
 
-def test_jagged_attention_runs_through_the_module_forward():
+def test_packed_attention_runs_through_the_module_forward():
     """FSDP2 gathers parameters and activation checkpointing recomputes in forward hooks: the
-    jagged layout must call each attention module, not only read its weights."""
+    packed layout must call each attention module, not only read its weights."""
     rng = np.random.default_rng(2)
     hist, tgts, x, q = _ragged(rng, 3, 16)
-    tower = STCATower(STCAConfig(d_model=16, num_heads=2, num_layers=2)).double()
+    cfg = STCAConfig(d_model=16, num_heads=2, num_layers=2, layout="packed", kernel="pairs")
+    tower = STCATower(cfg).double()
     calls = []
     for i, attn in enumerate(tower.attn):
         attn.register_forward_pre_hook(lambda mod, args, i=i: calls.append(i))
-    tower.forward_jagged(x, hist, q, tgts)
+    tower.forward_packed(x, hist, q, tgts)
     assert calls == [0, 1]

@@ -1,5 +1,5 @@
-"""STCA: the two attention forms against the per-target reference, masking, request-level sharing
-(one row per request == one row per target), config errors, parameters and gradients."""
+"""STCA: the padded attention kernels against the per-target reference, masking, request-level
+sharing (one row per request == one row per target), config errors, parameters and gradients."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from longseq.data.reader import list_parquet_files
 from longseq.model.embeddings import TableSizes
 from longseq.model.layers import FFNStack, jagged_to_padded
 from longseq.model.model import LongSeqModel, ModelConfig
+from longseq.model.ops.history import PaddedHistory
 from longseq.model.stca import STCAConfig, STCATower, TargetAttention, reference_attention
 
 HYP = settings(max_examples=25, deadline=None)
@@ -59,7 +60,7 @@ def _attn_pair(d: int, h: int, seed: int) -> tuple[TargetAttention, TargetAttent
 @given(
     reqs=requests, heads=st.sampled_from([1, 2, 4]), dh=st.integers(1, 3), seed=st.integers(0, 99)
 )
-def test_attention_forms_match_reference(reqs, heads, dh, seed):
+def test_attention_kernels_match_reference(reqs, heads, dh, seed):
     d = heads * dh
     hist_lens, n_tgt = [r[0] for r in reqs], [r[1] for r in reqs]
     x, mask, q, tmask = _ragged(hist_lens, n_tgt, d, seed)
@@ -68,13 +69,13 @@ def test_attention_forms_match_reference(reqs, heads, dh, seed):
     sdpa = TargetAttention(d, heads, "sdpa").double()
     sdpa.load_state_dict(kv.state_dict())
     for attn in (kv, absorbed, sdpa):
-        out = attn(q, x, mask)
+        out = attn(q, x, PaddedHistory(mask))
         assert out.shape == q.shape
         torch.testing.assert_close(out[tmask], ref[tmask], atol=1e-10, rtol=1e-10)
     # a request without history attends to nothing: exactly zero output (w_o has no bias)
     empty = torch.tensor(hist_lens) == 0
-    assert torch.equal(kv(q, x, mask)[empty], torch.zeros_like(q[empty]))
-    assert torch.equal(sdpa(q, x, mask)[empty], torch.zeros_like(q[empty]))
+    for attn in (kv, sdpa):
+        assert torch.equal(attn(q, x, PaddedHistory(mask))[empty], torch.zeros_like(q[empty]))
 
 
 def test_reference_is_not_trivially_equal():
@@ -83,15 +84,15 @@ def test_reference_is_not_trivially_equal():
     kv, _ = _attn_pair(8, 2, seed=0)
     other, _ = _attn_pair(8, 2, seed=1)
     ref = reference_attention(kv, q, x, mask)
-    assert not torch.allclose(other(q, x, mask), ref)
+    assert not torch.allclose(other(q, x, PaddedHistory(mask)), ref)
     full = torch.ones_like(mask)
-    assert not torch.allclose(kv(q, x, full), ref)
+    assert not torch.allclose(kv(q, x, PaddedHistory(full)), ref)
 
 
 def _tower_pair(cfg: STCAConfig, seed: int) -> tuple[STCATower, STCATower]:
     torch.manual_seed(seed)
-    kv = STCATower(STCAConfig(**{**cfg.__dict__, "attention": "kv"})).double()
-    absorbed = STCATower(STCAConfig(**{**cfg.__dict__, "attention": "absorbed"})).double()
+    kv = STCATower(STCAConfig(**{**cfg.__dict__, "kernel": "kv"})).double()
+    absorbed = STCATower(STCAConfig(**{**cfg.__dict__, "kernel": "absorbed"})).double()
     absorbed.load_state_dict(kv.state_dict())
     return kv, absorbed
 
@@ -117,10 +118,10 @@ def test_tower_kv_equals_absorbed(reqs, layers, shared, fused_ln, seed):
 
 
 @HYP
-@given(reqs=requests, form=st.sampled_from(["kv", "absorbed", "sdpa"]), seed=st.integers(0, 99))
-def test_padding_values_do_not_change_the_output(reqs, form, seed):
+@given(reqs=requests, kernel=st.sampled_from(["kv", "absorbed", "sdpa"]), seed=st.integers(0, 99))
+def test_padding_values_do_not_change_the_output(reqs, kernel, seed):
     """History and target padding filled with large garbage instead of zeros."""
-    cfg = STCAConfig(d_model=8, num_heads=2, num_layers=2, attention=form)
+    cfg = STCAConfig(d_model=8, num_heads=2, num_layers=2, kernel=kernel)
     torch.manual_seed(seed)
     tower = STCATower(cfg).double()
     hist_lens, n_tgt = [r[0] for r in reqs], [r[1] for r in reqs]
@@ -173,15 +174,15 @@ def sizes(tiny_meta: dict) -> TableSizes:
     return TableSizes(tiny_meta["num_items"], tiny_meta["num_categories"], tiny_meta["num_actions"])
 
 
-@pytest.mark.parametrize("form", ["kv", "absorbed", "sdpa"])
+@pytest.mark.parametrize("kernel", ["kv", "absorbed", "sdpa"])
 @pytest.mark.parametrize("weighting", ["impression", "request"])
-def test_request_level_rows_equal_pointwise_rows(requests_table, sizes, form, weighting):
+def test_request_level_rows_equal_pointwise_rows(requests_table, sizes, kernel, weighting):
     """A request's targets scored in one row == the same targets as separate (pointwise) rows:
     same logits in the same order, same loss and same gradients (impression weighting is the
     pointwise objective exactly; the tiny data has equal targets per request, so request
     weighting coincides too)."""
     torch.manual_seed(0)
-    cfg = _small_cfg(attention=form)
+    cfg = _small_cfg(kernel=kernel)
     cfg.loss_weighting = weighting
     model = LongSeqModel(cfg, sizes, ["click"])
     windows = np.array([0, 1, 5, 1000, 17, 3, 64, 2, 8, 40])
@@ -228,7 +229,10 @@ def test_request_weighting_is_the_mean_over_requests_of_the_target_mean(sizes):
     "over, key",
     [
         (dict(d_model=10, num_heads=4), "model.stca.d_model"),
-        (dict(attention="flash"), "model.stca.attention"),
+        (dict(kernel="flash"), "model.stca.kernel"),
+        (dict(kernel="flex"), "model.stca.layout=padded"),
+        (dict(layout="packed"), "model.stca.kernel=kv runs on the padded layout"),
+        (dict(layout="jagged", kernel="pairs"), "model.stca.layout must be one of"),
         (dict(num_layers=0), "model.stca.num_layers"),
         (dict(num_heads=0), "model.stca.num_heads"),
         (dict(ffn_depth=0), "model.stca.ffn_depth"),
@@ -252,6 +256,16 @@ def test_model_config_errors_name_the_key(sizes):
 def test_odd_pos_dim_error_names_the_key(sizes):
     with pytest.raises(ValueError, match=r"model\.pos_dim"):
         LongSeqModel(ModelConfig(pos_dim=5), sizes, ["click"])
+
+
+@pytest.mark.parametrize("hidden", [[0], [16, 0], [-3]])
+def test_head_widths_below_one_name_the_key(sizes, hidden):
+    """``model.head_hidden=[0]`` is refused at validation, not left to torch's Linear."""
+    with pytest.raises(ValueError, match=r"model\.head_hidden.*>= 1"):
+        ModelConfig(head_hidden=hidden).validate()
+    with pytest.raises(ValueError, match=r"model\.head_hidden"):
+        LongSeqModel(ModelConfig(head_hidden=hidden), sizes, ["click"])
+    ModelConfig(head_hidden=[]).validate()  # no hidden layer: a linear head, allowed
 
 
 def _n_params(m: torch.nn.Module) -> int:
@@ -282,7 +296,7 @@ def test_shared_history_ffn_has_fewer_parameters_and_runs(layers):
     [
         dict(num_layers=1),
         dict(num_layers=3),
-        dict(num_layers=3, ffn_depth=2, attention="absorbed"),
+        dict(num_layers=3, ffn_depth=2, kernel="absorbed"),
         dict(num_layers=3, shared_hist_ffn=True, fused_query_ln=False),
     ],
     ids=["1-layer", "3-layers", "3-layers-deep-absorbed", "3-layers-shared"],

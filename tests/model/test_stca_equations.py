@@ -85,8 +85,9 @@ VARIANTS = [
     dict(shared_hist_ffn=True),
     dict(fused_query_ln=False),
     dict(ffn_residual=False, ffn_depth=2),
-    dict(num_layers=3, attention="absorbed"),
-    dict(attention="sdpa"),
+    dict(num_layers=3, kernel="absorbed"),
+    dict(kernel="sdpa"),
+    dict(kernel="reference"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The tower protocol (`longseq.model.tower`): for every tower, STCA form and layout,
+"""The tower protocol (`longseq.model.tower`): for every tower, STCA kernel and layout,
 ``score(encode_user(h), t) == forward(h, t)``; scoring candidates in chunks against one state
 equals scoring them at once; the state does not depend on (and is not changed by) the targets."""
 
@@ -25,9 +25,12 @@ from longseq.model.baselines import (
     TransformerConfig,
     TransformerTower,
 )
-from longseq.model.model import TOWERS, SequenceInteraction, Tower, _with_towers
-from longseq.model.stca import ATTENTION_FORMS, STCAConfig, STCATower
+from longseq.model.interaction import SequenceInteraction
+from longseq.model.model import _with_towers
+from longseq.model.ops.kernels import LAYOUTS, kernels_of
+from longseq.model.stca import STCAConfig, STCATower
 from longseq.model.tower import ID_FEATURES, SequenceTower, UserState
+from longseq.model.towers import TOWERS, Tower
 
 D = 8
 HIST_LENS = [3, 0, 7, 1]  # incl. a request without history
@@ -35,26 +38,28 @@ N_TGT = [4, 3, 1, 4]
 RECIPE = dict(match_bias=True, position_bias=True, count_channel=True, position_dim=4)
 
 
-def _stca(form: str, layout: str = "padded", **kw) -> STCATower:
-    return STCATower(STCAConfig(D, 2, 3, attention=form, layout=layout, **kw))
+def _stca(kernel: str, **kw) -> STCATower:
+    layout = "packed" if kernel in kernels_of("packed") else "padded"
+    return STCATower(STCAConfig(D, 2, 3, kernel=kernel, layout=layout, **kw))
 
 
 PADDED: dict[str, Callable[[], SequenceTower]] = {
-    **{f"stca_{f}": (lambda f=f: _stca(f)) for f in ATTENTION_FORMS},
-    **{f"stca_{f}_recipe": (lambda f=f: _stca(f, **RECIPE)) for f in ATTENTION_FORMS},
+    **{f"stca_{k}": (lambda k=k: _stca(k)) for k in kernels_of("padded")},
+    **{f"stca_{k}_recipe": (lambda k=k: _stca(k, **RECIPE)) for k in kernels_of("padded")},
     "stca_shared_hist_ffn": lambda: _stca("kv", shared_hist_ffn=True, ffn_depth=2),
     "pooling": lambda: MeanPoolingTower(MeanPoolingConfig(d_model=D)),
     "din": lambda: DINTower(DINConfig(d_model=D, att_hidden=[6, 4])),
     "din_last2": lambda: DINTower(DINConfig(d_model=D, att_hidden=[6], last_n=2)),
     "transformer": lambda: TransformerTower(TransformerConfig(d_model=D, num_heads=2)),
     "transformer_causal_absorbed": lambda: TransformerTower(
-        TransformerConfig(d_model=D, num_heads=2, causal=True, attention="absorbed")
+        TransformerConfig(d_model=D, num_heads=2, causal=True, kernel="absorbed")
     ),
     "sim": lambda: SIMTower(SIMConfig(d_model=D, num_heads=2, top_k=2)),
 }
-JAGGED: dict[str, Callable[[], SequenceTower]] = {
-    **{f"stca_{f}": (lambda f=f: _stca(f, "jagged")) for f in ATTENTION_FORMS},
-    **{f"stca_{f}_recipe": (lambda f=f: _stca(f, "jagged", **RECIPE)) for f in ATTENTION_FORMS},
+#: the packed layout's kernels (``flex`` runs its ``pairs`` fallback here: autograd is on)
+PACKED: dict[str, Callable[[], SequenceTower]] = {
+    **{f"stca_{k}": (lambda k=k: _stca(k)) for k in kernels_of("packed")},
+    **{f"stca_{k}_recipe": (lambda k=k: _stca(k, **RECIPE)) for k in kernels_of("packed")},
 }
 
 
@@ -128,18 +133,20 @@ def _flat(hist, mask, tgt, hist_ids, tgt_ids, n_tgt):
     )
 
 
-@pytest.mark.parametrize("name", list(JAGGED))
-def test_jagged_score_of_state_is_forward_in_chunks_and_state_is_target_free(name):
-    tower = _tower(JAGGED[name])
+@pytest.mark.parametrize("name", list(PACKED))
+def test_packed_score_of_state_is_forward_in_chunks_and_state_is_target_free(name):
+    tower = _tower(PACKED[name])
     hist, mask, tgt, hist_ids, tgt_ids = _inputs(tower)
     lens, n_tgt = torch.tensor(HIST_LENS), torch.tensor(N_TGT)
     x, xt, hid, tid = _flat(hist, mask, tgt, hist_ids, tgt_ids, N_TGT)
-    z = tower.forward_jagged(x, lens, xt, n_tgt, hid, tid)
-    state = tower.encode_user_jagged(x, lens, hid)
+    z = tower.forward_packed(x, lens, xt, n_tgt, hid, tid)
+    state = tower.encode_user_packed(x, lens, hid)
     before = _tensors(state)
-    _close(tower.score_jagged(state, xt, n_tgt, tid), z)
+    _close(tower.score_packed(state, xt, n_tgt, tid), z)
     # the same function as the padded layout's
-    torch.testing.assert_close(z, tower(hist, mask, tgt, hist_ids, tgt_ids)[mask_t(N_TGT)])
+    padded = tower.padded_equivalent()
+    assert padded.layout == "padded" and tower.padded_equivalent() is not tower
+    torch.testing.assert_close(z, padded(hist, mask, tgt, hist_ids, tgt_ids)[mask_t(N_TGT)])
     # candidates in chunks: each request's first 1 (or fewer) targets, then the rest
     first = [min(1, n) for n in N_TGT]
     rest = [n - f for n, f in zip(N_TGT, first)]
@@ -149,7 +156,7 @@ def test_jagged_score_of_state_is_forward_in_chunks_and_state_is_target_free(nam
         _, xt_c, _, tid_c = _flat(
             hist, mask, tgt[:, a:b], hist_ids, None if tgt_ids is None else tgt_ids[:, a:b], counts
         )
-        zs.append(tower.score_jagged(state, xt_c, torch.tensor(counts), tid_c))
+        zs.append(tower.score_packed(state, xt_c, torch.tensor(counts), tid_c))
     # reassemble in request order: request r's first chunk rows, then its rest
     o1, o2, rows = 0, 0, []
     for f, r in zip(first, rest):
@@ -169,9 +176,37 @@ def test_every_registered_tower_is_a_sequence_tower_with_declared_inputs():
         tower = entry.module(entry.default())
         assert isinstance(tower, SequenceTower), name
         assert set(tower.id_features) <= set(ID_FEATURES), name
-        assert tower.layout in ("padded", "jagged"), name
+        assert tower.layout in LAYOUTS, name
+        assert tower.padded_equivalent().layout == "padded", name
+        assert tower.packed_kernel in (None, *kernels_of("packed")), name
     with pytest.raises(TypeError, match="SequenceTower"):
         Tower(nn.Linear, MeanPoolingConfig)
+
+
+@pytest.mark.parametrize("name", list(TOWERS))
+def test_state_names_name_every_tensor_of_the_padded_state(name):
+    """A tower's `state_names` (when it gives them) are one per tensor of its flat state, in
+    order, unique; its packed scoring kernel scores a packed state like its forward."""
+    entry = TOWERS[name]
+    torch.manual_seed(0)
+    tower = entry.module(dataclasses.replace(entry.default(), d_model=D)).eval()
+    hist, mask, tgt, hist_ids, tgt_ids = _inputs(tower)
+    hist, tgt = hist.float(), tgt.float()  # FlexAttention on CPU: fp32 and narrower
+    state = tower.encode_user(hist, mask, hist_ids)
+    names = tower.state_names()
+    if names is not None:
+        leaves = [x for x in _tensors(dataclasses.replace(state, hist_mask=None))]
+        assert len(names) == len(set(names)) == len(leaves)
+    if tower.packed_kernel is None:
+        with pytest.raises(NotImplementedError):
+            tower.encode_user_packed(hist[mask], torch.tensor(HIST_LENS))
+        return
+    x, xt, hid, tid = _flat(hist, mask, tgt, hist_ids, tgt_ids, N_TGT)
+    with torch.no_grad():
+        packed = tower.encode_user_packed(x, torch.tensor(HIST_LENS), hid)
+        z = tower.score_packed(packed, xt, torch.tensor(N_TGT), tid, tower.packed_kernel)
+    want = tower(hist, mask, tgt, hist_ids, tgt_ids)[mask_t(N_TGT)]
+    torch.testing.assert_close(z, want, rtol=1e-5, atol=1e-5)
 
 
 def test_stca_layers_are_the_per_layer_modules():
@@ -245,10 +280,10 @@ def test_a_new_tower_needs_only_the_protocol():
     _close(tower.score(state, tgt), tower(hist, mask, tgt))
 
 
-@pytest.mark.parametrize("form", ATTENTION_FORMS)
-def test_a_state_without_a_mask_scores_as_one_with_every_slot_valid(form):
+@pytest.mark.parametrize("kernel", kernels_of("padded"))
+def test_a_state_without_a_mask_scores_as_one_with_every_slot_valid(kernel):
     """``hist_mask=None`` (what an exported graph passes) is the all-valid mask, exactly."""
-    tower = _tower(lambda: _stca(form, **RECIPE))
+    tower = _tower(lambda: _stca(kernel, **RECIPE))
     hist, _, tgt, hist_ids, tgt_ids = _inputs(tower)
     full = torch.ones(hist.shape[:2], dtype=torch.bool)
     state = tower.encode_user(hist, full, hist_ids)

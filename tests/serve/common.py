@@ -1,4 +1,4 @@
-"""Small models of every tower (STCA in each attention form and layout, every baseline) and
+"""Small models of every tower (STCA with each kernel of each layout, every baseline) and
 checkpoints of them, for the serving tests."""
 
 from __future__ import annotations
@@ -15,9 +15,13 @@ TASKS = ["click"]
 #: name -> (tower, overrides of its config section)
 CONFIGS: dict[str, tuple[str, dict]] = {
     **{
-        f"stca_{form}_{layout}": ("stca", {"attention": form, "layout": layout})
-        for form in ("kv", "absorbed", "sdpa")
-        for layout in ("padded", "jagged")
+        f"stca_{kernel}_{layout}": ("stca", {"kernel": kernel, "layout": layout})
+        for kernel, layout in (
+            ("kv", "padded"),
+            ("absorbed", "padded"),
+            ("sdpa", "padded"),
+            ("pairs", "packed"),
+        )
     },
     "stca_paper": ("stca", {"match_bias": False, "count_channel": False}),
     "pooling": ("pooling", {}),

@@ -43,7 +43,7 @@ def _counting(scorer: Scorer) -> list[int]:
     """Count calls of the tower's user side (either layout)."""
     calls = [0]
     tower = scorer.model.interaction.tower
-    for name in ("encode_user", "encode_user_jagged"):
+    for name in ("encode_user", "encode_user_packed"):
         inner = getattr(tower, name)
 
         def wrapped(*a, _inner=inner, **k):
@@ -54,7 +54,7 @@ def _counting(scorer: Scorer) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("name", ["stca_kv_padded", "stca_absorbed_jagged", "din"])
+@pytest.mark.parametrize("name", ["stca_kv_padded", "stca_pairs_packed", "din"])
 def test_hits_skip_the_user_side_and_score_the_same(name: str, tiny_data: Path, table) -> None:
     from longseq.data.collate import collate
 
@@ -107,7 +107,7 @@ def test_byte_bound_evicts_states(tiny_data: Path, table) -> None:
 def test_make_request_equals_collated_row(tiny_data: Path, table) -> None:
     from longseq.data.collate import collate
 
-    scorer = Scorer(build("stca_sdpa_jagged", tiny_data))
+    scorer = Scorer(build("stca_pairs_packed", tiny_data))
     row = table.slice(3, 1).to_pylist()[0]
     req = make_request(
         row["hist_item_id"], row["hist_category_id"], row["hist_action"], row["hist_ts"],

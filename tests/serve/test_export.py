@@ -19,7 +19,7 @@ from common import TASKS, build, model_config, save, sizes  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 
-#: STCA in each attention form with the recipe (match bias, count channel), the paper's tower,
+#: STCA with each padded kernel and the recipe (match bias, count channel), the paper's tower,
 #: and every baseline
 NAMES = ["stca_kv_padded", "stca_absorbed_padded", "stca_sdpa_padded", "stca_paper", "posbias",
          "pooling", "din", "transformer", "sim"]  # fmt: skip
@@ -167,32 +167,44 @@ def test_package_scores_in_a_fresh_torch_only_process(name, packages, tiny_meta,
         assert float((got[0] - want).abs().max()) <= 1e-5
 
 
-@pytest.mark.parametrize("form", ["sdpa", "flex"])
-def test_a_jagged_model_exports_as_its_padded_equivalent(form, tiny_data, tiny_meta, tmp_path):
-    """A model trained in the jagged layout (pair form, or FlexAttention) is exported as the
-    same function in the padded layout: its chained programs score as the eager jagged model."""
+@pytest.mark.parametrize("kernel", ["pairs", "flex"])
+def test_a_packed_model_exports_as_its_padded_equivalent(kernel, tiny_data, tiny_meta, tmp_path):
+    """A model trained in the packed layout (``pairs``, or FlexAttention) is exported as the
+    same function in the padded layout: its chained programs score as the eager packed model."""
     from longseq.serve import Scorer
     from longseq.serve.export import HISTORY_INPUTS, export_model, user_path
 
     torch.manual_seed(0)
-    cfg = model_config("stca_sdpa_jagged")
-    cfg.stca.attention = form
+    cfg = model_config("stca_pairs_packed")
+    cfg.stca.kernel = kernel
     from longseq.model.model import LongSeqModel
 
     model = LongSeqModel(cfg, sizes(tiny_data), TASKS).eval()
-    path = export_model(model, tmp_path / "jagged.pt2")
+    path = export_model(model, tmp_path / "packed.pt2")
     module, user = (torch.export.load(p).module() for p in (path, user_path(path)))
     scorer = Scorer(model, cache_bytes=0)
     for seed, (length, k) in enumerate(SHAPES):
         batch = _request(tiny_meta, length, k, seed)
         ids = batch.sparse
         item, cat = ids["tgt_item_id"].values(), ids["tgt_category_id"].values()
-        want = scorer.score(scorer.encode(batch), item, cat)  # eager, jagged state
+        want = scorer.score(scorer.encode(batch), item, cat)  # eager, packed state
         with torch.no_grad():
             got = module(
                 *user(*(ids[n].values()[None] for n in HISTORY_INPUTS)), item[None], cat[None]
             )
-        assert float((got[0] - want).abs().max()) <= 1e-5, (form, length, k)
+        assert float((got[0] - want).abs().max()) <= 1e-5, (kernel, length, k)
+
+
+def test_manifest_and_state_names_come_from_the_tower(tiny_data) -> None:
+    """The export asks the tower (its `state_names`, `export_info`), never its class."""
+    from longseq.serve.export import manifest, state_names
+
+    absorbed = build("stca_absorbed_padded", tiny_data)
+    assert state_names(absorbed) == ["x_0", "x_1", "positions", "hist_ids"]
+    assert manifest(absorbed)["kernel"] == "absorbed" and manifest(absorbed)["num_layers"] == 2
+    din = build("din", tiny_data)
+    assert "kernel" not in manifest(din)
+    assert state_names(din) == manifest(din)["inputs"][: len(state_names(din))]
 
 
 def test_cli_config_composes() -> None:

@@ -1,5 +1,6 @@
-"""``trainer.activation_checkpointing=stca_layers``: same loss and gradients, fewer saved
-activations, the STCA layers really recomputed, and TrainPipelineSparseDist still pipelines."""
+"""``trainer.activation_checkpointing=tower_layers`` (``stca_layers``, its earlier name, still
+selects it): same loss and gradients, fewer saved activations, the tower's layers really
+recomputed, and TrainPipelineSparseDist still pipelines."""
 
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ def _loss_grads_saved(model, batch) -> tuple[torch.Tensor, dict[str, torch.Tenso
 def test_same_loss_and_gradients_with_fewer_saved_activations(tiny_data: Path):
     batch = rank_batch(tiny_data, 0)
     plain, none = _model(tiny_data, "none")
-    ac, names = _model(tiny_data, "stca_layers")
+    ac, names = _model(tiny_data, "tower_layers")
     assert none == []
+    assert _model(tiny_data, "stca_layers")[1] == names  # the earlier name: the same mode
     layers = model_cfg().stca.num_layers
     assert len(names) == 2 * layers + (layers - 1)  # hist_ffn, attn per layer; fuse_ffn 2..M
     # recomputation happens: the layers' inner modules start again in backward (pre-hooks:
@@ -72,8 +74,8 @@ def test_same_loss_and_gradients_with_fewer_saved_activations(tiny_data: Path):
 def test_config_errors_name_the_key(tiny_data: Path):
     with pytest.raises(ValueError, match="trainer.activation_checkpointing='all'"):
         _model(tiny_data, "all")
-    with pytest.raises(ValueError, match="no STCA tower"):
-        _model(tiny_data, "stca_layers", tower="pooling")
+    with pytest.raises(ValueError, match=r"tower_layers: .*MeanPoolingTower.*checkpoint_layers"):
+        _model(tiny_data, "tower_layers", tower="pooling")
 
 
 def _pipelined_worker(rank: int, world: int, data: Path, ac: str) -> dict:
@@ -105,7 +107,7 @@ def test_pipeline_still_pipelines_and_trains_identically(tiny_data: Path):
     """One rank, the trainer's DMP + TrainPipelineSparseDist: AC on pipelines the embedding
     lookup as AC off does, and 3 steps give the same losses and weights."""
     off = run_ranks(1, _pipelined_worker, tiny_data, "none", timeout=180)[0]
-    on = run_ranks(1, _pipelined_worker, tiny_data, "stca_layers", timeout=180)[0]
+    on = run_ranks(1, _pipelined_worker, tiny_data, "tower_layers", timeout=180)[0]
     assert on["pipelined"] == off["pipelined"] > 0
     assert on["losses"] == pytest.approx(off["losses"], abs=1e-6)
     assert off["losses"][0] != pytest.approx(off["losses"][-1], abs=1e-4)  # it trained

@@ -1,4 +1,4 @@
-"""Baseline towers under the tower protocol of `longseq.model.tower` (as `STCATower`).
+"""Baseline towers under the tower protocol of `longseq.model.tower` (as STCA is).
 
 Each is pure torch (no torchrec/fbgemm) and request-level: whatever depends on the history only
 is its user state (``encode_user``), computed once per request row and shared by that row's ``T``

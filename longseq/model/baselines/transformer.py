@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from longseq.model.attention import ATTENTION_FORMS, Projected, TargetAttention
+from longseq.model.attention import Projected, TargetAttention
 from longseq.model.layers import FFNStack, SwiGLU
+from longseq.model.ops.history import PaddedHistory
+from longseq.model.ops.kernels import check_kernel
 from longseq.model.tower import SequenceTower, UserState
 
 
@@ -31,7 +33,8 @@ class TransformerConfig:
         ffn_ratio: SwiGLU hidden width as a multiple of ``d``.
         causal: each event attends only to itself and older events (histories are stored
             oldest to newest); False: full bidirectional self-attention.
-        attention: form of the target readout, ``kv`` or ``absorbed`` (as in STCA).
+        kernel: the target readout's attention kernel, one of the padded layout's (``kv``,
+            ``absorbed``, ``sdpa``, ``reference``; `longseq.model.ops.kernels.Kernel`).
     """
 
     d_model: int = 64
@@ -39,7 +42,7 @@ class TransformerConfig:
     num_layers: int = 2
     ffn_ratio: float = 2.0
     causal: bool = False
-    attention: str = "kv"
+    kernel: str = "kv"
 
     def validate(self, prefix: str = "model.transformer") -> None:
         """Raise ``ValueError`` naming the offending key."""
@@ -50,8 +53,7 @@ class TransformerConfig:
             )
         if self.num_layers < 1:
             raise ValueError(f"{prefix}.num_layers must be >= 1, got {self.num_layers}")
-        if self.attention not in ATTENTION_FORMS:
-            raise ValueError(f"{prefix}.attention must be one of {ATTENTION_FORMS}")
+        check_kernel(self.kernel, "padded", prefix)
 
 
 class EncoderLayer(nn.Module):
@@ -94,7 +96,7 @@ def self_attention_mask(hist_mask: torch.Tensor, causal: bool) -> torch.Tensor:
 @dataclass
 class TransformerState(UserState):
     """`TransformerTower`'s user state: the readout's projection of the self-attended history
-    (`TargetAttention.project`: keys/values, or the encoded history in the ``absorbed`` form)
+    (`TargetAttention.project`: keys/values, or the encoded history with the ``absorbed`` kernel)
     and the mask ``[B, L]``."""
 
     kv: Projected
@@ -119,7 +121,7 @@ class TransformerTower(SequenceTower):
         self.enc_ln = nn.LayerNorm(d)
         self.tgt_ffn = FFNStack(d, d, cfg.ffn_ratio, 1, residual=True)
         self.tgt_ln = nn.LayerNorm(d)
-        self.attn = TargetAttention(d, cfg.num_heads, cfg.attention)
+        self.attn = TargetAttention(d, cfg.num_heads, cfg.kernel)
         self.out_proj = nn.Linear(2 * d, d, bias=False)
         self.out_ffn = FFNStack(d, d, cfg.ffn_ratio, 1, residual=True)
 
@@ -142,5 +144,5 @@ class TransformerTower(SequenceTower):
     ) -> torch.Tensor:
         """``tgt [B,T,d]`` against `TransformerState` -> ``z [B,T,d]``."""
         q = self.tgt_ln(self.tgt_ffn(tgt))
-        o = self.attn.attend(q, state.kv, state.hist_mask)
+        o = self.attn.attend(q, state.kv, PaddedHistory(state.hist_mask))
         return self.out_ffn(self.out_proj(torch.cat([o, tgt], dim=-1)))

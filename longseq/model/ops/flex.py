@@ -1,24 +1,26 @@
-"""Packed multi-request target attention through FlexAttention (the ``flex`` form, jagged layout).
+"""The packed layout's ``flex`` kernel: the whole batch as ONE FlexAttention call per layer.
 
-The jagged layout (`longseq.model.jagged`) gathers every real (target, event) pair of a request
-into ``P x d`` keys and values: exact and padding-free, but memory-bound. Here the same function
-runs as ONE `torch.nn.attention.flex_attention` call over the whole packed batch: the targets of
-every request are the query rows ``[N]``, the events of every request the key rows ``[E]``, and a
-block mask built from the per-request offsets keeps each target to its own request's events
-(``req(target) == req(event)``): event blocks holding no event of a row block's requests are
-skipped, not computed (a row block that straddles several requests computes all their events
-for each of its rows, masked, so row blocks of 16 targets on CPU waste little).
+The ``pairs`` kernel (`longseq.model.ops.pairs`) gathers every real (target, event) pair of a
+request into ``P x d`` keys and values: exact and padding-free, but memory-bound. Here the same
+function runs as ONE `torch.nn.attention.flex_attention` call over the whole packed batch: the
+targets of every request are the query rows ``[N]``, the events of every request the key rows
+``[E]``, and a block mask built from the per-request offsets keeps each target to its own
+request's events (``req(target) == req(event)``): event blocks holding no event of a row block's
+requests are skipped, not computed (a row block that straddles several requests computes all
+their events for each of its rows, masked, so row blocks of 16 targets on CPU waste little).
 The match and position biases are a ``score_mod`` evaluated inside the kernel (no ``P x h``
-tensor), and the count channel is a per-request table of id counts looked up per target
-(`count_tables`): O(E + N) instead of O(P).
+tensor); the count channel reads per-request tables of id counts
+(`longseq.model.match.count_tables`, from this module's `PackedBatch.count_groups`): O(E + N)
+instead of O(P).
 
 FlexAttention is compiled (`torch.compile`, static shapes). To keep the number of compiled
 variants small on ragged batches, ``N`` and ``E`` are padded up to a geometric grid of sizes
 (`bucket`: at most four sizes per doubling); padded rows belong to no request and are masked
 out. torch 2.13 compiles FlexAttention's forward on CPU (the C++ template) and forward and
 backward on CUDA (Triton); its CPU backward is not implemented, so a CPU forward that needs
-gradients runs the pair form instead (`use_flex`), which is the same function
-(tests/model/test_flex.py pins both to the readable reference).
+gradients runs the ``pairs`` kernel instead (`use_flex`; the choice is
+`longseq.model.ops.dispatch.packed_history`'s), which is the same function (tests/model/test_ops.py
+and tests/model/test_flex.py pin both to the reference).
 
 Pure torch: no torchrec or fbgemm import, runs wherever torch compiles FlexAttention.
 """
@@ -28,12 +30,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 import torch
 import torch._dynamo
-from torch import nn
 
-from longseq.model.match import GAIN
+if TYPE_CHECKING:
+    from longseq.model.ops.history import PackedHistory
 
 #: block sizes of the block mask on CPU: (targets, events). 16 target rows: a request's
 #: candidates (16 in the reference data set) fill about one row block, so few blocks straddle
@@ -68,7 +71,7 @@ def use_flex(x: torch.Tensor) -> bool:
 
 @dataclass
 class PackedBatch:
-    """One packed batch laid out for `flex_attend` (built once, shared by every layer).
+    """One packed batch laid out for `flex_attention_packed` (built once, shared by every layer).
 
     Attributes:
         n, e: real targets and events; ``n_pad``, ``e_pad``: their bucketed sizes.
@@ -237,45 +240,28 @@ def _compiled():
     return torch.compile(_flex_core, dynamic=False)
 
 
-def count_tables(
-    window: torch.Tensor, groups: list[tuple[torch.Tensor, torch.Tensor, int]]
+def flex_attention_packed(
+    q: torch.Tensor,
+    kv: tuple[torch.Tensor, torch.Tensor],
+    history: PackedHistory,
+    bias: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
-    """The count channel's ``c [N, h * F]`` from per-request id tables.
-
-    ``window [E, h]`` is ``g_h(p)`` of every event; per id feature, the events' windows are summed
-    per (request, id value) and each target reads its own (request, id) entry: the same sum as
-    ``sum_j [id(j) == id(t)] g_h(p_j)`` over the request's events, in O(E + N).
-    """
-    per_f = []
-    for event_group, target_group, num in groups:
-        table = window.new_zeros(num, window.shape[1]).index_add(0, event_group, window)
-        per_f.append(table[target_group])  # [N, h]
-    return torch.stack(per_f, -1).flatten(1)  # [N, h, F] -> h-major, as count_jagged
-
-
-def flex_attend(
-    attn: nn.Module, q: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], packed: PackedBatch
-) -> torch.Tensor:
-    """``q [N, d]`` flat targets over ``kv`` (``[E, h, d_h]`` each, `jagged_project`) -> ``[N, d]``.
-
-    ``attn`` is a `longseq.model.attention.TargetAttention` (projections, heads, bias); the same
-    function as `longseq.model.jagged.jagged_attend` with its weights.
-    """
-    n, d = q.shape
-    h, dh = attn.h, attn.dh
+    """``q [N, h, d_h]`` per-head queries over keys and values ``[E, h, d_h]`` each, laid out by
+    ``history.batch`` -> ``[N, h, d_h]``: the ``pairs`` kernel's function as one FlexAttention
+    call (a target whose request has no event gets zeros). ``bias``: the layer's
+    ``(position [E, h], match_w [F, h])`` terms (`longseq.model.match.AttentionBias.score_terms`;
+    either None), added inside the kernel by a ``score_mod``; the ids are ``history.batch``'s."""
+    packed = history.batch
+    n, h, dh = q.shape
     k, v = kv
-    qh = _pad_rows(attn.w_q(q).view(n, h, dh), packed.n_pad).transpose(0, 1)[None]
+    qh = _pad_rows(q, packed.n_pad).transpose(0, 1)[None]  # [1, h, N_pad, d_h]
     kh = _pad_rows(k, packed.e_pad).transpose(0, 1)[None]  # [1, h, E_pad, d_h]
     vh = _pad_rows(v, packed.e_pad).transpose(0, 1)[None]
-    bias = attn.bias
-    pos_bias = match_w = None
-    if bias is not None and bias.position_bias and packed.positions is not None:
-        pb = GAIN * bias.pos_w(bias._pe(packed.positions, bias.pos_w.weight))  # [E, h]
-        pos_bias = _pad_rows(pb, packed.e_pad).t().contiguous()  # [h, E_pad]
-    if bias is not None and bias.match_w is not None and packed.tgt_ids is not None:
-        match_w = GAIN * bias.match_w  # [F, h]
+    position, match_w = bias if bias is not None else (None, None)
+    if position is not None:
+        position = _pad_rows(position, packed.e_pad).t().contiguous()  # [h, E_pad]
     key = (str(q.device), q.dtype, h, dh, torch.is_grad_enabled(), packed.n_pad, packed.e_pad,
-           pos_bias is None, match_w is None)  # fmt: skip
+           position is None, match_w is None)  # fmt: skip
     if key not in _SEEN:  # a pause of seconds the first time a bucketed shape is seen
         _SEEN.add(key)
         log.info("compiling FlexAttention for %d x %d (targets x events, bucketed)", *key[5:7])
@@ -285,11 +271,6 @@ def flex_attend(
     # only the flex call may recompile this often (one variant per bucketed shape)
     with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
         o = _compiled()(
-            qh, kh, vh, packed.block_mask, pos_bias, match_w, packed.tgt_ids, packed.hist_ids
+            qh, kh, vh, packed.block_mask, position, match_w, packed.tgt_ids, packed.hist_ids
         )
-    o = o[0, :, :n].transpose(0, 1) * packed.has_history[:, None, None].to(o.dtype)
-    out = attn.w_o(o.reshape(n, d))
-    if bias is not None and bias.count:
-        c = count_tables(bias.window(packed.positions), packed.count_groups)
-        out = out + bias.count_proj(torch.log1p(c))
-    return out
+    return o[0, :, :n].transpose(0, 1) * packed.has_history[:, None, None].to(o.dtype)

@@ -1,0 +1,221 @@
+"""`SequenceInteraction`: looked-up embeddings -> tokens -> sequence tower -> per-task heads.
+
+Everything after the embedding lookup, written once for training and serving:
+
+* `SequenceInteraction.history_tokens` / `target_tokens`: the tokenizer halves, and the raw ids
+  the tower compares (its ``id_features``, stacked by `SequenceTower.ids`).
+* `SequenceInteraction.encode_users`: history tokens through the tower's ``encode_user`` -> a
+  `UserSide` (the tower's `UserState` and the history lengths). Nothing in it depends on the
+  targets, so one `UserSide` scores any candidate set, any number of times.
+* `SequenceInteraction.score_targets`: target tokens through the tower's ``score`` against a
+  `UserSide`, then the heads over ``[z | x_t]`` -> logits ``[N, tasks]``.
+* ``forward``: the same path in one call. It runs the tower's ``forward`` rather than
+  ``score(encode_user(...))``: the tower protocol makes them the same function
+  (tests/model/test_tower_protocol.py), and a tower's ``forward`` calls each layer as ONE module
+  (STCA: history projection and attention together), which activation checkpointing and FSDP2
+  hook into. tests/serve/test_user_side.py checks ``score_targets(encode_users(...)) ==
+  forward`` for every tower.
+
+The layout (padded or packed) is the tower's (``tower.layout``); a packed `UserSide` is also
+built on request for a padded tower that has a packed path (``packed_kernel``). Pure model code:
+nothing distributed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
+
+from longseq.data.batch import HISTORY_KEYS, TARGET_KEYS
+from longseq.model.layers import jagged_to_padded, padded_to_jagged
+from longseq.model.tokens import Tokenizer
+from longseq.model.tower import SequenceTower, UserState
+
+if TYPE_CHECKING:
+    from longseq.model.model import ModelBase
+
+
+@dataclass
+class UserSide:
+    """The user side of ``B`` requests: what `SequenceInteraction.score_targets` needs besides
+    the targets.
+
+    Attributes:
+        state: the tower's `UserState` (leading dim ``B`` padded, ``E`` events packed).
+        hist_lengths: ``[B]`` history events served per request.
+        packed: the state is in the packed layout (``encode_user_packed``).
+    """
+
+    state: UserState
+    hist_lengths: torch.Tensor
+    packed: bool = False
+
+    @property
+    def batch_size(self) -> int:
+        """Number of requests ``B``."""
+        return int(self.hist_lengths.numel())
+
+    def nbytes(self) -> int:
+        """Bytes held by the tensors of the state (what a cache of states pays for it)."""
+        return _nbytes(self.state) + self.hist_lengths.nbytes
+
+
+def _nbytes(obj: object, seen: set[int] | None = None) -> int:
+    """Sum of ``nbytes`` of the distinct tensors in ``obj`` (dataclasses, lists, tuples)."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, torch.Tensor):
+        key = obj.untyped_storage().data_ptr() if obj.numel() else id(obj)
+        if key in seen:  # e.g. STCA's shared history FFN: one tensor, several layers
+            return 0
+        seen.add(key)
+        return obj.untyped_storage().nbytes()
+    if isinstance(obj, list | tuple):
+        return sum(_nbytes(x, seen) for x in obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        return sum(_nbytes(getattr(obj, f.name), seen) for f in fields(obj))
+    return 0
+
+
+def _width(lengths: torch.Tensor) -> int:
+    """The padded width of rows of ``lengths`` (at least 1)."""
+    return max(int(lengths.max()) if lengths.numel() else 0, 1)
+
+
+def _pad(x: torch.Tensor | None, lengths: torch.Tensor, width: int) -> torch.Tensor | None:
+    return None if x is None else jagged_to_padded(x, lengths, width)
+
+
+def _padded_history(x: torch.Tensor, lengths: torch.Tensor, ids: torch.Tensor | None):
+    """Packed history tokens ``[E, d]`` (ids ``[E, F]``) -> ``[B, L, d]``, mask ``[B, L]``, ids."""
+    width = _width(lengths)
+    mask = torch.arange(width, device=x.device)[None, :] < lengths[:, None]
+    return jagged_to_padded(x, lengths, width), mask, _pad(ids, lengths, width)
+
+
+def _padded_targets(xt: torch.Tensor, num_targets: torch.Tensor, ids: torch.Tensor | None):
+    """Packed target tokens ``[N, d]`` (ids ``[N, F]``) -> ``[B, T, d]`` and ids."""
+    width = _width(num_targets)
+    return jagged_to_padded(xt, num_targets, width), _pad(ids, num_targets, width)
+
+
+class SequenceInteraction(nn.Module):
+    """Tokens, the sequence tower with request-level sharing, and the per-task heads.
+
+    Args:
+        cfg: the model config (`longseq.model.model.ModelConfig`); its ``build_tower()`` makes
+            the tower.
+        num_tasks: logit columns.
+    """
+
+    def __init__(self, cfg: ModelBase, num_tasks: int) -> None:
+        super().__init__()
+        d = cfg.tower_config.d_model
+        self.tokens = Tokenizer(cfg.embedding_dim, cfg.pos_dim, d)
+        self.tower: SequenceTower = cfg.build_tower()
+        layers: list[nn.Module] = []
+        width = 2 * d
+        for h in cfg.head_hidden:
+            layers += [nn.Linear(width, h), nn.SiLU()]
+            width = h
+        layers.append(nn.Linear(width, num_tasks))
+        self.head = nn.Sequential(*layers)
+
+    @property
+    def id_features(self) -> tuple[str, ...]:
+        """The raw id features the tower compares (its ``id_features``)."""
+        return tuple(self.tower.id_features)
+
+    @property
+    def packed(self) -> bool:
+        """Whether the tower's layout is the packed one."""
+        return self.tower.layout == "packed"
+
+    def _ids(self, ids: KeyedJaggedTensor | None, side: str) -> torch.Tensor | None:
+        """``[E or N, F]`` raw ids of the tower's ``id_features`` (None: it needs none)."""
+        feats = self.tower.id_features
+        if not feats:
+            return None
+        if ids is None:
+            raise ValueError(f"{type(self.tower).__name__} needs the batch's ids")
+        return self.tower.ids({f: ids[f"{side}_{f}"].values() for f in feats})
+
+    def history_tokens(
+        self, emb: dict[str, JaggedTensor], ids: KeyedJaggedTensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """History tokens ``x [E, d]``, lengths ``[B]`` and the tower's event ids ``[E, F]``."""
+        lengths = emb["hist_item_id"].lengths()
+        x = self.tokens.history([emb[k].values() for k in HISTORY_KEYS], lengths)
+        return x, lengths, self._ids(ids, "hist")
+
+    def target_tokens(
+        self, emb: dict[str, JaggedTensor], ids: KeyedJaggedTensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Target tokens ``x_t [N, d]`` and the tower's target ids ``[N, F]``."""
+        xt = self.tokens.target(*(emb[k].values() for k in TARGET_KEYS))
+        return xt, self._ids(ids, "tgt")
+
+    def _logits(self, z: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([z, xt], dim=-1))
+
+    def encode_users(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        hist_ids: torch.Tensor | None = None,
+        packed: bool = False,
+    ) -> UserSide:
+        """History tokens ``x [E, d]`` of ``B = len(lengths)`` requests -> their `UserSide`.
+
+        ``packed``: the packed state whatever the tower's layout (a tower with a
+        ``packed_kernel``)."""
+        if self.packed or packed:
+            state = self.tower.encode_user_packed(x, lengths, hist_ids)
+            return UserSide(state, lengths, packed=True)
+        return UserSide(self.tower.encode_user(*_padded_history(x, lengths, hist_ids)), lengths)
+
+    def score_targets(
+        self,
+        user: UserSide,
+        xt: torch.Tensor,
+        num_targets: torch.Tensor,
+        tgt_ids: torch.Tensor | None = None,
+        kernel: str | None = None,
+    ) -> torch.Tensor:
+        """Target tokens ``x_t [N, d]`` (``num_targets [B]`` per request of ``user``) -> logits
+        ``[N, tasks]``, in request order. ``kernel``: the packed attention kernel of a packed
+        ``user`` (default: the tower's)."""
+        if num_targets.numel() != user.batch_size:
+            raise ValueError(
+                f"num_targets has {num_targets.numel()} requests, the user side {user.batch_size}"
+            )
+        if user.packed:
+            z = self.tower.score_packed(user.state, xt, num_targets, tgt_ids, kernel)
+        else:
+            tgt, tids = _padded_targets(xt, num_targets, tgt_ids)
+            z = padded_to_jagged(self.tower.score(user.state, tgt, tids), num_targets)
+        return self._logits(z, xt)
+
+    def forward(
+        self,
+        emb: dict[str, JaggedTensor],
+        num_targets: torch.Tensor,
+        ids: KeyedJaggedTensor | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[N, num_tasks]`` for the ``N`` targets, in request order: the function of
+        ``score_targets(encode_users(...))`` (see the module doc).
+
+        ``ids``: the batch's id KJT, for towers with ``id_features`` (STCA's match bias, SIM).
+        """
+        x, lengths, hist_ids = self.history_tokens(emb, ids)
+        xt, tgt_ids = self.target_tokens(emb, ids)
+        if self.packed:  # packed layout: no padding at all
+            z = self.tower.forward_packed(x, lengths, xt, num_targets, hist_ids, tgt_ids)
+        else:
+            hist, mask, hid = _padded_history(x, lengths, hist_ids)
+            tgt, tid = _padded_targets(xt, num_targets, tgt_ids)
+            z = padded_to_jagged(self.tower(hist, mask, tgt, hid, tid), num_targets)
+        return self._logits(z, xt)
