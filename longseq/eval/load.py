@@ -43,17 +43,32 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise FileNotFoundError(f"checkpoint={e}") from None
 
 
-def build_model(meta: dict[str, Any], device: str | torch.device = "cpu") -> LongSeqModel:
-    """The model ``longseq.json`` describes, with fresh weights."""
-    mcfg = model_config_from_saved(meta["model"])
-    return LongSeqModel(mcfg, TableSizes(**meta["tables"]), meta["tasks"], device=device)
+def build_model(
+    meta: dict[str, Any], device: str | torch.device = "cpu", source: str | Path = "longseq.json"
+) -> LongSeqModel:
+    """The model ``longseq.json`` (``meta``, read by
+    `longseq.parallel.checkpoint.read_checkpoint_meta`: plain JSON, keys checked) describes,
+    with fresh weights. An entry the model cannot be built from is named with ``source`` and a
+    short, sanitised excerpt of the error (never the whole untrusted value)."""
+    from longseq.parallel.untrusted import excerpt
+
+    for key in ("model", "tables", "tasks"):
+        if key not in meta:
+            raise ValueError(f"{source}: lacks {key!r} (not a longseq checkpoint description)")
+    try:
+        mcfg = model_config_from_saved(meta["model"])
+        return LongSeqModel(mcfg, TableSizes(**meta["tables"]), meta["tasks"], device=device)
+    except Exception as e:  # noqa: BLE001 - whatever the untrusted entry caused, named briefly
+        raise ValueError(
+            f"{source}: cannot build its model ({type(e).__name__}: {excerpt(str(e), 200)})"
+        ) from None
 
 
 def load_model(ckpt: Path, meta: dict[str, Any]) -> LongSeqModel:
     """The checkpoint's model in this process (every table whole), in eval mode."""
     from longseq.parallel.checkpoint import load_checkpoint
 
-    model = build_model(meta)
+    model = build_model(meta, source=ckpt / "longseq.json")
     state = {"model": model.state_dict()}
     load_checkpoint(ckpt, state, no_dist=True)
     model.load_state_dict(state["model"])
@@ -120,7 +135,7 @@ def load_sharded_model(
     from longseq.parallel.checkpoint import load_checkpoint, load_model_state_dict, model_state_dict
     from longseq.parallel.wrap import shard_model
 
-    model = build_model(meta, device="meta")
+    model = build_model(meta, device="meta", source=ckpt / "longseq.json")
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     else:

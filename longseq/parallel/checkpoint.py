@@ -11,7 +11,9 @@ Layout of ``<run_dir>/checkpoints/``:
   folder, replaced atomically; a pointer that leaves this folder is refused.
 
 Every load goes through `longseq.parallel.safe_load` (no code runs from a checkpoint) after
-`verify_checkpoint` has checked the manifest (a truncated or missing file is named).
+`verify_checkpoint` has checked ``longseq.json`` (plain JSON, keys checked:
+`longseq.parallel.ckpt_meta`), that no entry of the folder is a symbolic link, and the manifest
+(a truncated or missing file is named).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 
+from longseq.parallel.ckpt_meta import read_checkpoint_meta
 from longseq.parallel.pointers import (
     STEP,
     checkpoint_root,
@@ -37,6 +40,7 @@ from longseq.parallel.pointers import (
     write_pointer,
 )
 from longseq.parallel.safe_load import read_metadata_file, safe_dcp_load
+from longseq.parallel.untrusted import read_text_no_follow, refuse_symlink
 
 __all__ = [
     "checkpoint_root",
@@ -132,30 +136,20 @@ def remove_stale_tmp(run_dir: str | Path, nonce: str) -> list[Path]:
     return removed
 
 
-def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's ``longseq.json``, with errors that name the file."""
-    f = Path(path) / "longseq.json"
-    if not f.is_file():
-        raise FileNotFoundError(f"{path} is not a complete longseq checkpoint (no longseq.json)")
-    try:
-        meta = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{f}: truncated or corrupt ({e})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{f}: not a JSON object")
-    return meta
-
-
 def verify_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Check every file of the manifest in ``longseq.json`` (present, same size); returns the
-    ``longseq.json``. Checkpoints written before manifests existed are not checked."""
+    """Check ``longseq.json`` (`read_checkpoint_meta`), that no entry of the folder is a
+    symbolic link, and every file of the manifest (present, same size); returns the
+    ``longseq.json``. Checkpoints written before manifests existed have no sizes to check."""
     path = Path(path)
+    refuse_symlink(path, "a checkpoint folder")
     meta = read_checkpoint_meta(path)
+    for entry in sorted(path.iterdir()):
+        refuse_symlink(entry, "a checkpoint file")
     for name, size in (meta.get("manifest") or {}).items():
         f = path / name
-        if "/" in name or not f.is_file():
+        if not f.is_file():
             raise FileNotFoundError(f"{f}: missing from the checkpoint (listed in longseq.json)")
-        if f.stat().st_size != int(size):
+        if f.stat().st_size != size:
             raise ValueError(
                 f"{f}: {f.stat().st_size} bytes, {size} when written (truncated or corrupt)"
             )
@@ -197,12 +191,16 @@ def _first_line(e: BaseException) -> str:
 def load_rank_state(path: str | Path, rank: int) -> dict[str, Any] | None:
     """This rank's reader/RNG state, or None when the checkpoint had fewer ranks."""
     f = Path(path) / f"rank_{rank}.json"
+    refuse_symlink(f, "a rank's reader state")
     if not f.is_file():
         return None
     try:
-        return json.loads(f.read_text())
+        state = json.loads(read_text_no_follow(f, 16 << 20))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{f}: truncated or corrupt ({e})") from None
+        raise ValueError(f"{f}: truncated or corrupt ({type(e).__name__})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{f}: not a JSON object")
+    return state
 
 
 #: The wrapped model's attribute name: `TrainTask` (and the eval holder) keep it as ``.model``.

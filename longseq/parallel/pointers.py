@@ -1,7 +1,9 @@
 """``checkpoints/latest`` and ``checkpoints/best``: text files naming one ``step_<n>`` folder.
 
-A pointer is data from disk: it must name a ``step_<n>`` folder directly inside the checkpoints
-folder (after resolving symlinks); anything else is refused with an error naming the pointer.
+A pointer is data from disk: it must be a real file (not a symbolic link: a link could make
+longseq read, and quote, any file) naming a ``step_<n>`` folder directly inside the checkpoints
+folder, and that folder must be a real folder too. Anything else is refused with an error naming
+the pointer and quoting at most a short, sanitised excerpt of what it holds.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ import os
 import re
 from pathlib import Path
 
+from longseq.parallel.untrusted import excerpt, open_no_follow, refuse_symlink
+
 #: Name of a complete checkpoint folder.
 STEP = re.compile(r"^step_(\d+)$")
 #: Pointer files a user may pass as ``checkpoint=`` / ``resume=``.
 POINTERS = ("latest", "best")
+#: Bytes of a pointer file read (``step_<n>`` and a newline fit many times).
+_POINTER_BYTES = 64
 
 
 def checkpoint_root(run_dir: str | Path) -> Path:
@@ -23,20 +29,21 @@ def checkpoint_root(run_dir: str | Path) -> Path:
 
 def read_pointer(root: Path, name: str, missing_ok: bool = False) -> Path | None:
     """The folder the pointer ``root/name`` names, or None when the pointer is absent or its
-    folder is gone (pruned). Raises ``ValueError`` for a pointer that leaves ``root``."""
+    folder is gone (pruned). Raises ``ValueError`` for a pointer (or its folder) that is a
+    symbolic link or names anything but a ``step_<n>`` folder of ``root``."""
     pointer = root / name
+    refuse_symlink(pointer, f"the {name} pointer")
     if not pointer.is_file():
         return None
-    text = pointer.read_text().strip()
+    with open_no_follow(pointer) as f:
+        raw = f.read(_POINTER_BYTES)
+    text = raw.decode("utf-8", errors="replace").strip()
     if not STEP.match(text):
         raise ValueError(
-            f"{pointer}: names {text[:80]!r}, not a step_<n> folder of {root} (refused)"
+            f"{pointer}: names {excerpt(text)}, not a step_<n> folder of {root} (refused)"
         )
     target = root / text
-    if target.exists() and target.resolve().parent != root.resolve():
-        raise ValueError(
-            f"{pointer}: {target} resolves to {target.resolve()}, outside {root} (refused)"
-        )
+    refuse_symlink(target, f"the checkpoint folder {name} names")
     if not (target / "longseq.json").is_file():
         return None
     return target
@@ -47,7 +54,10 @@ def write_pointer(root: Path, name: str, folder: Path) -> None:
     if not STEP.match(folder.name):
         raise ValueError(f"{folder}: not a step_<n> checkpoint folder")
     tmp = root / f"{name}.tmp"
-    tmp.write_text(folder.name + "\n")
+    tmp.unlink(missing_ok=True)  # never write through a file (or link) left there
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(folder.name + "\n")
     os.replace(tmp, root / name)
 
 
@@ -60,10 +70,10 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     steps = sorted(
         (int(m.group(1)), p)
         for p in root.glob("step_*")
-        if (m := STEP.match(p.name))
-        and (p / "longseq.json").is_file()
-        and p.resolve().parent == root.resolve()
+        if (m := STEP.match(p.name)) and (p / "longseq.json").is_file()
     )
+    if steps:
+        refuse_symlink(steps[-1][1], "the newest checkpoint folder")
     return steps[-1][1] if steps else None
 
 
@@ -77,12 +87,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
     file (``<run>/checkpoints/latest`` or ``best``: followed), a checkpoints folder or a run dir
     (its latest checkpoint)."""
     p = Path(path)
-    if p.is_file() and p.name in POINTERS:
+    if p.name in POINTERS and (p.is_file() or p.is_symlink()):
         found = read_pointer(p.parent, p.name)
         if found is None:
             raise FileNotFoundError(f"{p}: names no complete checkpoint of {p.parent}")
         return found
     if (p / "longseq.json").is_file():
+        refuse_symlink(p, "a checkpoint folder")
         return p
     for run in (p, p.parent):
         found = latest_checkpoint(run)
