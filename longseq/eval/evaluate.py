@@ -94,10 +94,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     (`longseq.eval.dist_metrics`, no rank holds all predictions), bit-identical to a one-process
     run. Rank 0 writes ``eval.json``, ``eval.md`` and the plot; with ``save_predictions`` every
     rank writes its part of ``predictions.parquet/``. Returns the result on rank 0, ``{}``
-    elsewhere.
+    elsewhere. When ``cfg.out`` lies inside a run dir, its lock is held while evaluating
+    (`longseq.parallel.run_lock.writing_inside`): refused while another job holds it.
     """
-    from longseq.eval.ids import check_ids
-    from longseq.parallel.checkpoint import verify_checkpoint
+    from longseq.parallel.run_lock import writing_inside
 
     bad = [w for w in cfg.windows if w < 1]
     if bad:
@@ -107,6 +107,16 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         )
     if cfg.data.batch_size < 1:
         raise ValueError(f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
+    rank, world = _rank_world()
+    with writing_inside(cfg.out, "out", is_main=rank == 0):  # not into a run dir in use
+        return _evaluate(cfg, rank, world)
+
+
+def _evaluate(cfg: EvalConfig, rank: int, world: int) -> dict[str, Any]:
+    """`evaluate` after its argument checks, with ``out`` locked if inside a run dir."""
+    from longseq.eval.ids import check_ids
+    from longseq.parallel.checkpoint import verify_checkpoint
+
     ckpt = resolve_checkpoint(cfg.checkpoint)
     meta = verify_checkpoint(ckpt)  # longseq.json parsed, every file of the manifest present
     split_dir = Path(cfg.data.path) / cfg.data.split
@@ -115,7 +125,6 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             f"data.split={cfg.data.split}: {split_dir} does not exist (data.path={cfg.data.path})"
         )
     check_ids(split_dir, meta["tables"])
-    rank, world = _rank_world()
     if cfg.sharded and world > 1:
         from longseq.eval.load import load_sharded_model
 

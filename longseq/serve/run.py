@@ -57,7 +57,17 @@ def _check(cfg: ServeConfig) -> Path:
 
 def serve(cfg: ServeConfig) -> dict[str, Any]:
     """Score ``cfg.data`` with ``cfg.checkpoint``; write ``<out>/scores.parquet``; return the
-    throughput summary (also printed)."""
+    throughput summary (also printed). An ``out`` inside a run dir is written under its lock
+    (`longseq.parallel.run_lock.writing_inside`)."""
+    from longseq.parallel.run_lock import writing_inside
+
+    split_dir = _check(cfg)
+    with writing_inside(cfg.out, "out"):  # not into a run dir another job holds
+        return _serve(cfg, split_dir)
+
+
+def _serve(cfg: ServeConfig, split_dir: Path) -> dict[str, Any]:
+    """`serve` after its argument checks, with ``out`` locked if inside a run dir."""
     import pyarrow.parquet as pq
     from tqdm import tqdm
 
@@ -66,7 +76,6 @@ def serve(cfg: ServeConfig) -> dict[str, Any]:
     from longseq.eval.ids import check_ids
     from longseq.serve.scorer import Scorer
 
-    split_dir = _check(cfg)
     if cfg.threads:
         import torch
 

@@ -6,6 +6,7 @@ Each component receives only its own section (``data``, ``model``, ``sharding``,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -14,7 +15,7 @@ from longseq.data.config import DataConfig
 from longseq.model.model import ModelConfig
 from longseq.parallel.planning.topology import TopologyConfig
 from longseq.parallel.sharding import ShardingConfig
-from longseq.train.optim import DenseOptimConfig
+from longseq.train.optim import DenseOptimConfig, check_rate
 
 
 @dataclass
@@ -91,6 +92,7 @@ class TrainerConfig:
                 f"{prefix}.best_metric={m!r}: an eval/auc/..., eval/gauc/... or eval/nll/... key "
                 "of metrics.jsonl (e.g. eval/auc/click@250), or empty for the default"
             )
+        self.dense.validate(f"{prefix}.dense")
         if self.activation_checkpointing not in AC_MODES:
             raise ValueError(
                 f"{prefix}.activation_checkpointing={self.activation_checkpointing!r}: "
@@ -114,6 +116,9 @@ class TrainJobConfig:
     name: str = "run"
     run_dir: str = MISSING
     resume: str = "none"  # none | auto | <checkpoint dir>
+    #: start over in a run dir that holds checkpoints (they are deleted first); without it such
+    #: a run dir needs ``resume=auto`` (`longseq.train.guards.prepare_run_dir`)
+    overwrite: bool = False
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -127,9 +132,19 @@ class TrainJobConfig:
         """Every check of the job's settings that needs no data or cluster, in one place; raises
         ``ValueError`` naming the config key (``trainer.*``, ``data.*``, ``sharding.*``).
         ``device_type``: ``cpu`` or ``cuda``, what this process trains on."""
+        if not self.run_dir:
+            raise ValueError("run_dir must be set (the folder of checkpoints and metrics)")
+        if Path(self.run_dir).exists() and not Path(self.run_dir).is_dir():
+            raise ValueError(f"run_dir={self.run_dir} is a file, not a folder: choose a folder")
+        if self.overwrite and self.resume == "auto":
+            raise ValueError(
+                "overwrite=true and resume=auto contradict each other: resume=auto continues the "
+                "run dir's checkpoints, overwrite=true deletes them; choose one"
+            )
         self.trainer.validate(device_type, "trainer")
         self.data.validate("data")  # includes data.window
         self.sharding.validate(device_type, "sharding")
+        check_rate(self.sharding.sparse_lr, "sharding.sparse_lr")
         if self.wandb.mode not in ("disabled", "offline", "online", "", None):
             raise ValueError(f"wandb.mode must be disabled|offline|online, got {self.wandb.mode!r}")
 

@@ -1,8 +1,10 @@
-"""Checks a training job makes before it trains: the run-dir lock, the resume checkpoint's
-compatibility with this run's model, and the evaluation split."""
+"""Checks a training job makes before it trains: the run-dir lock, the run dir's earlier
+checkpoints (not overwritten without ``resume=auto`` or ``overwrite=true``), the resume
+checkpoint's compatibility with this run's model, and the evaluation split."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,9 @@ import torch.distributed as dist
 
 from longseq.log import get_logger
 from longseq.parallel.checkpoint import remove_stale_tmp, run_nonce
+from longseq.parallel.pointers import STEP, checkpoint_root, resolve_checkpoint
 from longseq.parallel.run_lock import RunDirLock
+from longseq.parallel.untrusted import refuse_symlink
 
 log = get_logger("longseq.train")
 
@@ -24,11 +28,19 @@ def _flatten(d: Any, prefix: str) -> Iterator[tuple[str, Any]]:
         yield prefix, d
 
 
+def _short(value: Any) -> str:
+    """``repr(value)``, at most 60 characters (a checkpoint's values are untrusted input)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def config_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key: saved -> current`` for every dotted key whose value differs (or exists once)."""
+    """``key: saved -> current`` for every dotted key whose value differs (or exists once);
+    values are quoted at most 60 characters long."""
     a, b = dict(_flatten(saved, "")), dict(_flatten(current, ""))
     return [
-        f"{k}: {a.get(k, '<absent>')!r} in the checkpoint, {b.get(k, '<absent>')!r} now"
+        f"{_short(k)[1:-1]}: {_short(a.get(k, '<absent>'))} in the checkpoint, "
+        f"{_short(b.get(k, '<absent>'))} now"
         for k in sorted(set(a) | set(b))
         if a.get(k, "<absent>") != b.get(k, "<absent>")
     ]
@@ -64,7 +76,7 @@ def check_resume_compatible(
         {"model": now["model"], "tables": now["tables"]},
     )
     if list(saved.get("tasks", now["tasks"])) != list(now["tasks"]):
-        diffs.append(f"tasks: {saved.get('tasks')!r} in the checkpoint, {now['tasks']!r} now")
+        diffs.append(f"tasks: {_short(saved.get('tasks'))} in the checkpoint, {now['tasks']!r} now")
     if diffs:
         raise ValueError(
             f"cannot resume from {ckpt}: this run's model differs from the checkpoint's "
@@ -112,6 +124,56 @@ def lock_run_dir(run_dir: Path, is_main: bool) -> tuple[RunDirLock | None, str]:
         for p in remove_stale_tmp(run_dir, nonce):
             log.info(f"removed {p}: an incomplete checkpoint of an earlier run")
     return lock, nonce
+
+
+#: Entries of a run dir the training writes (each must be the real file or folder, not a link).
+WRITTEN = ("config.yaml", "metrics.jsonl", "checkpoints", "eval", "tensorboard", "profile")
+#: Entries of ``checkpoints/`` besides the step folders that belong to one run.
+_RUN_POINTERS = ("latest", "best", "best.json")
+
+
+def _earlier_checkpoints(root: Path) -> list[str]:
+    """Names of the step folders and pointers in ``root`` (sorted by step)."""
+    if not root.is_dir():
+        return []
+    steps = sorted((p for p in root.iterdir() if STEP.match(p.name)), key=lambda p: int(p.name[5:]))
+    return [p.name for p in steps] + [n for n in _RUN_POINTERS if (root / n).exists()]
+
+
+def _inside(ckpt: Path, root: Path) -> bool:
+    return ckpt.resolve().parent == root.resolve()
+
+
+def prepare_run_dir(cfg: Any, is_main: bool) -> None:
+    """Refuse to train into a run dir that already holds checkpoints, unless the run continues
+    them (``resume=auto`` or ``resume=`` one of its own checkpoints) or ``overwrite=true`` asks
+    to start over: then rank 0 (``is_main``) deletes the earlier step folders, ``latest``,
+    ``best`` and ``best.json`` (``metrics.jsonl`` rows are dropped by the metrics logger).
+    Also refuses symbolic links among the entries the training writes (`WRITTEN`). Call it
+    on every rank after taking the run-dir lock, before anything is written."""
+    run_dir = Path(cfg.run_dir)
+    for name in WRITTEN:
+        refuse_symlink(run_dir / name, "a run dir entry the training writes")
+    root = checkpoint_root(run_dir)
+    for name in _RUN_POINTERS:
+        refuse_symlink(root / name, "a run dir entry the training writes")
+    earlier = _earlier_checkpoints(root)
+    if not earlier or cfg.resume == "auto":
+        return
+    if cfg.resume not in ("none", "", None) and _inside(resolve_checkpoint(cfg.resume), root):
+        return  # continues (branches from) one of its own checkpoints
+    if not cfg.overwrite:
+        shown = ", ".join(earlier[:4]) + (", ..." if len(earlier) > 4 else "")
+        raise FileExistsError(
+            f"run_dir={run_dir} already holds checkpoints of an earlier run ({shown} in "
+            f"{root}): pass resume=auto to continue it, overwrite=true to delete them and start "
+            "over, or choose another run_dir"
+        )
+    if is_main:
+        for name in earlier:
+            p = root / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        log.warning(f"overwrite=true: deleted the earlier run's {', '.join(earlier)} in {root}")
 
 
 def check_best_metric(tc: Any, tasks: list[str]) -> None:

@@ -22,6 +22,34 @@ class DenseOptimConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
 
+    def validate(self, prefix: str = "trainer.dense") -> None:
+        """Raise ``ValueError`` naming the key for a value torch would reject (a negative or NaN
+        rate) or silently misuse (a NaN ``grad_clip`` compares false: clipping off)."""
+        for key in ("lr", "weight_decay"):
+            check_rate(getattr(self, key), f"{prefix}.{key}")
+        betas = list(self.betas)
+        if len(betas) != 2 or not all(_finite(b) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"{prefix}.betas must be two numbers in [0, 1), got {betas}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"{prefix}.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not (_finite(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1):
+            raise ValueError(f"{prefix}.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not _finite(self.grad_clip):
+            raise ValueError(
+                f"{prefix}.grad_clip must be finite (the largest dense gradient norm; 0 or "
+                f"less = no clipping), got {self.grad_clip}"
+            )
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_rate(value: object, key: str) -> None:
+    """Raise ``ValueError`` naming ``key`` unless ``value`` is a finite number >= 0."""
+    if not (_finite(value) and value >= 0):
+        raise ValueError(f"{key} must be a finite number >= 0, got {value}")
+
 
 class ClippedOptimizer(CombinedOptimizer):
     """`CombinedOptimizer` that clips the dense gradients' global norm before each step.

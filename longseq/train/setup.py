@@ -1,11 +1,12 @@
 """Everything a training run builds before its first step, in one place: `build`.
 
-In order: the data set's meta (tables, tasks), the evaluation checks, the resume checkpoint and
-its compatibility (before anything is built: a model that cannot load fails fast), the seed, the
-model on the meta device (+ activation checkpointing), `TrainTask`, the sharded DMP, the
-optimizers, the input stream, the restored state, ``config.yaml``, the metrics logger (rows
-after the start step dropped), the checkpoint meta, the callbacks, the stepper and the
-preemption handler. `longseq.train.loop.train` then only loops.
+In order: the run dir's earlier checkpoints (`longseq.train.guards.prepare_run_dir`), the data
+set's meta (tables, tasks), the evaluation checks, the resume checkpoint (verified, its metadata
+read as data) and its compatibility (before anything is built: a model that cannot load fails
+fast), the seed, the model on the meta device (+ activation checkpointing), `TrainTask`, the
+sharded DMP, the optimizers, the input stream, the restored state, ``config.yaml``, the metrics
+logger (rows after the start step dropped), the checkpoint meta, the callbacks, the stepper and
+the preemption handler. `longseq.train.loop.train` then only loops.
 """
 
 from __future__ import annotations
@@ -21,12 +22,18 @@ from longseq.data.stream import BatchStream, build_train_stream
 from longseq.log import get_logger
 from longseq.model.model import LongSeqModel
 from longseq.parallel.ac import apply_activation_checkpointing
-from longseq.parallel.checkpoint import load_rank_state, read_checkpoint_meta
+from longseq.parallel.checkpoint import load_rank_state, verify_checkpoint
+from longseq.parallel.safe_load import read_metadata_file
 from longseq.parallel.wrap import shard_model
 from longseq.train.callbacks import Callback
 from longseq.train.config import TrainJobConfig
 from longseq.train.eval_callback import EvalCallback
-from longseq.train.guards import check_best_metric, check_resume_compatible, check_split
+from longseq.train.guards import (
+    check_best_metric,
+    check_resume_compatible,
+    check_split,
+    prepare_run_dir,
+)
 from longseq.train.logging import MetricsLogger
 from longseq.train.optim import build_optimizer
 from longseq.train.preemption import Preemption
@@ -75,6 +82,7 @@ def build(
     ``cfg`` must have passed `TrainJobConfig.validate`; ``nonce`` comes from the run-dir lock
     (`longseq.train.guards.lock_run_dir`); ``callbacks`` run before the evaluation callback."""
     run_dir = Path(cfg.run_dir)
+    prepare_run_dir(cfg, env.is_main)  # earlier checkpoints: resume=auto or overwrite=true
     meta = read_dataset_meta(cfg.data.path)
     tasks = list(meta.get("tasks", ["click"]))
     sizes = table_sizes(meta)
@@ -83,9 +91,11 @@ def build(
         check_split(cfg.data.path, tc.eval_split, "trainer.eval_split")
         check_best_metric(tc, tasks)
     ckpt = resolve_resume(cfg)
-    if ckpt is not None:  # before building anything: a model that cannot load fails fast
+    if ckpt is not None:  # before building anything: a checkpoint that cannot load fails fast
         now = checkpoint_meta(cfg, sizes, tasks, env.world_size)
-        check_resume_compatible(ckpt, read_checkpoint_meta(ckpt), now, type(cfg.model))
+        saved = verify_checkpoint(ckpt)  # longseq.json checked, no links, every file whole
+        read_metadata_file(ckpt / ".metadata")  # read as data, on every rank
+        check_resume_compatible(ckpt, saved, now, type(cfg.model))
     torch.manual_seed(cfg.seed)
     model = LongSeqModel(cfg.model, sizes, tasks, device="meta")
     apply_activation_checkpointing(model, tc.activation_checkpointing)
