@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture
-def one_process_group(monkeypatch: pytest.MonkeyPatch):
-    """torchrun's variables for one process (restored afterwards); the group is destroyed at
-    the end of the test."""
+def one_process_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set torchrun's variables for one process (a free port) through ``monkeypatch``."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -20,10 +18,31 @@ def one_process_group(monkeypatch: pytest.MonkeyPatch):
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+
+
+@pytest.fixture
+def one_process_group(monkeypatch: pytest.MonkeyPatch):
+    """torchrun's variables for one process (restored afterwards); the group is destroyed at
+    the end of the test."""
+    one_process_env(monkeypatch)
     yield
     from longseq.parallel.env import destroy_distributed
 
     destroy_distributed()
+
+
+def train_in_process(job) -> None:  # noqa: ANN001 - a TrainJobConfig
+    """``longseq.train.loop.train(job)`` in a one-process group, environment restored and the
+    group destroyed afterwards (for module-scoped fixtures)."""
+    from longseq.parallel.env import destroy_distributed
+    from longseq.train.loop import train
+
+    with pytest.MonkeyPatch.context() as mp:
+        one_process_env(mp)
+        try:
+            train(job)
+        finally:
+            destroy_distributed()
 
 
 def tiny_job(data: Path, run: Path, steps: int, *overrides: str):
