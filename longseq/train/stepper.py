@@ -2,7 +2,7 @@
 
 `PlainStepper` runs forward/backward/step in sequence; `PipelinedStepper` uses
 TorchRec's `TrainPipelineSparseDist`, which overlaps the next batch's input all-to-all with the
-current batch's compute. Both return the step's counters (`longseq.train.task.TrainTask`) and
+current batch's compute. Both return the step's counters (`longseq.train.task.STEP_COUNTERS`) and
 keep the batch's per-target probabilities and labels in ``last_predictions``.
 """
 
@@ -25,7 +25,7 @@ class PlainStepper:
         self.last_predictions: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def step(self) -> torch.Tensor:
-        """Train on the next batch; returns ``[loss, targets, requests, hist ids, input ids]``."""
+        """Train on the next batch; returns its `STEP_COUNTERS` tensor (loss first)."""
         loss, (counters, probs, labels) = self.model(next(self.stream))
         loss.backward()
         self.optimizer.step()
@@ -45,7 +45,7 @@ class PipelinedStepper:
         self.last_predictions: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def step(self) -> torch.Tensor:
-        """Train on the next batch; returns ``[loss, targets, requests, hist ids, input ids]``."""
+        """Train on the next batch; returns its `STEP_COUNTERS` tensor (loss first)."""
         counters, probs, labels = self.pipeline.progress(self.stream)
         self.last_predictions = (probs, labels)
         return counters.detach().cpu()
