@@ -39,6 +39,7 @@ class StreamSpec:
     max_tokens: int = 0
     on_bad_row: str = "error"
     bad_rows_log: str = ""
+    max_targets: int = 0
 
     @property
     def streams(self) -> int:
@@ -61,6 +62,7 @@ class StreamSpec:
             num_workers=self.streams,
             on_bad_row=self.on_bad_row,
             bad_rows_log=self.bad_rows_log,
+            max_targets=self.max_targets,
         )
 
     def rng(self, worker: int) -> np.random.Generator:

@@ -39,20 +39,49 @@ def _suffix_index(ends: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return np.repeat(ends - keep - out_start, keep) + np.arange(total, dtype=np.int64)
 
 
+def _prefix_index(starts: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Flat indices of the first ``keep[r]`` elements that start at ``starts[r]``."""
+    total = int(keep.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    out_start = np.concatenate(([0], np.cumsum(keep)[:-1]))
+    return np.repeat(starts - out_start, keep) + np.arange(total, dtype=np.int64)
+
+
 def cut_histories(table: pa.Table, max_len: int) -> tuple[pa.Table, int]:
     """Keep at most the ``max_len`` most recent events of every history list column
     (``HIST_COLUMNS``); returns the table and the number of requests that were cut."""
     from longseq.data.format import HIST_COLUMNS
 
-    lens = pa.compute.list_value_length(table.column("hist_item_id")).to_numpy(False)
+    return _cut_lists(table, "hist_item_id", list(HIST_COLUMNS), max_len, newest=True)
+
+
+def cut_targets(table: pa.Table, max_len: int) -> tuple[pa.Table, int]:
+    """Keep the first ``max_len`` targets of every request: every ``tgt_*`` list column (ids,
+    labels, extra per-target columns) alike; returns the table and the number of requests cut."""
+    lists = (pa.types.is_list, pa.types.is_large_list)
+    names = [f.name for f in table.schema if f.name.startswith("tgt_") and _any(lists, f.type)]
+    return _cut_lists(table, "tgt_item_id", names, max_len, newest=False)
+
+
+def _any(tests: tuple, value: object) -> bool:
+    return any(test(value) for test in tests)
+
+
+def _cut_lists(
+    table: pa.Table, length_col: str, names: list[str], max_len: int, newest: bool
+) -> tuple[pa.Table, int]:
+    """Keep at most ``max_len`` elements of each parallel list column ``names``: the last ones
+    (``newest``) or the first ones; rows are counted as cut by ``length_col``'s lengths."""
+    lens = pa.compute.list_value_length(table.column(length_col)).to_numpy(False)
     n_cut = int((lens > max_len).sum())
     if max_len <= 0 or n_cut == 0:
         return table, 0
-    for name in HIST_COLUMNS:
+    for name in names:
         col = table.column(name)
         off, vals = _list_parts(col)
         keep = np.minimum(np.diff(off), max_len)
-        idx = _suffix_index(off[1:], keep)
+        idx = _suffix_index(off[1:], keep) if newest else _prefix_index(off[:-1], keep)
         wide = pa.types.is_large_list(col.type)
         new_off = np.concatenate(([0], np.cumsum(keep))).astype(np.int64 if wide else np.int32)
         cls = pa.LargeListArray if wide else pa.ListArray

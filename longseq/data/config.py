@@ -37,6 +37,10 @@ class DataConfig:
         max_hist_len: longest history a request may bring: longer ones are cut to their most
             recent ``max_hist_len`` events when read (counted, reported once per reader on
             stderr). 0 = ``meta.json``'s ``hist_len_max`` (no cap without it); -1 = no cap.
+        max_targets: most targets a request may bring: requests with more keep their first
+            ``max_targets`` (every ``tgt_*`` column alike; counted, reported once per reader on
+            stderr), so that one outlier request cannot blow up a batch. 0 = ``meta.json``'s
+            ``targets_per_request`` (no cap without it); -1 = no cap.
     """
 
     path: str = MISSING
@@ -51,6 +55,7 @@ class DataConfig:
     bad_rows_log: str = ""
     max_tokens: int = 0
     max_hist_len: int = 0
+    max_targets: int = 0
 
     def validate(self, prefix: str = "data") -> None:
         """Raise ``ValueError`` naming the offending key."""
@@ -70,5 +75,10 @@ class DataConfig:
             raise ValueError(
                 f"{prefix}.max_hist_len must be >= 1, 0 (meta.json's hist_len_max) or -1 (no "
                 f"cap), got {self.max_hist_len}"
+            )
+        if self.max_targets < -1:
+            raise ValueError(
+                f"{prefix}.max_targets must be >= 1, 0 (meta.json's targets_per_request) or -1 "
+                f"(no cap), got {self.max_targets}"
             )
         self.window.validate(f"{prefix}.window")

@@ -40,6 +40,10 @@ class ManifestWarning(UserWarning):
     """A manifest that cannot be used (stale, unreadable): the reader reads the footers instead."""
 
 
+class ManifestMismatch(ValueError):
+    """A footer the reader opened disagrees with the manifest its rows were planned from."""
+
+
 @dataclass
 class SplitLayout:
     """What a reader needs before reading rows: files, row groups, distinct schemas.
@@ -55,6 +59,26 @@ class SplitLayout:
     groups: list[RowGroup]
     schemas: list[tuple[str, pa.Schema]]
     source: str
+
+    def check_footer(self, path: str, footer: pq.FileMetaData, split_dir: str | Path) -> None:
+        """Raise `ManifestMismatch` naming ``path`` and the row group when ``footer`` (opened by
+        the reader) has other row counts than the manifest the layout came from (with layout
+        ``source == "footers"`` there is nothing to compare)."""
+        if self.source != "manifest":
+            return
+        want = [g.rows for g in self.groups if g.path == path]
+        have = [footer.row_group(g).num_rows for g in range(footer.num_row_groups)]
+        if have == want:
+            return
+        where = manifest_path(split_dir)
+        bad = next((g for g, (a, b) in enumerate(zip(have, want)) if a != b), None)
+        what = (f"row group {bad} has {have[bad]} rows, {where} says {want[bad]}"
+                if bad is not None else f"{len(have)} row groups, {where} says {len(want)}")  # fmt: skip
+        raise ManifestMismatch(
+            f"{path}: {what}: the manifest does not describe this file (the rows each rank "
+            f"reads were planned from it; refused). Rewrite it: python -m longseq.data.index "
+            f"path={split_dir}"
+        )
 
     def check_schemas(self, tasks: list[str]) -> None:
         """Raise ``ValueError`` naming the first file whose schema lacks a column or has a wrong
@@ -151,9 +175,10 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         if not isinstance(m, dict) or m.get("format") != FORMAT:
             raise ValueError(f"format {m.get('format') if isinstance(m, dict) else m!r}")
         for e in m["files"]:
-            if not isinstance(e["path"], str) or int(e["bytes"]) < 0:
-                raise ValueError(f"entry {e!r}: bad 'path' or 'bytes'")
-            if not 0 <= int(e["schema"]) < len(m["schemas"]):
+            if not isinstance(e["path"], str):
+                raise ValueError(f"entry {str(e)[:80]}: 'path' is not a string")
+            _check_entry(e)
+            if not e["schema"] < len(m["schemas"]):
                 raise ValueError(f"entry {e['path']!r}: no schema {e['schema']}")
             if sum(e["row_groups"]) != e["rows"]:
                 raise ValueError(f"entry {e['path']!r}: row groups do not add up to 'rows'")
@@ -162,6 +187,22 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
         raise ValueError(f"{path}: not a {FORMAT} manifest ({type(e).__name__}: {e})") from e
     return m
+
+
+def _is_count(v: Any) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _check_entry(e: dict[str, Any]) -> None:
+    """Every number of a manifest entry is an integer >= 0 (not a string, float or bool)."""
+    for key in ("bytes", "rows", "first_row", "schema"):
+        if not _is_count(e[key]):
+            raise ValueError(
+                f"entry {e['path'][:80]!r}: {key!r} must be an integer >= 0, got {str(e[key])[:40]!r}"
+            )
+    groups = e["row_groups"]
+    if not isinstance(groups, list) or not all(_is_count(n) for n in groups):
+        raise ValueError(f"entry {e['path'][:80]!r}: 'row_groups' must be a list of integers >= 0")
 
 
 def stale_reason(m: dict[str, Any], split_dir: str | Path, files: list[str]) -> str | None:

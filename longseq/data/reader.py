@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from longseq.data.bad_rows import BadRow, BadRowLog, RowChecker
-from longseq.data.collate import cut_histories
-from longseq.data.manifest import split_layout
+from longseq.data.collate import cut_histories, cut_targets
+from longseq.data.manifest import ManifestMismatch, split_layout
 from longseq.data.shards import Piece, ShardPlan, list_parquet_files
 from longseq.log import get_logger
 
@@ -61,6 +61,13 @@ class RequestReader:
         max_hist_len: histories longer than this are cut to their most recent events when read
             (counted in ``hist_cut``, reported once on stderr); 0 = ``meta.json``'s
             ``hist_len_max`` (no cap without one), -1 = no cap.
+        max_targets: requests with more targets keep their first ``max_targets`` (every
+            ``tgt_*`` list column; counted in ``tgt_cut``, reported once on stderr); 0 =
+            ``meta.json``'s ``targets_per_request`` (no cap without one), -1 = no cap.
+
+    A split read through its manifest is planned from the manifest's row counts; each footer
+    the reader opens is checked against them (`SplitLayout.check_footer`): a manifest that
+    lies raises `ManifestMismatch` naming the file and row group.
     """
 
     def __init__(
@@ -80,12 +87,14 @@ class RequestReader:
         on_bad_row: str = "error",
         bad_rows_log: str = "",
         max_hist_len: int = 0,
+        max_targets: int = 0,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         if not 0 <= rank < world_size or not 0 <= worker < max(num_workers, 1):
             raise ValueError(f"rank {rank}/{world_size}, worker {worker}/{num_workers}: bad ids")
         layout = split_layout(split_dir)  # its manifest, or every footer (names a bad file)
+        self.layout = layout
         self.split_dir, self.files = str(split_dir), layout.files
         self.batch_size = batch_size
         self.rank, self.world_size = rank, world_size
@@ -95,6 +104,8 @@ class RequestReader:
         self.log = BadRowLog(bad_rows_log)
         self.max_hist_len = history_cap(split_dir, max_hist_len)
         self.hist_cut = 0  # requests whose history was cut to max_hist_len (windows loaded)
+        self.max_targets = target_cap(split_dir, max_targets)
+        self.tgt_cut = 0  # requests whose targets were cut to max_targets (windows loaded)
         core = {"request_id", "user_id", "request_ts", "hist_item_id", "tgt_item_id"}
         self._validate = on_bad_row == "skip" or columns is None or core <= set(columns)
         if self._validate:
@@ -163,13 +174,17 @@ class RequestReader:
     # ----------------------------------------------------------------- loading windows
     def _parquet(self, path: str) -> pq.ParquetFile:
         if path not in self._files:
-            self._files[path] = pq.ParquetFile(path)
+            pf = pq.ParquetFile(path)
+            self.layout.check_footer(path, pf.metadata, self.split_dir)
+            self._files[path] = pf
         return self._files[path]
 
     def _read_piece(self, p: Piece, epoch: int) -> tuple[pa.Table | None, list[BadRow]]:
         cols = None if self._validate else self.columns
         try:
             t = self._parquet(p.path).read_row_group(p.row_group, columns=cols)
+        except ManifestMismatch:
+            raise  # the plan itself is wrong: no policy can skip that
         except Exception as e:  # noqa: BLE001 - corrupt page, I/O error: named, then policy
             return None, [self.checker.unreadable(p.path, p.row_group, p.rows, e)]
         t = t.slice(p.start, p.rows)
@@ -189,6 +204,15 @@ class RequestReader:
                     "their most recent ones (reported once per reader; counted in hist_cut)"
                 )
             self.hist_cut += n
+        if self.max_targets > 0 and "tgt_item_id" in t.column_names:
+            t, n = cut_targets(t, self.max_targets)
+            if n and not self.tgt_cut:
+                log.warning(
+                    f"{p.path} (row group {p.row_group}): {n} request(s) with more than "
+                    f"data.max_targets={self.max_targets} targets cut to their first ones "
+                    "(reported once per reader; counted in tgt_cut)"
+                )
+            self.tgt_cut += n
         return t, bad
 
     def _load(self, epoch: int, window: int) -> tuple[pa.Table, list[BadRow]]:
@@ -271,15 +295,25 @@ class RequestReader:
             yield t
 
 
-def history_cap(split_dir: str | Path, max_hist_len: int) -> int:
-    """The history cap in events (0: none) for ``data.max_hist_len``."""
-    if max_hist_len:
-        return max(max_hist_len, 0)
+def _meta_cap(split_dir: str | Path, value: int, key: str) -> int:
+    """``value`` if set (-1: none, as 0), else ``meta.json``'s ``key`` (0: none)."""
+    if value:
+        return max(value, 0)
     from longseq.data.checks import find_meta
 
     meta_file = find_meta(split_dir)
     meta = json.loads(meta_file.read_text()) if meta_file else {}
-    return int(meta.get("hist_len_max") or 0)
+    return int(meta.get(key) or 0)
+
+
+def history_cap(split_dir: str | Path, max_hist_len: int) -> int:
+    """The history cap in events (0: none) for ``data.max_hist_len``."""
+    return _meta_cap(split_dir, max_hist_len, "hist_len_max")
+
+
+def target_cap(split_dir: str | Path, max_targets: int) -> int:
+    """The per-request target cap (0: none) for ``data.max_targets``."""
+    return _meta_cap(split_dir, max_targets, "targets_per_request")
 
 
 def planned_requests(

@@ -180,5 +180,6 @@ def build_train_stream(
         on_bad_row=cfg.on_bad_row,
         bad_rows_log=cfg.bad_rows_log,
         max_hist_len=cfg.max_hist_len,
+        max_targets=cfg.max_targets,
     )
     return BatchStream(spec, device, cfg.prefetch_factor)
