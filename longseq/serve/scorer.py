@@ -3,7 +3,9 @@
 `Scorer.encode` turns one request's history into a `UserSide` (through a `UserStateCache` when
 given a version); `Scorer.score` scores any number of candidates against it. `score_requests`
 does both for every request of a `RequestBatch` (what ``python -m longseq.serve`` runs) and
-`score_batch` scores a whole batch at once without the cache. Scores are probabilities
+`score_batch` scores a whole batch at once without the cache. Every id is checked against its
+table's size before the lookup (`Scorer.check_ids`: a ``ValueError`` naming the feature, id,
+table and request instead of an ``IndexError`` from inside the kernel). Scores are probabilities
 ``[targets, tasks]`` and equal the evaluation's (`longseq.eval.predict.predict`) on the same
 checkpoint and data (tests/serve/test_parity.py).
 """
@@ -115,6 +117,33 @@ class Scorer:
         if packed:
             packed_kernel(self.model)  # a clear error for a tower without the packed kernel
         self.packed = packed
+        #: feature -> (table name, rows) of the model's embedding tables
+        self.limits = {
+            f: (c.name, int(c.num_embeddings))
+            for c in self.model.ec.embedding_configs()
+            for f in c.feature_names
+        }
+
+    def check_ids(self, kjt: KeyedJaggedTensor) -> None:
+        """Raise ``ValueError`` naming the feature, the id, the table, its size and the request
+        for an id outside its table (negative or >= rows)."""
+        for key in kjt.keys():
+            if key not in self.limits:
+                continue
+            table, rows = self.limits[key]
+            jt = kjt[key]
+            values = jt.values()
+            bad = (values < 0) | (values >= rows)
+            if not bool(bad.any()):
+                continue
+            i = int(bad.nonzero()[0, 0])
+            ends = torch.cumsum(jt.lengths(), 0)
+            request = int(torch.searchsorted(ends, torch.tensor(i), right=True))
+            raise ValueError(
+                f"{key}: id {int(values[i])} in request {request} is out of range: table "
+                f"{table!r} has {rows} rows (ids 0..{rows - 1}); the request uses another or a "
+                "newer vocabulary than the model was trained on"
+            )
 
     @classmethod
     def from_checkpoint(
@@ -147,6 +176,7 @@ class Scorer:
     def score_batch(self, batch: RequestBatch) -> torch.Tensor:
         """Probabilities ``[N, tasks]`` of every target of ``batch`` (all requests at once, no
         cache; packed through FlexAttention when the scorer is ``packed``)."""
+        self.check_ids(batch.sparse)
         logits = split_logits(self.model, batch.to(self.device), self.packed)
         return torch.sigmoid(logits).float().cpu()
 
@@ -162,6 +192,7 @@ class Scorer:
         key = None if version is None else (int(batch.user_ids[row]), version)
         if key is not None and (hit := self.cache.get(key)) is not None:
             return hit
+        self.check_ids(batch.sparse)
         batch = batch.to(self.device)
         emb = lookup(self.model, batch)
         x, lengths, ids = history_tokens(self.model, emb, batch.sparse)
@@ -194,7 +225,9 @@ class Scorer:
             keys=list(HISTORY_KEYS + TARGET_KEYS),
             values=torch.cat([item, cat]),
             lengths=torch.tensor([0] * len(HISTORY_KEYS) + [k, k]),
-        ).to(self.device)
+        )
+        self.check_ids(kjt)
+        kjt = kjt.to(self.device)
         xt, tgt_ids = target_tokens(self.model, self.model.ec(kjt), kjt)
         logits = score_targets(self.model, user, xt, torch.tensor([k], device=self.device), tgt_ids)
         return torch.sigmoid(logits).float().cpu()
@@ -209,6 +242,7 @@ class Scorer:
         b = batch.batch_size
         if versions is not None and len(versions) != b:
             raise ValueError(f"{len(versions)} versions for {b} requests")
+        self.check_ids(batch.sparse)
         batch = batch.to(self.device)
         emb = lookup(self.model, batch)
         xt, tgt_ids = target_tokens(self.model, emb, batch.sparse)
