@@ -155,8 +155,10 @@ def prepare_run_dir(cfg: Any, is_main: bool) -> None:
     for name in WRITTEN:
         refuse_symlink(run_dir / name, "a run dir entry the training writes")
     root = checkpoint_root(run_dir)
-    for name in _RUN_POINTERS:
+    for name in (*_RUN_POINTERS, "best.json.tmp"):
         refuse_symlink(root / name, "a run dir entry the training writes")
+    for log_file in run_dir.glob("bad_rows.rank*.jsonl"):
+        refuse_symlink(log_file, "a run dir entry the training writes")
     earlier = _earlier_checkpoints(root)
     if not earlier or cfg.resume == "auto":
         return

@@ -94,7 +94,17 @@ def test_a_run_dir_holding_checkpoints_needs_resume_or_overwrite(tmp_path: Path)
     assert left == []  # the earlier run's checkpoints, pointers and best record are gone
 
 
-@pytest.mark.parametrize("name", ["metrics.jsonl", "config.yaml", "checkpoints", "eval"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "metrics.jsonl",
+        "config.yaml",
+        "checkpoints",
+        "eval",
+        "bad_rows.rank0.jsonl",
+        "checkpoints/best.json.tmp",
+    ],
+)
 def test_run_dir_entries_the_training_writes_must_not_be_links(tmp_path: Path, name: str):
     from longseq.train.guards import prepare_run_dir
 
@@ -102,6 +112,7 @@ def test_run_dir_entries_the_training_writes_must_not_be_links(tmp_path: Path, n
     run.mkdir()
     target = tmp_path / "elsewhere"
     target.mkdir()
-    (run / name).symlink_to(target / name)
-    with pytest.raises(ValueError, match=f"{name}: a symbolic link"):
+    (run / name).parent.mkdir(parents=True, exist_ok=True)
+    (run / name).symlink_to(target / "x")
+    with pytest.raises(ValueError, match=f"{Path(name).name}: a symbolic link"):
         prepare_run_dir(TrainJobConfig(run_dir=str(run), resume="auto"), is_main=True)
