@@ -25,7 +25,12 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
 
 #: Sequence keys of the history, in KJT order.
-HISTORY_KEYS: tuple[str, ...] = ("hist_item_id", "hist_category_id", "hist_action", "hist_dt_bucket")
+HISTORY_KEYS: tuple[str, ...] = (
+    "hist_item_id",
+    "hist_category_id",
+    "hist_action",
+    "hist_dt_bucket",
+)
 #: Candidate keys, in KJT order.
 TARGET_KEYS: tuple[str, ...] = ("tgt_item_id", "tgt_category_id")
 #: Number of log2 buckets of ``request_ts - hist_ts`` (seconds): ``floor(2*log2(1+dt))``, capped.

@@ -33,7 +33,6 @@ ID_LIMIT_KEYS: dict[str, str] = {
 }
 
 
-
 def find_meta(path: str | Path) -> Path | None:
     """``meta.json`` in ``path`` (if a folder) or in one of its two parent folders, or None."""
     p = Path(path).resolve()
@@ -104,7 +103,11 @@ def format_problems(table: pa.Table) -> list[tuple[int, str, str]]:
     add(np.unique(row_of[hts >= req[row_of]]), "hist_ts", "event timestamp >= request_ts")
     dec = (row_of[1:] == row_of[:-1]) & (np.diff(hts) < 0)
     add(np.unique(row_of[1:][dec]), "hist_ts", "history not sorted oldest to newest")
-    add(np.flatnonzero(list_lengths(table.column("tgt_item_id")) == 0), "tgt_item_id", "empty target list")
+    add(
+        np.flatnonzero(list_lengths(table.column("tgt_item_id")) == 0),
+        "tgt_item_id",
+        "empty target list",
+    )
     for task in tasks:
         off, lab = _offsets_values(table.column(f"tgt_{task}"))
         add(_rows(off, (lab != 0) & (lab != 1)), f"tgt_{task}", "label not in {0, 1}")

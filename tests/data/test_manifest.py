@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from longseq.data.format import REQUEST_SCHEMA
-from longseq.data.writer import SplitWriter
 from longseq.data.index import index_path, split_folders
 from longseq.data.manifest import (
     MANIFEST_NAME,
@@ -27,6 +26,7 @@ from longseq.data.manifest import (
     split_layout,
 )
 from longseq.data.reader import RequestReader, list_parquet_files
+from longseq.data.writer import SplitWriter
 from longseq.datasets.validate import validate_path
 
 N = 50  # requests: files of 3 row groups of 5 rows, the last file of one
