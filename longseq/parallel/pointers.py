@@ -8,11 +8,10 @@ the pointer and quoting at most a short, sanitised excerpt of what it holds.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
-from longseq.parallel.untrusted import excerpt, open_no_follow, refuse_symlink
+from longseq.parallel.untrusted import excerpt, open_no_follow, refuse_symlink, replace_text
 
 #: Name of a complete checkpoint folder.
 STEP = re.compile(r"^step_(\d+)$")
@@ -53,12 +52,7 @@ def write_pointer(root: Path, name: str, folder: Path) -> None:
     """Point ``root/name`` at ``folder`` (a ``step_<n>`` folder of ``root``), atomically."""
     if not STEP.match(folder.name):
         raise ValueError(f"{folder}: not a step_<n> checkpoint folder")
-    tmp = root / f"{name}.tmp"
-    tmp.unlink(missing_ok=True)  # never write through a file (or link) left there
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "w") as f:
-        f.write(folder.name + "\n")
-    os.replace(tmp, root / name)
+    replace_text(root / name, folder.name + "\n")
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

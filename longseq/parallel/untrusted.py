@@ -57,3 +57,17 @@ def read_text_no_follow(path: str | Path, limit: int = 64 << 20) -> str:
     if len(data) > limit:
         raise ValueError(f"{path}: larger than {limit} bytes (refused)")
     return data.decode("utf-8")
+
+
+def replace_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (through ``<path>.tmp`` and ``os.replace``) without
+    ever writing through a link: a ``.tmp`` file or link left there is removed first and the
+    new one is created exclusively with ``O_NOFOLLOW``; the final rename replaces a link at
+    ``path`` itself rather than following it."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

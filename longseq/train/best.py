@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from longseq.log import get_logger
 from longseq.parallel.pointers import STEP, checkpoint_root, write_pointer
+from longseq.parallel.untrusted import read_text_no_follow, replace_text
 
 log = get_logger("longseq.train")
 
@@ -42,8 +42,8 @@ class BestTracker:
     def _record(self) -> dict[str, Any]:
         f = self.root / "best.json"
         try:
-            rec = json.loads(f.read_text()) if f.is_file() else {}
-        except ValueError:
+            rec = json.loads(read_text_no_follow(f)) if f.is_file() else {}
+        except ValueError:  # SymlinkRefused is one: a planted link is ignored, never read
             log.warning(f"ignoring unreadable {f}")
             return {}
         return rec if isinstance(rec, dict) and "value" in rec and "metric" in rec else {}
@@ -71,9 +71,7 @@ class BestTracker:
         if not self.better(value) or not STEP.match(folder.name) or not folder.is_dir():
             return False
         rec = {"metric": self.metric, "value": value, "step": step, "checkpoint": folder.name}
-        tmp = self.root / "best.json.tmp"
-        tmp.write_text(json.dumps(rec, indent=2) + "\n")
-        os.replace(tmp, self.root / "best.json")
+        replace_text(self.root / "best.json", json.dumps(rec, indent=2) + "\n")
         write_pointer(self.root, "best", folder)
         self.value = value
         return True

@@ -116,3 +116,28 @@ def test_run_dir_entries_the_training_writes_must_not_be_links(tmp_path: Path, n
     (run / name).symlink_to(target / "x")
     with pytest.raises(ValueError, match=f"{Path(name).name}: a symbolic link"):
         prepare_run_dir(TrainJobConfig(run_dir=str(run), resume="auto"), is_main=True)
+
+
+def test_best_record_never_writes_through_a_link_planted_during_the_run(tmp_path: Path):
+    """`prepare_run_dir` refuses links at the start; one planted later (``best.json.tmp`` or
+    ``best.json`` pointing elsewhere) is replaced, and its target is neither written nor read."""
+    from longseq.train.best import BestTracker
+
+    run = tmp_path / "run"
+    _checkpoint(run, 3)
+    tracker = BestTracker(run, "eval/auc/click@50")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    root = run / "checkpoints"
+    (root / "best.json.tmp").symlink_to(victim)
+    (root / "best.tmp").symlink_to(victim)
+    (root / "best.json").symlink_to(victim)
+    assert tracker.update(3, {"eval/auc/click@50": 0.7}, [])
+    assert victim.read_text() == "keep me\n"
+    assert not (root / "best.json").is_symlink() and not (root / "best").is_symlink()
+    assert json.loads((root / "best.json").read_text())["step"] == 3
+    assert (root / "best").read_text() == "step_3\n"
+    (root / "best.json").unlink()
+    (root / "best.json").symlink_to(tmp_path / "planted.json")
+    (tmp_path / "planted.json").write_text('{"metric": "eval/auc/click@50", "value": 0.99}')
+    assert BestTracker(run, "eval/auc/click@50").value is None  # the link is not read
