@@ -101,7 +101,7 @@ class Scorer:
         cache_bytes: bound of the `UserStateCache` (``0``: no caching).
         device: where the model runs (default: where its parameters are).
         packed: `score_batch` scores the whole batch packed, no padding anywhere, each STCA
-            layer's attention one FlexAttention call (`longseq.model.flex`; STCA only).
+            layer's attention one FlexAttention call (`longseq.model.ops.flex`; STCA only).
     """
 
     def __init__(

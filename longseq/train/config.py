@@ -29,8 +29,9 @@ class TrainerConfig:
     evaluate checkpoints with the offline evaluation code at ``eval_windows`` on ``eval_split``.
     ``precision``: ``fp32``, or ``bf16`` (autocast around the model's forward, loss in float32;
     meant for GPUs, on CPU it runs torch's CPU autocast).
-    ``activation_checkpointing``: ``none``, or ``stca_layers`` (recompute the STCA tower's
-    per-layer history FFN, attention and query-fusion FFN in backward; `longseq.parallel.ac`).
+    ``activation_checkpointing``: ``none``, or ``tower_layers`` (recompute the layers the tower
+    names in ``checkpoint_layers()``, for STCA each layer's history FFN, attention and
+    query-fusion FFN, in backward; `longseq.parallel.ac`; ``stca_layers`` is its earlier name).
     ``keep_last`` (>= 1): checkpoints kept besides the one ``checkpoints/best`` names.
     ``best_metric``: the ``metrics.jsonl`` key that picks ``checkpoints/best`` among the evaluated
     checkpoints (``eval/{auc,gauc}/...``: higher is better, ``eval/nll/...``: lower); empty =
