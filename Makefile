@@ -35,6 +35,7 @@ $(STAMP): $(LOCKS) pyproject.toml tools/check_torch_wheel.py
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: setup
 	$(VENV)/bin/ruff format .

@@ -28,7 +28,7 @@ _BINS = 2100  # frexp exponents -1073..1024, offset by 1074
 
 
 def _as_1d(name: str, a: object, dtype: type) -> np.ndarray:
-    arr = np.asarray(a, dtype=dtype).reshape(-1)
+    arr: np.ndarray = np.asarray(a, dtype=dtype).reshape(-1)
     if dtype is np.float64 and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf")
     return arr

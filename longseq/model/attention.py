@@ -73,9 +73,11 @@ class TargetAttention(nn.Module):
         lead = q.shape[:-1]
         qh = self.w_q(q).view(*lead, self.h, self.dh)
         bias = None if self.bias is None else history.logit_bias(self.bias)
+        kv: Projected | AbsorbedKV = state
         if kernel is Kernel.ABSORBED:  # the kernel folds W_K / W_V into the query and output
-            state = AbsorbedKV(state, self.w_k.weight, self.w_v.weight)
-        o = target_attention(kernel, qh, state, history, bias)
+            assert isinstance(state, torch.Tensor)  # this kernel's state is the history itself
+            kv = AbsorbedKV(state, self.w_k.weight, self.w_v.weight)
+        o = target_attention(kernel, qh, kv, history, bias)
         out = self.w_o(o.reshape(*lead, self.d))
         if self.bias is not None and self.bias.count:
             out = out + history.count(self.bias)
@@ -129,12 +131,15 @@ def reference_attention(
                 if bias is not None and bias.match_w is not None and match is not None:
                     m = match[i, j][hist_mask[i]].to(s.dtype)  # same item / category
                     s = s + m @ (GAIN * bias.match_w[:, r])
-                with_pe = positions is not None and hasattr(bias, "pos")
-                pe = bias.pos(positions[i][hist_mask[i]]).to(s.dtype) if with_pe else None
+                pe = None
+                if bias is not None and positions is not None and hasattr(bias, "pos"):
+                    pe = bias.pos(positions[i][hist_mask[i]]).to(s.dtype)
                 if bias is not None and bias.position_bias:
+                    assert pe is not None  # the position bias needs the positions
                     s = s + GAIN * (pe @ bias.pos_w.weight[r])
                 heads.append(torch.softmax(s, dim=0) @ vr)
                 if bias is not None and bias.count:  # matches of each id feature, windowed
+                    assert pe is not None and match is not None  # the count channel needs both
                     g = torch.sigmoid(GAIN * (pe @ bias.count_pos_w.weight[r] + bias.count_tau[r]))
                     m = match[i, j][hist_mask[i]].to(s.dtype)  # [L_i, F]
                     counts.append(torch.log1p(g @ m))

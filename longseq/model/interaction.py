@@ -23,7 +23,7 @@ nothing distributed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -75,7 +75,7 @@ def _nbytes(obj: object, seen: set[int] | None = None) -> int:
         return obj.untyped_storage().nbytes()
     if isinstance(obj, list | tuple):
         return sum(_nbytes(x, seen) for x in obj)
-    if hasattr(obj, "__dataclass_fields__"):
+    if is_dataclass(obj) and not isinstance(obj, type):
         return sum(_nbytes(getattr(obj, f.name), seen) for f in fields(obj))
     return 0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, make_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import torch
 import torch.nn.functional as F
@@ -90,8 +90,12 @@ def _with_towers() -> type[ModelBase]:
     return cls
 
 
-#: the model's typed config: `ModelBase` + one section per registered tower
-ModelConfig = _with_towers()
+#: the model's typed config: `ModelBase` + one section per registered tower (made at import time
+#: from `TOWERS`, so a type checker sees `ModelBase`; sections are reached by `tower_config`)
+if TYPE_CHECKING:
+    ModelConfig: TypeAlias = ModelBase
+else:
+    ModelConfig = _with_towers()
 
 
 #: STCA switches added after the first checkpoints were written: absent from a checkpoint's model
@@ -132,7 +136,7 @@ def model_config_from_saved(saved: dict[str, Any]) -> ModelConfig:
     from omegaconf import OmegaConf
 
     merged = OmegaConf.merge(OmegaConf.structured(ModelConfig), complete_saved_config(saved))
-    return OmegaConf.to_object(merged)
+    return cast(ModelConfig, OmegaConf.to_object(merged))
 
 
 class LongSeqModel(nn.Module):

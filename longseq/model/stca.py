@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -73,7 +73,7 @@ class STCAState(UserState):
     hist_ids: torch.Tensor | None = None
 
 
-class STCATower(SequenceTower):
+class STCATower(SequenceTower[STCAState]):
     """The stacked tower: history tokens ``X`` and target tokens ``x_t`` -> output tokens ``z``.
 
     Per layer ``i``: ``X̃_i = LN(FFN_hist_i(X))``; ``q_1 = LN(FFN_tgt(x_t))``,
@@ -225,13 +225,17 @@ class STCATower(SequenceTower):
         )  # fmt: skip
         return self._layers(per_layer, tgt, history, kernel, fused)
 
+    def _attns(self) -> list[TargetAttention]:
+        """The layers' attentions, typed (an `nn.ModuleList` yields plain modules)."""
+        return cast(list[TargetAttention], list(self.attn))
+
     def encode_user(
         self, hist: torch.Tensor, hist_mask: torch.Tensor, hist_ids: torch.Tensor | None = None
     ) -> STCAState:
         """``hist [B,L,d]``, ``hist_mask [B,L]``, ``hist_ids [B,L,2]`` -> `STCAState`."""
         encoded = self.encode_history(hist)
         return STCAState(
-            layers=[attn.project(x) for attn, x in zip(self.attn, encoded)],
+            layers=[attn.project(x) for attn, x in zip(self._attns(), encoded)],
             hist_mask=hist_mask,
             positions=self._positions(hist_mask),
             hist_ids=hist_ids if self.cfg.match_bias else None,
@@ -268,7 +272,9 @@ class STCATower(SequenceTower):
         """Packed: ``hist [E,d]``, ``hist_lengths [B]``, ``hist_ids [E,2]`` -> `STCAState`."""
         encoded = self.encode_history(hist)  # FFN + LN are per event: no padding to skip
         return STCAState(
-            layers=[attn.project(x, self.default_packed) for attn, x in zip(self.attn, encoded)],
+            layers=[
+                attn.project(x, self.default_packed) for attn, x in zip(self._attns(), encoded)
+            ],
             hist_lengths=hist_lengths,
             positions=self._positions(hist_lengths=hist_lengths),
             hist_ids=hist_ids if self.cfg.match_bias else None,

@@ -34,6 +34,7 @@ class LogPositionEncoding(nn.Module):
             raise ValueError(f"position dim must be even, got {dim}")
         # geometric frequencies from 1 to 16 half-turns over [0, max_log]: smooth for any dim
         freqs = torch.pi / max_log * torch.logspace(0, 4, dim // 2, base=2.0)
+        self.freqs: torch.Tensor
         self.register_buffer("freqs", freqs, persistent=False)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from __future__ import annotations
 from abc import ABCMeta, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
@@ -57,8 +57,13 @@ class UserState:
     """
 
 
-class SequenceTower(nn.Module, metaclass=ABCMeta):
-    """Base of every sequence tower (see the module doc for the protocol).
+#: the state type a tower's ``encode_user`` returns and its ``score`` takes
+S = TypeVar("S", bound=UserState)
+
+
+class SequenceTower(nn.Module, Generic[S], metaclass=ABCMeta):
+    """Base of every sequence tower (see the module doc for the protocol), generic over its
+    `UserState` subclass ``S``.
 
     Attributes:
         id_features: the `ID_FEATURES` the tower needs, in the order of the last dim of
@@ -84,12 +89,12 @@ class SequenceTower(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def encode_user(
         self, hist: torch.Tensor, hist_mask: torch.Tensor, hist_ids: torch.Tensor | None = None
-    ) -> UserState:
+    ) -> S:
         """``hist [B,L,d]``, ``hist_mask [B,L]`` bool, ``hist_ids [B,L,F]`` -> the user state."""
 
     @abstractmethod
     def score(
-        self, state: UserState, tgt: torch.Tensor, tgt_ids: torch.Tensor | None = None
+        self, state: S, tgt: torch.Tensor, tgt_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``tgt [B,T,d]`` (``tgt_ids [B,T,F]``) against ``state`` -> ``z [B,T,d]``."""
 
@@ -109,13 +114,13 @@ class SequenceTower(nn.Module, metaclass=ABCMeta):
         hist: torch.Tensor,
         hist_lengths: torch.Tensor,
         hist_ids: torch.Tensor | None = None,
-    ) -> UserState:
+    ) -> S:
         """Packed layout: ``hist [E,d]``, ``hist_lengths [B]``, ``hist_ids [E,F]`` -> state."""
         raise NotImplementedError(f"{type(self).__name__} has no packed layout")
 
     def score_packed(
         self,
-        state: UserState,
+        state: S,
         tgt: torch.Tensor,
         num_targets: torch.Tensor,
         tgt_ids: torch.Tensor | None = None,

@@ -28,7 +28,7 @@ __all__ = ["RECIPE", "TOWERS", "Tower"]
 
 #: STCA settings on by default in a model (docs/results.md, "Make it long"): the id-match bias and
 #: the count channel. ``STCAConfig()`` alone stays the paper's tower.
-RECIPE = {"match_bias": True, "count_channel": True}
+RECIPE: dict[str, Any] = {"match_bias": True, "count_channel": True}
 
 
 @dataclass(frozen=True)

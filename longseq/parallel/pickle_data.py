@@ -21,12 +21,11 @@ refused.
 
 from __future__ import annotations
 
-import io
 import pickle
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any, ClassVar
 
 #: Deepest nesting of containers and records a data pickle may have.
 MAX_DEPTH = 64
@@ -83,9 +82,13 @@ class Schema:
 class DataUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcodes can be replaced
     """Unpickle into tokens, placeholders and plain containers (see the module doc)."""
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch: ClassVar[dict[int, Any]] = dict(pickle._Unpickler.dispatch)
+    # set by the pure-Python unpickler at run time; typeshed does not declare them
+    stack: list[Any]
+    append: Callable[[Any], None]
+    pop_mark: Callable[[], list[Any]]
 
-    def __init__(self, file: io.BufferedIOBase, schema: Schema) -> None:
+    def __init__(self, file: IO[bytes], schema: Schema) -> None:
         super().__init__(file)
         self.schema = schema
 
@@ -209,7 +212,7 @@ def _short(args: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def load_data(file: io.BufferedIOBase, schema: Schema) -> Any:
+def load_data(file: IO[bytes], schema: Schema) -> Any:
     """Unpickle ``file`` with `DataUnpickler` and make its records (`Schema.records`) bottom up.
     Raises `RefusedPickle` for anything a data pickle must not do or hold."""
     raw = DataUnpickler(file, schema).load()

@@ -22,6 +22,7 @@ name is not enough: its ``BUILD`` opcode can still set attributes on what it may
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,8 @@ class SafeFileSystemReader(FileSystemReader):
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         path = self._get_metadata_path(kwargs.get("rank"))
-        metadata = read_metadata_file(path)
-        if getattr(metadata, "storage_meta", None) is None:
+        metadata = read_metadata_file(os.fspath(path))
+        if metadata.storage_meta is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id  # as FileSystemReader does
         return metadata

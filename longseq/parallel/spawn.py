@@ -85,7 +85,7 @@ def _entry(
         OMP_NUM_THREADS="1",
     )
     out = Path(workdir) / f"rank_{rank}.pkl"
-    dist = None
+    dist: Any = None  # torch.distributed once imported
     try:
         import numpy as np
         import torch

@@ -5,6 +5,8 @@ Also runs as ``python -m longseq.train ...`` with one process.
 
 from __future__ import annotations
 
+from typing import cast
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,7 +25,7 @@ def main(cfg: DictConfig) -> None:
 
     quiet_known_warnings()
     setup_logging()  # rank from $RANK (torchrun); rank 0 logs status lines, others warnings
-    job: train_config.TrainJobConfig = OmegaConf.to_object(cfg)
+    job = cast(train_config.TrainJobConfig, OmegaConf.to_object(cfg))
     if job.dry_run:
         from longseq.parallel.planning.dry_run import dry_run
         from longseq.train.run_meta import read_dataset_meta, table_sizes

@@ -73,6 +73,7 @@ class EvalCallback:
     def _evaluate(self, state: LoopState, out: Path) -> None:
         from longseq.eval.evaluate import evaluate
 
+        assert state.checkpoint is not None  # on_checkpoint returned before without one
         cfg = EvalConfig(
             checkpoint=state.checkpoint,
             out=str(out),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch.distributed as dist
 
@@ -59,7 +59,7 @@ def _with_defaults(saved_model: dict[str, Any], schema: type | None) -> dict[str
         merged = OmegaConf.merge(OmegaConf.structured(schema), complete_saved_config(saved_model))
     except Exception:  # noqa: BLE001 - a key the schema no longer has: compare as written
         return saved_model
-    return OmegaConf.to_container(merged)
+    return cast(dict[str, Any], OmegaConf.to_container(merged))
 
 
 def check_resume_compatible(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 
 class MetricsBackend(Protocol):
@@ -50,7 +50,7 @@ class WandbBackend:
         import wandb  # imported only when asked for: it is slow to import
 
         os.environ.setdefault("WANDB_SILENT", "true")
-        self.run = wandb.init(mode=mode, dir=str(run_dir), resume="allow", **init)
+        self.run = wandb.init(mode=cast(Any, mode), dir=str(run_dir), resume="allow", **init)
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         self.run.log(values, step=step)

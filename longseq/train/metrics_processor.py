@@ -94,7 +94,7 @@ class MetricsProcessor:
         s, c = self.s, self.counters.as_dict()
         tc = s.cfg.trainer
         targets = max(c["targets"], 1)
-        values = {
+        values: dict[str, Any] = {
             "loss": c["loss_sum"] / targets,
             "lr": tc.dense.lr * lr_factor(step, tc.max_steps, tc.dense),
             **learning_rates(s.optimizer),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -47,7 +48,7 @@ def _finite(value: object) -> bool:
 
 def check_rate(value: object, key: str) -> None:
     """Raise ``ValueError`` naming ``key`` unless ``value`` is a finite number >= 0."""
-    if not (_finite(value) and value >= 0):
+    if not (_finite(value) and cast(float, value) >= 0):
         raise ValueError(f"{key} must be a finite number >= 0, got {value}")
 
 
@@ -74,7 +75,7 @@ class ClippedOptimizer(CombinedOptimizer):
             if self._max_norm > 0:
                 norm = torch.nn.utils.clip_grad_norm_(params, self._max_norm)
             else:
-                norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
             if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor; every rank steps together
                 norm = norm.full_tensor()
             norm = norm.detach().float()
@@ -98,7 +99,7 @@ def build_optimizer(dmp: nn.Module, cfg: DenseOptimConfig) -> CombinedOptimizer:
     adamw = KeyedOptimizerWrapper(
         dense,
         lambda params: torch.optim.AdamW(
-            params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas)
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.betas[0], cfg.betas[1])
         ),
     )
     return ClippedOptimizer(

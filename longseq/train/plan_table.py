@@ -8,6 +8,8 @@ plans and writes the page. No GPU and no data set are needed.
 
 from __future__ import annotations
 
+from typing import cast
+
 from longseq.parallel.planning.plan_table import PlanTableConfig, check, plan_table
 from longseq.train.config import TrainJobConfig, register
 
@@ -23,10 +25,10 @@ def compose_job(experiment: str) -> TrainJobConfig:
     register()
     overrides = [f"experiment={experiment}", "data.path=unused", "run_dir=unused"]
     if GlobalHydra.instance().is_initialized():  # inside an entry point: same config folder
-        job = OmegaConf.to_object(compose("train", overrides=overrides))
+        job = cast(TrainJobConfig, OmegaConf.to_object(compose("train", overrides=overrides)))
     else:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            job = OmegaConf.to_object(compose("train", overrides=overrides))
+            job = cast(TrainJobConfig, OmegaConf.to_object(compose("train", overrides=overrides)))
     job.sharding.planner = True
     return job
 
@@ -51,7 +53,7 @@ def _main() -> None:
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="plan_table")
     def main(conf: DictConfig) -> None:
         quiet_known_warnings()
-        text = run(OmegaConf.to_object(conf))
+        text = run(cast(PlanTableConfig, OmegaConf.to_object(conf)))
         print(text if not conf.out else f"wrote {conf.out}", flush=True)
 
     main()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import OmegaConf
@@ -124,7 +124,7 @@ def build(
         cfg.wandb.project,
         cfg.wandb.entity,
         run_id=wandb_id,
-        config=OmegaConf.to_container(OmegaConf.structured(cfg)),
+        config=cast(dict[str, Any], OmegaConf.to_container(OmegaConf.structured(cfg))),
         name=cfg.name,
         tensorboard=tc.tensorboard,
     )
@@ -145,6 +145,7 @@ def build(
                 run_dir=str(run_dir),
             )
         )
+    stepper: PlainStepper | PipelinedStepper
     if tc.pipeline:
         stepper = PipelinedStepper(dmp, opt, stream, env.device)
     else:

@@ -33,6 +33,10 @@ class PlainStepper:
         self.last_predictions = (probs, labels)
         return counters.detach().cpu()
 
+    def pipelined_modules(self) -> int:
+        """No pipeline, so no module is overlapped."""
+        return 0
+
 
 class PipelinedStepper:
     """`TrainPipelineSparseDist`: the next batch's input distribution overlaps this step."""

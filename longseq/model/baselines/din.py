@@ -102,7 +102,7 @@ class DINState(UserState):
     mask: torch.Tensor
 
 
-class DINTower(SequenceTower):
+class DINTower(SequenceTower[DINState]):
     """``z = FFN([Σ_j a(x_j, x_t) P x_j | x_t] W_z)`` with DIN's activation unit ``a``."""
 
     def __init__(self, cfg: DINConfig) -> None:

@@ -38,7 +38,7 @@ class PooledState(UserState):
     pooled: torch.Tensor
 
 
-class MeanPoolingTower(SequenceTower):
+class MeanPoolingTower(SequenceTower[PooledState]):
     """``z = FFN([mean_j(W_h x_j + b) | x_t] W_z)``; an empty history pools to zeros.
 
     The pooled vector is the user state: computed once per request, broadcast to its targets.

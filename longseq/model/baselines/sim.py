@@ -80,7 +80,7 @@ class SIMState(UserState):
     hist_cat: torch.Tensor
 
 
-class SIMTower(SequenceTower):
+class SIMTower(SequenceTower[SIMState]):
     """``z = FFN([Attn(LN(x_t), retrieved events) | x_t] W_z)``.
 
     ``hist_ids`` / ``tgt_ids`` are the category ids: ``[B, L]`` / ``[B, T]`` (or with a

@@ -103,7 +103,7 @@ class TransformerState(UserState):
     hist_mask: torch.Tensor
 
 
-class TransformerTower(SequenceTower):
+class TransformerTower(SequenceTower[TransformerState]):
     """History self-attention encoder (``O(L²)``) + one target-attention readout per target.
 
     ``E = LN(Enc_N(..Enc_1(X)))``; ``q = LN(FFN_tgt(x_t))``; ``o = MHA(q, E)``;

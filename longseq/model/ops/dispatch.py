@@ -109,13 +109,13 @@ def packed_history(
         batch = packed_batch(lengths, num_targets, hist_ids, tgt_ids, positions, count)
         return Kernel.FLEX, PackedHistory(lengths, num_targets, n, positions, batch=batch)
     pairs = request_pairs(lengths, num_targets)  # once for all layers
-    with_ids = hist_ids is not None and tgt_ids is not None
+    match = None if hist_ids is None or tgt_ids is None else match_pairs(hist_ids, tgt_ids, *pairs)
     return Kernel.PAIRS, PackedHistory(
         lengths,
         num_targets,
         n,
         positions,
         pairs=pairs,
-        match=match_pairs(hist_ids, tgt_ids, *pairs) if with_ids else None,
+        match=match,
         pair_positions=None if positions is None else positions[pairs[1]],
     )

@@ -150,7 +150,7 @@ def packed_batch(
 
     ends = torch.cumsum(hist_lengths, 0)
     mask = request_block_mask(qr, ends - hist_lengths, ends, e_pad, block, same_request)
-    with_ids = hist_ids is not None and tgt_ids is not None
+    ids = None if hist_ids is None or tgt_ids is None else (hist_ids, tgt_ids)
     return PackedBatch(
         n=n,
         e=e,
@@ -158,10 +158,10 @@ def packed_batch(
         e_pad=e_pad,
         block_mask=mask,
         has_history=(hist_lengths > 0)[req_t],
-        tgt_ids=_pad_rows(tgt_ids, n_pad, -1) if with_ids else None,
-        hist_ids=_pad_rows(hist_ids, e_pad, -2) if with_ids else None,
+        tgt_ids=None if ids is None else _pad_rows(ids[1], n_pad, -1),
+        hist_ids=None if ids is None else _pad_rows(ids[0], e_pad, -2),
         positions=positions,
-        count_groups=_count_groups(hist_ids, tgt_ids, req_e, req_t) if count else None,
+        count_groups=None if ids is None or not count else _count_groups(*ids, req_e, req_t),
     )
 
 
@@ -211,8 +211,9 @@ def request_block_mask(
         order = torch.sort((~m).to(torch.int32), dim=1, stable=True).indices
         return m.sum(1).to(torch.int32)[None, None], order.to(torch.int32)[None, None]
 
+    (kv_num, kv_idx), (full_num, full_idx) = listed(selected & ~full), listed(full)
     return BlockMask.from_kv_blocks(
-        *listed(selected & ~full), *listed(full), BLOCK_SIZE=block, mask_mod=mask_mod,
+        kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block, mask_mod=mask_mod,
         seq_lengths=(req_t.numel(), e_pad),
     )  # fmt: skip
 
@@ -252,6 +253,7 @@ def flex_attention_packed(
     ``(position [E, h], match_w [F, h])`` terms (`longseq.model.match.AttentionBias.score_terms`;
     either None), added inside the kernel by a ``score_mod``; the ids are ``history.batch``'s."""
     packed = history.batch
+    assert packed is not None, "the flex kernel needs a history laid out for it"
     n, h, dh = q.shape
     k, v = kv
     qh = _pad_rows(q, packed.n_pad).transpose(0, 1)[None]  # [1, h, N_pad, d_h]

@@ -61,6 +61,7 @@ class PaddedHistory:
 
     def count(self, bias: AttentionBias) -> torch.Tensor:
         """``bias``'s count channel ``[B, T, d]``."""
+        assert self.match is not None and self.positions is not None  # a count channel needs both
         return bias.count_padded(self.match, self.positions, self.mask)
 
 
@@ -100,5 +101,8 @@ class PackedHistory:
         """``bias``'s count channel ``[N, d]``: per pair (``pairs``) or from per-request id
         tables (``flex``: O(E + N))."""
         if self.batch is not None:
+            assert self.positions is not None and self.batch.count_groups is not None
             return bias.count_grouped(self.positions, self.batch.count_groups)
+        assert self.match is not None and self.pair_positions is not None
+        assert self.pairs is not None  # a count channel needs the ids, positions and pairs
         return bias.count_pairs(self.match, self.pair_positions, self.pairs[0], self.n)

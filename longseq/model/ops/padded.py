@@ -37,7 +37,7 @@ def all_valid(hist_mask: torch.Tensor | None) -> bool:
 
 def mask_scores(scores: torch.Tensor, hist_mask: torch.Tensor | None) -> torch.Tensor:
     """Softmax over history positions; rows with an empty history get all-zero weights."""
-    if all_valid(hist_mask):  # every slot valid (fixed-length histories): no mask to apply
+    if hist_mask is None or all_valid(hist_mask):  # every slot valid: no mask to apply
         return torch.softmax(scores, dim=-1)
     m = hist_mask[:, None, None, :]  # [B,1,1,L]
     scores = scores.masked_fill(~m, torch.finfo(scores.dtype).min)
@@ -88,7 +88,7 @@ def sdpa_attention(
     """
     k, v = kv
     qh, hist_mask = q.transpose(1, 2), history.mask
-    if all_valid(hist_mask):
+    if hist_mask is None or all_valid(hist_mask):
         return F.scaled_dot_product_attention(qh, k, v, attn_mask=bias).transpose(1, 2)
     has = hist_mask.any(1)
     mask = hist_mask.clone()

@@ -65,6 +65,7 @@ def pair_attention(
     pairs of ``history`` (``bias``: ``[P, h]`` or None) -> ``[N, h, d_h]``; a target whose
     request has no event gets zeros."""
     n, h, dh = q.shape
+    assert history.pairs is not None, "the pairs kernel needs a history laid out for it"
     pair_t, pair_e = history.pairs
     k, v = kv
     scores = (q[pair_t] * k[pair_e]).sum(-1) / math.sqrt(dh)  # [P, h]
