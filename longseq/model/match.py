@@ -46,7 +46,7 @@ def count_tables(
     """The count channel's ``c [N, h * F]`` from per-request id tables (the ``flex`` kernel's).
 
     ``window [E, h]`` is ``g_h(p)`` of every event; per id feature, the events' windows are summed
-    per (request, id value) group (`longseq.model.ops.flex.PackedBatch.count_groups`) and each
+    per (request, id value) group (`longseq.model.ops.history.PackedBatch.count_groups`) and each
     target reads its own group's entry: the same sum as ``sum_j [id(j) == id(t)] g_h(p_j)`` over
     the request's events, in O(E + N).
     """

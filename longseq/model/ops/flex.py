@@ -10,7 +10,7 @@ requests are skipped, not computed (a row block that straddles several requests 
 their events for each of its rows, masked, so row blocks of 16 targets on CPU waste little).
 The match and position biases are a ``score_mod`` evaluated inside the kernel (no ``P x h``
 tensor); the count channel reads per-request tables of id counts
-(`longseq.model.match.count_tables`, from this module's `PackedBatch.count_groups`): O(E + N)
+(`longseq.model.match.count_tables`, from `PackedBatch.count_groups`): O(E + N)
 instead of O(P).
 
 FlexAttention is compiled (`torch.compile`, static shapes). To keep the number of compiled
@@ -28,12 +28,13 @@ Pure torch: no torchrec or fbgemm import, runs wherever torch compiles FlexAtten
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
 import torch
 import torch._dynamo
+
+from longseq.model.ops.history import PackedBatch
 
 if TYPE_CHECKING:
     from longseq.model.ops.history import PackedHistory
@@ -67,32 +68,6 @@ def use_flex(x: torch.Tensor) -> bool:
     """Whether FlexAttention can run here: always on CUDA; on CPU only without autograd (torch
     2.13 has no CPU backward for it)."""
     return x.is_cuda or not torch.is_grad_enabled()
-
-
-@dataclass
-class PackedBatch:
-    """One packed batch laid out for `flex_attention_packed` (built once, shared by every layer).
-
-    Attributes:
-        n, e: real targets and events; ``n_pad``, ``e_pad``: their bucketed sizes.
-        block_mask: the FlexAttention block mask (``req(target) == req(event)``).
-        has_history: ``[N]`` whether the target's request has any event (else its output is 0).
-        tgt_ids, hist_ids: ``[N_pad, F]`` / ``[E_pad, F]`` ids for the match bias (or None).
-        positions: ``[E]`` each event's distance from its request's newest (or None).
-        count_groups: per id feature, ``(event_group [E], target_group [N], num_groups)``:
-            requests x id values, for the count channel's tables (or None).
-    """
-
-    n: int
-    e: int
-    n_pad: int
-    e_pad: int
-    block_mask: object
-    has_history: torch.Tensor
-    tgt_ids: torch.Tensor | None
-    hist_ids: torch.Tensor | None
-    positions: torch.Tensor | None
-    count_groups: list[tuple[torch.Tensor, torch.Tensor, int]] | None
 
 
 def _pad_rows(x: torch.Tensor, rows: int, value: int | float = 0) -> torch.Tensor:

@@ -16,7 +16,6 @@ import torch
 
 if TYPE_CHECKING:
     from longseq.model.match import AttentionBias
-    from longseq.model.ops.flex import PackedBatch
 
 
 def match_padded(hist_ids: torch.Tensor, tgt_ids: torch.Tensor) -> torch.Tensor:
@@ -66,6 +65,32 @@ class PaddedHistory:
 
 
 @dataclass
+class PackedBatch:
+    """One packed batch laid out for the ``flex`` kernel (`longseq.model.ops.flex.flex_attention_packed`) (built once, shared by every layer).
+
+    Attributes:
+        n, e: real targets and events; ``n_pad``, ``e_pad``: their bucketed sizes.
+        block_mask: the FlexAttention block mask (``req(target) == req(event)``).
+        has_history: ``[N]`` whether the target's request has any event (else its output is 0).
+        tgt_ids, hist_ids: ``[N_pad, F]`` / ``[E_pad, F]`` ids for the match bias (or None).
+        positions: ``[E]`` each event's distance from its request's newest (or None).
+        count_groups: per id feature, ``(event_group [E], target_group [N], num_groups)``:
+            requests x id values, for the count channel's tables (or None).
+    """
+
+    n: int
+    e: int
+    n_pad: int
+    e_pad: int
+    block_mask: object
+    has_history: torch.Tensor
+    tgt_ids: torch.Tensor | None
+    hist_ids: torch.Tensor | None
+    positions: torch.Tensor | None
+    count_groups: list[tuple[torch.Tensor, torch.Tensor, int]] | None
+
+
+@dataclass
 class PackedHistory:
     """A packed batch's history: the flat ``[E]`` events and ``[N]`` targets of ``B`` requests,
     laid out for ONE packed kernel (`longseq.model.ops.dispatch.packed_history` builds it).
@@ -78,7 +103,7 @@ class PackedHistory:
         pairs: the ``pairs`` kernel's ``(pair_target, pair_event)`` ``[P]`` (else None).
         match: ``[P, F]`` id matches of every pair (``pairs`` kernel), or None.
         pair_positions: ``[P]`` each pair's event position (``pairs`` kernel), or None.
-        batch: the ``flex`` kernel's `longseq.model.ops.flex.PackedBatch` (else None).
+        batch: the ``flex`` kernel's `PackedBatch` (else None).
     """
 
     lengths: torch.Tensor
