@@ -44,6 +44,12 @@ HISTORY_INPUTS = ("hist_item_id", "hist_category_id", "hist_action", "hist_dt_bu
 
 
 def _tower(model: LongSeqModel) -> SequenceTower:
+    if model.cfg.head != "mlp":
+        raise ValueError(
+            f"export takes the MLP head only; this model has model.head={model.cfg.head} (its "
+            "user-side head tokens are not part of the exported state): serve it in process "
+            "with longseq.serve.Scorer"
+        )
     tower = model.interaction.tower
     if tower.layout != "padded":  # `padded_equivalent` turns a packed tower padded first
         raise ValueError(
