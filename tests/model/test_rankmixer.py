@@ -177,6 +177,18 @@ def test_default_head_is_the_mlp_with_its_parameter_names(sizes):
     ]
 
 
+def test_a_checkpoint_config_without_head_loads_as_mlp():
+    """Checkpoints written before ``model.head`` existed hold the MLP head."""
+    from longseq.model.model import model_config_from_saved
+
+    saved = dataclasses.asdict(ModelConfig())
+    del saved["head"], saved["rankmixer"]
+    assert model_config_from_saved(saved).head == "mlp"
+    saved.update(head="rankmixer", rankmixer={"dim": 32, "layers": 1})
+    cfg = model_config_from_saved(saved)
+    assert (cfg.head, cfg.rankmixer.dim, cfg.rankmixer.layers) == ("rankmixer", 32, 1)
+
+
 @pytest.mark.parametrize("layout", ["padded", "packed"])
 def test_request_level_rows_equal_pointwise_rows(requests_table, sizes, layout):
     """``head=rankmixer``: a request's targets scored in one row (the user side, its history
