@@ -114,17 +114,27 @@ class RankMixerHead(nn.Module):
     ) -> torch.Tensor:
         """Candidate-side features ``{name: [N, w]}`` and the requests' `user_tokens`
         ``[B, U, D]`` (``num_targets [B]`` targets each, in request order) -> logits
-        ``[N, tasks]``."""
-        _require(target_feats, self.target_proj, "target")
-        cand = [p(target_feats[k]) for k, p in self.target_proj.items()]
-        tokens = cand[:1]  # z first, then the user side, then the candidate's own features
+        ``[N, tasks]``: each request's user tokens broadcast to its targets, then `mix`."""
         if user_tokens is not None:
             if user_tokens.shape[0] != num_targets.numel():
                 raise ValueError(
                     f"{user_tokens.shape[0]} requests of user tokens, {num_targets.numel()} in "
                     "num_targets"
                 )
-            tokens += user_tokens.repeat_interleave(num_targets, dim=0).unbind(-2)
+            user_tokens = user_tokens.repeat_interleave(num_targets, dim=0)
+        return self.mix(target_feats, user_tokens)
+
+    def mix(
+        self, target_feats: dict[str, torch.Tensor], user_tokens: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Candidate-side features ``{name: [..., w]}`` and user tokens already broadcast to the
+        same leading dims ``[..., U, D]`` -> logits ``[..., tasks]`` (tokens ``[z, u.., c..]``
+        through the mixer, mean-pooled, one linear logit per task)."""
+        _require(target_feats, self.target_proj, "target")
+        cand = [p(target_feats[k]) for k, p in self.target_proj.items()]
+        tokens = cand[:1]  # z first, then the user side, then the candidate's own features
+        if user_tokens is not None:
+            tokens += user_tokens.unbind(-2)
         x = torch.stack(tokens + cand[1:], dim=-2)
         return self.logit(self.mixer(x).mean(dim=-2))
 
