@@ -59,7 +59,7 @@ def test_import_longseq_is_free_of_torch_and_silent():
 def test_tower_modules_load_plain_torch_only():
     mods, out, err = _new_modules(
         "import longseq.model.towers, longseq.model.stca, longseq.model.layers, "
-        "longseq.model.tokens"
+        "longseq.model.tokens, longseq.model.rankmixer_head"
     )
     assert "longseq.model.stca" in mods and "torch" in mods
     assert _under(mods, "torchrec", "fbgemm_gpu", "longseq.data") == []
@@ -163,7 +163,7 @@ def test_import_model_loads_no_pyarrow():
 #: the attention kernels (`longseq.model.ops`): the floor of the model's attention
 OPS_FILES = [f"ops/{p.name}" for p in sorted((PKG / "model" / "ops").glob("*.py"))]
 #: the pure-torch modules of the tower path: the protocol, the registry, every tower, the
-#: attention module and its kernels
+#: attention module and its kernels, the RankMixer backbone and head
 TOWER_FILES = [
     "tower.py",
     "towers.py",
@@ -173,6 +173,8 @@ TOWER_FILES = [
     "match.py",
     "layers.py",
     "tokens.py",
+    "rankmixer.py",
+    "rankmixer_head.py",
     *(f"baselines/{p.name}" for p in sorted((PKG / "model" / "baselines").glob("*.py"))),
     *OPS_FILES,
 ]

@@ -8,7 +8,10 @@ Everything after the embedding lookup, written once for training and serving:
   `UserSide` (the tower's `UserState` and the history lengths). Nothing in it depends on the
   targets, so one `UserSide` scores any candidate set, any number of times.
 * `SequenceInteraction.score_targets`: target tokens through the tower's ``score`` against a
-  `UserSide`, then the heads over ``[z | x_t]`` -> logits ``[N, tasks]``.
+  `UserSide`, then the head -> logits ``[N, tasks]``. The head (``model.head``): ``mlp``, an
+  MLP over ``[z | x_t]``; or ``rankmixer`` (`longseq.model.rankmixer_head`), RankMixer over
+  the tokens of `head_token_widths`: its user-side tokens are computed in ``encode_users``
+  (once per request, kept in the `UserSide`), its candidate-side ones from `target_features`.
 * ``forward``: the same path in one call. It runs the tower's ``forward`` rather than
   ``score(encode_user(...))``: the tower protocol makes them the same function
   (tests/model/test_tower_protocol.py), and a tower's ``forward`` calls each layer as ONE module
@@ -32,11 +35,42 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from longseq.data.batch import HISTORY_KEYS, TARGET_KEYS
 from longseq.model.layers import jagged_to_padded, padded_to_jagged
+from longseq.model.rankmixer_head import RankMixerHead
 from longseq.model.tokens import Tokenizer
 from longseq.model.tower import SequenceTower, UserState
 
 if TYPE_CHECKING:
     from longseq.model.model import ModelBase
+
+#: the heads ``model.head`` selects
+HEADS = ("mlp", "rankmixer")
+
+
+def head_token_widths(cfg: ModelBase) -> tuple[dict[str, int], dict[str, int]]:
+    """The RankMixer head's features and their widths: user side (one row per request) and
+    candidate side (one row per target; ``z`` first). A new feature is one more entry here."""
+    d, e = cfg.tower_config.d_model, cfg.embedding_dim
+    user = {"history": d} if cfg.rankmixer.history_token else {}
+    return user, {"z": d, "item": e, "category": e}
+
+
+def history_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean of each request's history tokens: ``x [E, d]``, ``lengths [B]`` -> ``[B, d]``
+    (zeros for a request with no history)."""
+    row = torch.repeat_interleave(torch.arange(lengths.numel(), device=x.device), lengths)
+    total = x.new_zeros(lengths.numel(), x.shape[-1]).index_add(0, row, x)
+    return total / lengths.clamp(min=1).unsqueeze(-1).to(x.dtype)
+
+
+def mlp_head(width: int, hidden: list[int], num_tasks: int) -> nn.Sequential:
+    """The MLP head (``model.head=mlp``): ``Linear + SiLU`` per hidden width, then one logit
+    per task."""
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.SiLU()]
+        width = h
+    layers.append(nn.Linear(width, num_tasks))
+    return nn.Sequential(*layers)
 
 
 @dataclass
@@ -48,11 +82,14 @@ class UserSide:
         state: the tower's `UserState` (leading dim ``B`` padded, ``E`` events packed).
         hist_lengths: ``[B]`` history events served per request.
         packed: the state is in the packed layout (``encode_user_packed``).
+        head_tokens: ``[B, U, D]`` the head's user-side tokens (``model.head=rankmixer``), or
+            None.
     """
 
     state: UserState
     hist_lengths: torch.Tensor
     packed: bool = False
+    head_tokens: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -61,7 +98,7 @@ class UserSide:
 
     def nbytes(self) -> int:
         """Bytes held by the tensors of the state (what a cache of states pays for it)."""
-        return _nbytes(self.state) + self.hist_lengths.nbytes
+        return _nbytes(self.state) + self.hist_lengths.nbytes + _nbytes(self.head_tokens)
 
 
 def _nbytes(obj: object, seen: set[int] | None = None) -> int:
@@ -116,13 +153,12 @@ class SequenceInteraction(nn.Module):
         d = cfg.tower_config.d_model
         self.tokens = Tokenizer(cfg.embedding_dim, cfg.pos_dim, d)
         self.tower: SequenceTower = cfg.build_tower()
-        layers: list[nn.Module] = []
-        width = 2 * d
-        for h in cfg.head_hidden:
-            layers += [nn.Linear(width, h), nn.SiLU()]
-            width = h
-        layers.append(nn.Linear(width, num_tasks))
-        self.head = nn.Sequential(*layers)
+        self.head_kind = cfg.head
+        self.head: nn.Module = (
+            RankMixerHead(*head_token_widths(cfg), cfg.rankmixer, num_tasks)
+            if cfg.head == "rankmixer"
+            else mlp_head(2 * d, cfg.head_hidden, num_tasks)
+        )
 
     @property
     def id_features(self) -> tuple[str, ...]:
@@ -158,8 +194,36 @@ class SequenceInteraction(nn.Module):
         xt = self.tokens.target(*(emb[k].values() for k in TARGET_KEYS))
         return xt, self._ids(ids, "tgt")
 
-    def _logits(self, z: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([z, xt], dim=-1))
+    def target_features(self, emb: dict[str, JaggedTensor]) -> dict[str, torch.Tensor] | None:
+        """The head's candidate-side features besides ``z`` (``{name: [N, w]}``), or None for
+        a head that needs none (``mlp``)."""
+        if self.head_kind != "rankmixer":
+            return None
+        return {"item": emb["tgt_item_id"].values(), "category": emb["tgt_category_id"].values()}
+
+    def _user_tokens(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | None:
+        """The head's user-side tokens ``[B, U, D]`` (once per request), or None."""
+        if self.head_kind != "rankmixer":
+            return None
+        feats = {"history": history_mean(x, lengths)} if self.head.user_features else {}
+        return self.head.user_tokens(feats)
+
+    def _logits(
+        self,
+        z: torch.Tensor,
+        xt: torch.Tensor,
+        feats: dict[str, torch.Tensor] | None,
+        user_tokens: torch.Tensor | None,
+        num_targets: torch.Tensor,
+    ) -> torch.Tensor:
+        if self.head_kind == "mlp":
+            return self.head(torch.cat([z, xt], dim=-1))
+        if feats is None:
+            raise ValueError(
+                "model.head=rankmixer scores targets from their features: pass "
+                "target_features(emb) to score_targets"
+            )
+        return self.head({"z": z, **feats}, user_tokens, num_targets)
 
     def encode_users(
         self,
@@ -174,8 +238,9 @@ class SequenceInteraction(nn.Module):
         ``packed_kernel``)."""
         if self.packed or packed:
             state = self.tower.encode_user_packed(x, lengths, hist_ids)
-            return UserSide(state, lengths, packed=True)
-        return UserSide(self.tower.encode_user(*_padded_history(x, lengths, hist_ids)), lengths)
+            return UserSide(state, lengths, True, self._user_tokens(x, lengths))
+        state = self.tower.encode_user(*_padded_history(x, lengths, hist_ids))
+        return UserSide(state, lengths, False, self._user_tokens(x, lengths))
 
     def score_targets(
         self,
@@ -184,10 +249,12 @@ class SequenceInteraction(nn.Module):
         num_targets: torch.Tensor,
         tgt_ids: torch.Tensor | None = None,
         kernel: str | None = None,
+        feats: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Target tokens ``x_t [N, d]`` (``num_targets [B]`` per request of ``user``) -> logits
         ``[N, tasks]``, in request order. ``kernel``: the packed attention kernel of a packed
-        ``user`` (default: the tower's)."""
+        ``user`` (default: the tower's). ``feats``: the head's `target_features` (needed by
+        ``model.head=rankmixer``)."""
         if num_targets.numel() != user.batch_size:
             raise ValueError(
                 f"num_targets has {num_targets.numel()} requests, the user side {user.batch_size}"
@@ -197,7 +264,7 @@ class SequenceInteraction(nn.Module):
         else:
             tgt, tids = _padded_targets(xt, num_targets, tgt_ids)
             z = padded_to_jagged(self.tower.score(user.state, tgt, tids), num_targets)
-        return self._logits(z, xt)
+        return self._logits(z, xt, feats, user.head_tokens, num_targets)
 
     def forward(
         self,
@@ -218,4 +285,5 @@ class SequenceInteraction(nn.Module):
             hist, mask, hid = _padded_history(x, lengths, hist_ids)
             tgt, tid = _padded_targets(xt, num_targets, tgt_ids)
             z = padded_to_jagged(self.tower(hist, mask, tgt, hid, tid), num_targets)
-        return self._logits(z, xt)
+        user_tokens = self._user_tokens(x, lengths)
+        return self._logits(z, xt, self.target_features(emb), user_tokens, num_targets)

@@ -20,7 +20,8 @@ from torch import nn
 
 from longseq.data.batch import RequestBatch
 from longseq.model.embeddings import TableSizes, build_embedding_collection
-from longseq.model.interaction import SequenceInteraction
+from longseq.model.interaction import HEADS, SequenceInteraction, head_token_widths
+from longseq.model.rankmixer_head import RankMixerConfig
 from longseq.model.tower import SequenceTower
 from longseq.model.towers import RECIPE, TOWERS, Tower
 
@@ -43,7 +44,11 @@ class ModelBase:
         stca / pooling / din / transformer / sim: each tower's config; the selected one's
             ``d_model`` is the token width. ``stca`` defaults to the paper's tower plus
             `RECIPE` (id-match bias and count channel), which long histories need.
-        head_hidden: hidden widths of the per-task MLP head over ``[z | x_t]``.
+        head: the head over the tower output: ``mlp`` (default; an MLP over ``[z | x_t]``) or
+            ``rankmixer`` (RankMixer over the tokens ``z``, user-side and candidate-side, with
+            per-task linear logits; ``rankmixer`` is its config; docs/model.md, "RankMixer").
+        head_hidden: hidden widths of the MLP head (``head=mlp``).
+        rankmixer: the RankMixer head's config (``head=rankmixer``).
         loss_weighting: ``impression`` (mean over targets: the pointwise objective exactly) or
             ``request`` (mean over requests of the mean over their targets, the paper's formula).
     """
@@ -52,7 +57,9 @@ class ModelBase:
     embedding_init_std: float = 0.5
     pos_dim: int = 16
     tower: str = "stca"
+    head: str = "mlp"
     head_hidden: list[int] = field(default_factory=lambda: [128, 64])
+    rankmixer: RankMixerConfig = field(default_factory=RankMixerConfig)
     loss_weighting: str = "impression"
 
     def validate(self, prefix: str = "model") -> None:
@@ -70,6 +77,11 @@ class ModelBase:
         if self.tower not in TOWERS:
             raise ValueError(f"{prefix}.tower={self.tower!r}: choose one of {sorted(TOWERS)}")
         self.tower_config.validate(f"{prefix}.{self.tower}")
+        if self.head not in HEADS:
+            raise ValueError(f"{prefix}.head={self.head!r}: choose one of {list(HEADS)}")
+        if self.head == "rankmixer":
+            user, target = head_token_widths(self)
+            self.rankmixer.validate(len(user) + len(target), f"{prefix}.rankmixer")
 
     @property
     def tower_config(self):  # noqa: ANN201 - one of the tower config dataclasses

@@ -26,6 +26,7 @@ __all__ = [
     "packed_kernel",
     "score_targets",
     "split_logits",
+    "target_features",
     "target_tokens",
 ]
 
@@ -49,6 +50,14 @@ def target_tokens(
     return model.interaction.target_tokens(emb, ids)
 
 
+def target_features(
+    model: LongSeqModel, emb: dict[str, JaggedTensor]
+) -> dict[str, torch.Tensor] | None:
+    """The head's candidate-side features ``{name: [N, w]}`` (``model.head=rankmixer``), or
+    None (`SequenceInteraction.target_features`)."""
+    return model.interaction.target_features(emb)
+
+
 def encode_users(
     model: LongSeqModel,
     x: torch.Tensor,
@@ -69,10 +78,12 @@ def score_targets(
     num_targets: torch.Tensor,
     tgt_ids: torch.Tensor | None = None,
     kernel: str | None = None,
+    feats: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Target tokens ``x_t [N, d]`` (``num_targets [B]`` per request of ``user``) -> logits
-    ``[N, tasks]`` (`SequenceInteraction.score_targets`)."""
-    return model.interaction.score_targets(user, xt, num_targets, tgt_ids, kernel)
+    ``[N, tasks]`` (`SequenceInteraction.score_targets`; ``feats``: the head's
+    `target_features`)."""
+    return model.interaction.score_targets(user, xt, num_targets, tgt_ids, kernel, feats)
 
 
 def packed_kernel(model: LongSeqModel) -> str:
@@ -99,4 +110,5 @@ def split_logits(model: LongSeqModel, batch: RequestBatch, packed: bool = False)
     x, lengths, hist_ids = history_tokens(model, emb, batch.sparse)
     xt, tgt_ids = target_tokens(model, emb, batch.sparse)
     user = encode_users(model, x, lengths, hist_ids, packed=packed)
-    return score_targets(model, user, xt, batch.num_targets, tgt_ids, kernel)
+    feats = target_features(model, emb)
+    return score_targets(model, user, xt, batch.num_targets, tgt_ids, kernel, feats)

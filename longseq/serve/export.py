@@ -4,8 +4,10 @@
 kernel, a packed-layout STCA as its `padded_equivalent`, and every baseline) as a
 pure-torch module: the item and category
 tables copied out of the TorchRec EmbeddingCollection into plain `nn.Embedding`, the target
-tokens, the tower's ``score`` and the heads. Its inputs are a user state flattened into tensors
-(`longseq.serve.flat_state.flatten_state`, in the order of `state_names`) followed by the candidates' raw ids
+tokens, the tower's ``score`` and the head (either ``model.head``). Its inputs are a user state
+flattened into tensors (`flatten_user`: the tower's state as
+`longseq.serve.flat_state.flatten_state` writes it, then with ``model.head=rankmixer`` the head's
+user tokens `HEAD_TOKENS`; in the order of `state_names`) followed by the candidates' raw ids
 ``tgt_item_id`` / ``tgt_category_id`` int64 ``[B, K]``; its output is probabilities
 ``[B, K, tasks]``. `export_scorer` exports it with dynamic ``B``, ``K`` (candidates) and ``L``
 (history length) and writes the ``.pt2`` (``torch.export.save``) with a JSON manifest in its
@@ -32,12 +34,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from longseq.model.interaction import UserSide
 from longseq.model.model import LongSeqModel
 from longseq.model.tower import SequenceTower, UserState
 from longseq.serve.flat_state import flatten_state, named_leaves, structure, unflatten_state
 
 #: the candidates' raw id inputs, after the state's tensors
 CANDIDATE_INPUTS = ("tgt_item_id", "tgt_category_id")
+
+#: the head's user tokens among the inputs, after the tower's state (``model.head=rankmixer``)
+HEAD_TOKENS = "head_tokens"
 
 #: the user side's raw history inputs (`UserEncoder`)
 HISTORY_INPUTS = ("hist_item_id", "hist_category_id", "hist_action", "hist_dt_bucket")
@@ -50,6 +56,27 @@ def _tower(model: LongSeqModel) -> SequenceTower:
             f"export takes a tower in the padded layout; {type(tower).__name__} is {tower.layout}"
         )
     return tower
+
+
+def _has_head_tokens(model: LongSeqModel) -> bool:
+    """Whether the head takes user-side tokens (``model.head=rankmixer`` with a user token):
+    then `HEAD_TOKENS` is an input after the tower's state."""
+    return model.cfg.head == "rankmixer" and bool(model.interaction.head.user_features)
+
+
+def flatten_user(user: UserSide) -> tuple[torch.Tensor, ...]:
+    """A `UserSide`'s tensors in the order of `state_names`: the tower's flat state, then the
+    head's user tokens ``[B, U, D]`` if it has any (``model.head=rankmixer``)."""
+    flat = flatten_state(user.state)
+    return flat if user.head_tokens is None else (*flat, user.head_tokens)
+
+
+def _example_head_tokens(model: LongSeqModel, b: int) -> tuple[torch.Tensor, ...]:
+    """Random head user tokens ``[b, U, D]`` (empty tuple: the head takes none)."""
+    if not _has_head_tokens(model):
+        return ()
+    u, d = len(model.interaction.head.user_features), model.cfg.rankmixer.dim
+    return (torch.randn(b, u, d, generator=torch.Generator().manual_seed(1)),)
 
 
 def _ids(tower: SequenceTower, item: torch.Tensor, category: torch.Tensor) -> torch.Tensor | None:
@@ -87,7 +114,7 @@ def state_names(model: LongSeqModel) -> list[str]:
     names = _tower(model).state_names()
     if names is None:
         names = [name for name, _ in named_leaves(_example_state(model))]
-    return names
+    return names + ([HEAD_TOKENS] if _has_head_tokens(model) else [])
 
 
 class CandidateScorer(nn.Module):
@@ -105,14 +132,26 @@ class CandidateScorer(nn.Module):
         self.category = nn.Embedding.from_pretrained(tables["category"].weight.detach().clone())
         self.tokens = model.interaction.tokens
         self.head = model.interaction.head
+        self.head_kind = model.cfg.head
+        self.head_tokens = _has_head_tokens(model)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """``(*state, tgt_item_id [B,K], tgt_category_id [B,K])`` -> ``[B, K, tasks]``."""
+        """``(*state, [head_tokens [B,U,D]], tgt_item_id [B,K], tgt_category_id [B,K])`` ->
+        ``[B, K, tasks]``."""
         *state, item, category = inputs
-        xt = self.tokens.target(self.item(item), self.category(category))  # [B,K,d]
+        user_tokens = state.pop() if self.head_tokens else None
+        item_emb, category_emb = self.item(item), self.category(category)
+        xt = self.tokens.target(item_emb, category_emb)  # [B,K,d]
         tgt_ids = _ids(self.tower, item, category)
         z = self.tower.score(unflatten_state(self.spec, tuple(state)), xt, tgt_ids)
-        return torch.sigmoid(self.head(torch.cat([z, xt], dim=-1)))
+        if self.head_kind == "mlp":
+            return torch.sigmoid(self.head(torch.cat([z, xt], dim=-1)))
+        # the RankMixer head over [B, K] targets: SequenceInteraction.target_features' names,
+        # each request's user tokens broadcast to its K candidates
+        feats = {"z": z, "item": item_emb, "category": category_emb}
+        if user_tokens is not None:
+            user_tokens = user_tokens[:, None].expand(-1, z.shape[1], -1, -1)
+        return torch.sigmoid(self.head.mix(feats, user_tokens))
 
 
 class UserEncoder(nn.Module):
@@ -132,6 +171,7 @@ class UserEncoder(nn.Module):
             for n in ("item", "category", "action", "dt_bucket")
         )
         self.tokens = model.interaction.tokens
+        self.head = model.interaction.head if _has_head_tokens(model) else None
 
     def forward(self, *ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``(hist_item_id, hist_category_id, hist_action, hist_dt_bucket)`` -> flat state."""
@@ -143,14 +183,19 @@ class UserEncoder(nn.Module):
         hist = tok.hist_norm(tok.item_proj(torch.cat([item, category], -1)) + side)
         mask = torch.ones(b, length, dtype=torch.bool, device=hist.device)
         hist_ids = _ids(self.tower, ids[0], ids[1])
-        return flatten_state(self.tower.encode_user(hist, mask, hist_ids))
+        flat = flatten_state(self.tower.encode_user(hist, mask, hist_ids))
+        if self.head is None:
+            return flat
+        # the head's user token: the mean of the history tokens (no padding: a plain mean)
+        return (*flat, self.head.user_tokens({"history": hist.mean(dim=1)}))
 
 
 def _example(model: LongSeqModel, b: int = 2, k: int = 3, length: int = 5):
     """Example inputs of `CandidateScorer`: a random history's state, then candidate ids."""
     gen = torch.Generator().manual_seed(0)
     cand = tuple(torch.randint(0, 3, (b, k), generator=gen) for _ in CANDIDATE_INPUTS)
-    return flatten_state(_example_state(model, b, length)) + cand
+    state = flatten_state(_example_state(model, b, length)) + _example_head_tokens(model, b)
+    return state + cand
 
 
 def _dynamic_shapes(model: LongSeqModel) -> tuple:
@@ -158,8 +203,8 @@ def _dynamic_shapes(model: LongSeqModel) -> tuple:
     example states: a dim that follows the requests (2 -> 3) is ``B``, one that follows the
     history length (5 -> 7) is ``L``; the others are fixed (width, heads)."""
     big_b, big_k, big_l = (torch.export.Dim(n, min=1, max=1 << 20) for n in ("B", "K", "L"))
-    small = flatten_state(_example_state(model, 2, 5))
-    large = flatten_state(_example_state(model, 3, 7))
+    small = flatten_state(_example_state(model, 2, 5)) + _example_head_tokens(model, 2)
+    large = flatten_state(_example_state(model, 3, 7)) + _example_head_tokens(model, 3)
     shapes = []
     for name, x, y in zip(state_names(model), small, large, strict=True):
         dims = {}
@@ -184,6 +229,7 @@ def manifest(model: LongSeqModel) -> dict[str, Any]:
         "output": "probabilities [B, K, tasks]",
         "tasks": list(model.tasks),
         "tower": model.cfg.tower,
+        "head": model.cfg.head,
         "d_model": model.cfg.tower_config.d_model,
     }
     out.update(_tower(model).export_info())

@@ -33,6 +33,7 @@ from longseq.model.user_side import (
     packed_kernel,
     score_targets,
     split_logits,
+    target_features,
     target_tokens,
 )
 from longseq.serve.cache import UserStateCache
@@ -228,8 +229,11 @@ class Scorer:
         )
         self.check_ids(kjt)
         kjt = kjt.to(self.device)
-        xt, tgt_ids = target_tokens(self.model, self.model.ec(kjt), kjt)
-        logits = score_targets(self.model, user, xt, torch.tensor([k], device=self.device), tgt_ids)
+        emb = self.model.ec(kjt)
+        xt, tgt_ids = target_tokens(self.model, emb, kjt)
+        nt = torch.tensor([k], device=self.device)
+        feats = target_features(self.model, emb)
+        logits = score_targets(self.model, user, xt, nt, tgt_ids, feats=feats)
         return torch.sigmoid(logits).float().cpu()
 
     @torch.no_grad()
@@ -246,6 +250,7 @@ class Scorer:
         batch = batch.to(self.device)
         emb = lookup(self.model, batch)
         xt, tgt_ids = target_tokens(self.model, emb, batch.sparse)
+        feats = target_features(self.model, emb)
         users: list[UserSide | None] = [None] * b
         keys = [None] * b
         if versions is not None:
@@ -265,6 +270,7 @@ class Scorer:
         for r, user in enumerate(users):
             s, e = ends[r] - int(nt[r]), ends[r]
             sub_ids = None if tgt_ids is None else tgt_ids[s:e]
-            out.append(score_targets(self.model, user, xt[s:e], nt[r : r + 1], sub_ids))
+            sub = None if feats is None else {k: v[s:e] for k, v in feats.items()}
+            out.append(score_targets(self.model, user, xt[s:e], nt[r : r + 1], sub_ids, None, sub))
         logits = torch.cat(out) if out else xt.new_zeros(0, len(self.tasks))
         return torch.sigmoid(logits).float().cpu()

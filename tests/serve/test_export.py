@@ -22,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 #: STCA with each padded kernel and the recipe (match bias, count channel), the paper's tower,
 #: and every baseline
 NAMES = ["stca_kv_padded", "stca_absorbed_padded", "stca_sdpa_padded", "stca_paper", "posbias",
-         "pooling", "din", "transformer", "sim"]  # fmt: skip
+         "pooling", "din", "transformer", "sim", "rankmixer"]  # fmt: skip
 
 #: largest |exported - eager| per config (printed with -s)
 MAX_DIFF: dict[str, float] = {}
@@ -68,27 +68,33 @@ def _request(meta: dict, length: int, k: int, seed: int):
 def _inputs(scorer, meta: dict, length: int, k: int, seed: int, raw: bool = False):
     """The flat state and candidate ids of one request, and the eager scores ``[K, tasks]``
     (``raw``: also the raw history ids ``[1, L]`` of `HISTORY_INPUTS`)."""
-    from longseq.serve.export import HISTORY_INPUTS, flatten_state
+    from longseq.serve.export import HISTORY_INPUTS, flatten_user
 
     batch = _request(meta, length, k, seed)
     user = scorer.encode(batch)
     ids = batch.sparse
     item, cat = ids["tgt_item_id"].values(), ids["tgt_category_id"].values()
     want = scorer.score(user, item, cat)
-    inputs = flatten_state(user.state) + (item[None], cat[None])
+    inputs = flatten_user(user) + (item[None], cat[None])
     if raw:
         return inputs, want, tuple(ids[n].values()[None] for n in HISTORY_INPUTS)
     return inputs, want
 
 
 def _build(name: str, data: Path):
-    """``common.build``, plus ``posbias``: the sdpa recipe tower with the position bias."""
-    if name != "posbias":
+    """``common.build``, plus ``posbias``: the sdpa recipe tower with the position bias, and
+    ``rankmixer``: the kv recipe tower with ``model.head=rankmixer`` (its user token an input)."""
+    if name not in ("posbias", "rankmixer"):
         return build(name, data)
     from longseq.model.model import LongSeqModel
+    from longseq.model.rankmixer_head import RankMixerConfig
 
-    cfg = model_config("stca_sdpa_padded")
-    cfg.stca.position_bias = True
+    if name == "posbias":
+        cfg = model_config("stca_sdpa_padded")
+        cfg.stca.position_bias = True
+    else:
+        cfg = model_config("stca_kv_padded")
+        cfg.head, cfg.rankmixer = "rankmixer", RankMixerConfig(dim=16, layers=2, ffn_mult=2.0)
     torch.manual_seed(0)
     model = LongSeqModel(cfg, sizes(data), TASKS).eval()
     with torch.no_grad():  # the biases start at zero: make them matter
@@ -144,7 +150,7 @@ def test_exported_scores_equal_eager(name: str, packages, tiny_meta: dict) -> No
     print(f"{name}: max |exported - eager| {MAX_DIFF[name]:.1e}")
 
 
-@pytest.mark.parametrize("name", ["stca_kv_padded", "sim"])
+@pytest.mark.parametrize("name", ["stca_kv_padded", "sim", "rankmixer"])
 def test_package_scores_in_a_fresh_torch_only_process(name, packages, tiny_meta, tmp_path) -> None:
     from longseq.serve import Scorer
     from longseq.serve.export import CANDIDATE_INPUTS, state_names, user_path
