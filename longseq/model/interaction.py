@@ -27,7 +27,7 @@ nothing distributed.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, is_dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -206,7 +206,7 @@ class SequenceInteraction(nn.Module):
         if self.head_kind != "rankmixer":
             return None
         feats = {"history": history_mean(x, lengths)} if self.head.user_features else {}
-        return self.head.user_tokens(feats)
+        return cast(RankMixerHead, self.head).user_tokens(feats)
 
     def _logits(
         self,

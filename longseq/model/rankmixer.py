@@ -25,6 +25,7 @@ sit in `longseq.model.rankmixer_head`.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -175,7 +176,7 @@ def check_shape(
 
 def reference_rankmixer(model: RankMixer, x: torch.Tensor) -> torch.Tensor:
     """``model(x)`` through `reference_token_mixing` and `reference_per_token_ffn`."""
-    for layer in model.layers:
+    for layer in cast(list[RankMixerLayer], list(model.layers)):
         s = layer.norm_mix(x + reference_token_mixing(x, layer.num_heads))
         x = layer.norm_ffn(s + reference_per_token_ffn(layer.ffn, s))
     return x
