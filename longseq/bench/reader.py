@@ -28,7 +28,6 @@ pointwise copies adjacent, zstd with them dispersed as in a shuffled pointwise s
 from __future__ import annotations
 
 import itertools
-import json
 import statistics
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from longseq.bench.rlb_data import VOCAB, request_table, stored_bytes
 from longseq.data.batcher import StreamSpec
 from longseq.data.collate import collate
 from longseq.data.manifest import manifest_path, write_manifest
+from longseq.data.meta import DatasetMeta
 from longseq.data.reader import RequestReader
 from longseq.data.stream import BatchStream
 from longseq.data.windows import WindowConfig
@@ -79,8 +79,7 @@ def write_split(
         t = t.set_column(0, "request_id", pa.array(np.arange(start, start + n), pa.int64()))
         w.add(t)
     w.close()
-    meta = {**VOCAB, "tasks": ["click"], "targets_per_request": TARGETS}
-    (root / "meta.json").write_text(json.dumps(meta))
+    DatasetMeta(**VOCAB, tasks=("click",), targets_per_request=TARGETS).write(root)
     return root / "train"
 
 

@@ -29,8 +29,8 @@ def main(cfg: DictConfig) -> None:
         from longseq.train.run_meta import read_dataset_meta, table_sizes
 
         meta = read_dataset_meta(job.data.path)
-        tasks = list(meta.get("tasks", []))
-        print(dry_run(job.model, job.sharding, job.dry_run_topology, table_sizes(meta), tasks))
+        sizes, tasks = table_sizes(meta), meta.model_tasks
+        print(dry_run(job.model, job.sharding, job.dry_run_topology, sizes, tasks))
         return
     try:
         train(job)

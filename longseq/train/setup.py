@@ -84,7 +84,7 @@ def build(
     run_dir = Path(cfg.run_dir)
     prepare_run_dir(cfg, env.is_main)  # earlier checkpoints: resume=auto or overwrite=true
     meta = read_dataset_meta(cfg.data.path)
-    tasks = list(meta.get("tasks", ["click"]))
+    tasks = meta.model_tasks
     sizes = table_sizes(meta)
     tc = cfg.trainer
     if tc.eval_every > 0 or tc.eval_at_end:
