@@ -163,8 +163,8 @@ def build_train_stream(
     tasks: list[str],
     device: torch.device,
 ) -> BatchStream:
-    """The trainer's input for one rank: an endless, shuffled, resumable `BatchStream`."""
-    cfg.validate("data")
+    """The trainer's input for one rank: an endless, shuffled, resumable `BatchStream`.
+    ``cfg`` was validated by the job's entry point (`DataConfig.validate`)."""
     spec = CappedStreamSpec(
         split_dir=str(Path(cfg.path) / cfg.split),
         batch_size=cfg.batch_size,

@@ -96,8 +96,8 @@ class _Progress:
 
 
 def convert(cfg: ConvertConfig, conv: Converter) -> dict[str, Any]:
-    """Run the conversion ``cfg`` with the data set's converter ``conv``; return the stats."""
-    cfg.validate()
+    """Run the conversion ``cfg`` with the data set's converter ``conv``; return the stats.
+    ``cfg`` was validated by the entry point (`longseq.datasets.convert.run_conversion`)."""
     t0 = time.perf_counter()
     src, out = Path(cfg.src), Path(cfg.out)
     specs = conv.inputs(src)
