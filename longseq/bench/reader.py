@@ -28,7 +28,6 @@ pointwise copies adjacent, zstd with them dispersed as in a shuffled pointwise s
 from __future__ import annotations
 
 import itertools
-import json
 import statistics
 import sys
 import tempfile
@@ -45,7 +44,9 @@ from longseq.bench.common import BenchArgs, result_payload
 from longseq.bench.rlb_data import VOCAB, request_table, stored_bytes
 from longseq.data.batcher import StreamSpec
 from longseq.data.collate import collate
+from longseq.data.config import DataConfig
 from longseq.data.manifest import manifest_path, write_manifest
+from longseq.data.meta import DatasetMeta
 from longseq.data.reader import RequestReader
 from longseq.data.stream import BatchStream
 from longseq.data.windows import WindowConfig
@@ -79,8 +80,7 @@ def write_split(
         t = t.set_column(0, "request_id", pa.array(np.arange(start, start + n), pa.int64()))
         w.add(t)
     w.close()
-    meta = {**VOCAB, "tasks": ["click"], "targets_per_request": TARGETS}
-    (root / "meta.json").write_text(json.dumps(meta))
+    DatasetMeta(**VOCAB, tasks=("click",), targets_per_request=TARGETS).write(root)
     return root / "train"
 
 
@@ -128,8 +128,9 @@ def _throughput(split: Path, requests: int, g: dict[str, Any], reps: int) -> lis
     length = int(tables[0].column("hist_item_id").combine_chunks().value_lengths()[0].as_py())
     window = WindowConfig(mode="beta", l_min=8, l_avg=max(16, length // 4), l_max=length)
     for workers in g["workers"]:
-        spec = StreamSpec(str(split), g["batch"], 0, 1, 0, ["click"], shuffle_buffer=1024,
-                          window=window, num_workers=workers)  # fmt: skip
+        data = DataConfig(path=str(split.parent), split=split.name, batch_size=g["batch"],
+                          shuffle_buffer=1024, window=window, num_workers=workers)  # fmt: skip
+        spec = StreamSpec(data, rank=0, world_size=1, seed=0, tasks=["click"])
         stream = BatchStream(spec, torch.device("cpu"))
         next(stream)  # start-up (worker processes, first window)
         k = requests // g["batch"]  # about one epoch: every window loaded once

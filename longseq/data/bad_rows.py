@@ -20,8 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from longseq.data.checks import find_meta, id_limits, row_problems, schema_problem
+from longseq.data.checks import id_limits, row_problems, schema_problem
 from longseq.data.config import POLICIES
+from longseq.data.meta import DatasetMeta
 from longseq.log import get_logger
 
 log = get_logger("longseq.data")
@@ -87,10 +88,9 @@ class RowChecker:
         if policy not in POLICIES:
             raise ValueError(f"data.on_bad_row must be one of {'|'.join(POLICIES)}, got {policy!r}")
         self.policy = policy
-        meta_file = find_meta(split_dir)
-        meta = json.loads(meta_file.read_text()) if meta_file else {}
+        meta = DatasetMeta.near(split_dir)
         self.limits = id_limits(meta)
-        self.tasks = list(meta.get("tasks") or [])
+        self.tasks = list(meta.tasks) if meta is not None else []
 
     def check_schemas(self, files: list[str]) -> None:
         """Raise ``ValueError`` naming the first file with a missing column or a wrong type

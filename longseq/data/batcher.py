@@ -18,51 +18,64 @@ import pyarrow.compute as pc
 
 from longseq.data.batch import RequestBatch
 from longseq.data.collate import collate
+from longseq.data.config import DataConfig
 from longseq.data.reader import RequestReader
-from longseq.data.windows import WindowConfig, sample_windows
+from longseq.data.windows import sample_windows
 
 
 @dataclass
 class StreamSpec:
-    """The training stream of one rank (see `longseq.data.config.DataConfig` for the fields)."""
+    """The training stream of one rank: the data config (split, batch size, windows, workers,
+    caps, bad-row policy: `longseq.data.config.DataConfig`) plus what is not in it.
 
-    split_dir: str
-    batch_size: int
-    rank: int
-    world_size: int
-    seed: int
-    tasks: list[str]
-    shuffle_buffer: int = 2048
-    window: WindowConfig = field(default_factory=WindowConfig)
-    pointwise: bool = False
-    num_workers: int = 0
-    max_tokens: int = 0
-    on_bad_row: str = "error"
-    bad_rows_log: str = ""
-    max_targets: int = 0
+    Attributes:
+        data: the ``data:`` section, validated by the job's entry point.
+        rank / world_size: this rank of the training ranks.
+        seed: the job's seed (shuffling, window sampling).
+        tasks: the label tasks collated into each batch.
+    """
+
+    data: DataConfig
+    rank: int = 0
+    world_size: int = 1
+    seed: int = 0
+    tasks: list[str] = field(default_factory=lambda: ["click"])
+
+    @property
+    def split_dir(self) -> str:
+        """``<data.path>/<data.split>``."""
+        return str(Path(self.data.path) / self.data.split)
+
+    @property
+    def num_workers(self) -> int:
+        """``data.num_workers``: data-loader worker processes of the rank (0: in-process)."""
+        return self.data.num_workers
 
     @property
     def streams(self) -> int:
         """Independent row streams of the rank: its workers, or 1 in-process (the same parts:
         0 and 1 workers read identically)."""
-        return max(1, self.num_workers)
+        return max(1, self.data.num_workers)
 
     def reader(self, worker: int) -> RequestReader:
-        """The endless, shuffled reader of logical worker ``worker``."""
+        """The endless, shuffled reader of logical worker ``worker`` (``data.max_hist_len`` and
+        ``data.max_targets`` caps applied)."""
+        d = self.data
         return RequestReader(
             Path(self.split_dir),
-            self.batch_size,
+            d.batch_size,
             self.rank,
             self.world_size,
             shuffle=True,
-            shuffle_buffer=self.shuffle_buffer,
+            shuffle_buffer=d.shuffle_buffer,
             seed=self.seed,
             infinite=True,
             worker=worker,
             num_workers=self.streams,
-            on_bad_row=self.on_bad_row,
-            bad_rows_log=self.bad_rows_log,
-            max_targets=self.max_targets,
+            on_bad_row=d.on_bad_row,
+            bad_rows_log=d.bad_rows_log,
+            max_hist_len=d.max_hist_len,
+            max_targets=d.max_targets,
         )
 
     def rng(self, worker: int) -> np.random.Generator:
@@ -107,14 +120,14 @@ class Batcher:
         number of draws per batch, so the RNG position stays exact), the batch is cut where the
         budget ends, and only the rows taken are consumed.
         """
-        spec, size = self.spec, self.spec.batch_size
-        if spec.max_tokens <= 0:
+        d, size = self.spec.data, self.spec.data.batch_size
+        if d.max_tokens <= 0:
             table = self.reader.take(size)
-            windows = sample_windows(spec.window, self.rng, table.num_rows)
+            windows = sample_windows(d.window, self.rng, table.num_rows)
         else:
             ahead = self.reader.peek(size)
-            windows = sample_windows(spec.window, self.rng, ahead.num_rows)
-            n = token_cut(ahead, windows, spec.max_tokens, spec.pointwise)
+            windows = sample_windows(d.window, self.rng, ahead.num_rows)
+            n = token_cut(ahead, windows, d.max_tokens, d.pointwise)
             table = self.reader.take(n)
             windows = None if windows is None else windows[:n]
-        return collate(table, spec.tasks, windows, pointwise=spec.pointwise)
+        return collate(table, self.spec.tasks, windows, pointwise=d.pointwise)

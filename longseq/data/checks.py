@@ -8,9 +8,6 @@ ranges against the data set's ``meta.json``.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,6 +19,7 @@ from longseq.data.format import (
     task_names,
     validate_table,
 )
+from longseq.data.meta import DatasetMeta
 
 #: Id columns checked against ``meta.json`` (column -> meta key of the vocabulary size).
 ID_LIMIT_KEYS: dict[str, str] = {
@@ -33,16 +31,9 @@ ID_LIMIT_KEYS: dict[str, str] = {
 }
 
 
-def find_meta(path: str | Path) -> Path | None:
-    """``meta.json`` in ``path`` (if a folder) or in one of its two parent folders, or None."""
-    p = Path(path).resolve()
-    cands = ([p] if p.is_dir() else []) + [p.parent, p.parent.parent]
-    return next((c / "meta.json" for c in cands if (c / "meta.json").is_file()), None)
-
-
-def id_limits(meta: dict[str, Any]) -> dict[str, int]:
-    """Exclusive upper bounds per id column from ``meta.json`` (columns without a key: none)."""
-    return {c: int(meta[k]) for c, k in ID_LIMIT_KEYS.items() if meta.get(k) is not None}
+def id_limits(meta: DatasetMeta | None) -> dict[str, int]:
+    """Exclusive upper bounds per id column from ``meta.json`` (no meta: none)."""
+    return {c: meta.id_limit(k) for c, k in ID_LIMIT_KEYS.items()} if meta is not None else {}
 
 
 def _offsets_values(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import MISSING
 
 from longseq.data.manifest import write_manifest
+from longseq.data.meta import META_NAME
 
 #: Sub-folder names that make a folder a data set root (besides ``meta.json``).
 SPLIT_NAMES = ("train", "valid", "test", "test_random")
@@ -43,7 +44,7 @@ def split_folders(path: str | Path) -> list[Path]:
     p = Path(path)
     if not p.is_dir():
         raise FileNotFoundError(f"path={p}: not a folder (give a data set or a split folder)")
-    is_root = (p / "meta.json").is_file() or any((p / s).is_dir() for s in SPLIT_NAMES)
+    is_root = (p / META_NAME).is_file() or any((p / s).is_dir() for s in SPLIT_NAMES)
     if is_root and not any(p.glob("*.parquet")):
         subs = [d for d in sorted(p.iterdir()) if d.is_dir() and not d.name.startswith(("_", "."))]
         found = [d for d in subs if any(d.rglob("*.parquet"))]

@@ -19,7 +19,6 @@ row; resuming loads only the window it is in (no replay of the epoch).
 from __future__ import annotations
 
 import itertools
-import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ import pyarrow.parquet as pq
 from longseq.data.bad_rows import BadRow, BadRowLog, RowChecker
 from longseq.data.collate import cut_histories, cut_targets
 from longseq.data.manifest import ManifestMismatch, split_layout
+from longseq.data.meta import DatasetMeta
 from longseq.data.shards import Piece, ShardPlan, list_parquet_files
 from longseq.log import get_logger
 
@@ -299,11 +299,8 @@ def _meta_cap(split_dir: str | Path, value: int, key: str) -> int:
     """``value`` if set (-1: none, as 0), else ``meta.json``'s ``key`` (0: none)."""
     if value:
         return max(value, 0)
-    from longseq.data.checks import find_meta
-
-    meta_file = find_meta(split_dir)
-    meta = json.loads(meta_file.read_text()) if meta_file else {}
-    return int(meta.get(key) or 0)
+    meta = DatasetMeta.near(split_dir)
+    return int(getattr(meta, key)) if meta is not None else 0
 
 
 def history_cap(split_dir: str | Path, max_hist_len: int) -> int:

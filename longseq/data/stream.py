@@ -16,8 +16,6 @@ request of the split is read once per epoch over all ranks x workers; a stream r
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +23,7 @@ import torch
 from longseq.data.batch import RequestBatch
 from longseq.data.batcher import Batcher, StreamSpec
 from longseq.data.config import DataConfig
-from longseq.data.reader import STATE_VERSION, RequestReader, history_cap
+from longseq.data.reader import STATE_VERSION
 
 #: Position format of `BatchStream.position_after`.
 POSITION_VERSION = 2
@@ -142,19 +140,6 @@ class BatchStream:
         self._it = None
 
 
-@dataclass
-class CappedStreamSpec(StreamSpec):
-    """`StreamSpec` whose readers cut histories to ``max_hist_len`` (``data.max_hist_len``)."""
-
-    max_hist_len: int = 0
-
-    def reader(self, worker: int) -> RequestReader:
-        """The endless, shuffled reader of logical worker ``worker``, history cap applied."""
-        reader = super().reader(worker)
-        reader.max_hist_len = history_cap(self.split_dir, self.max_hist_len)
-        return reader
-
-
 def build_train_stream(
     cfg: DataConfig,
     rank: int,
@@ -163,23 +148,7 @@ def build_train_stream(
     tasks: list[str],
     device: torch.device,
 ) -> BatchStream:
-    """The trainer's input for one rank: an endless, shuffled, resumable `BatchStream`."""
-    cfg.validate("data")
-    spec = CappedStreamSpec(
-        split_dir=str(Path(cfg.path) / cfg.split),
-        batch_size=cfg.batch_size,
-        rank=rank,
-        world_size=world_size,
-        seed=seed,
-        tasks=list(tasks),
-        shuffle_buffer=cfg.shuffle_buffer,
-        window=cfg.window,
-        pointwise=cfg.pointwise,
-        num_workers=cfg.num_workers,
-        max_tokens=cfg.max_tokens,
-        on_bad_row=cfg.on_bad_row,
-        bad_rows_log=cfg.bad_rows_log,
-        max_hist_len=cfg.max_hist_len,
-        max_targets=cfg.max_targets,
-    )
+    """The trainer's input for one rank: an endless, shuffled, resumable `BatchStream`.
+    ``cfg`` was validated by the job's entry point (`DataConfig.validate`)."""
+    spec = StreamSpec(cfg, rank=rank, world_size=world_size, seed=seed, tasks=list(tasks))
     return BatchStream(spec, device, cfg.prefetch_factor)

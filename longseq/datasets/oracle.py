@@ -34,7 +34,6 @@ target category's own counts.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.special import expit, logsumexp, xlog1py, xlogy
 
+from longseq.data.meta import DatasetMeta
 from longseq.metrics import auc, gauc
 
 #: Windows reported by default (those ``<=`` the maximum history length, plus that length).
@@ -300,8 +300,8 @@ def oracle_from_dataset(
     import pyarrow.parquet as pq
 
     root = Path(path)
-    meta = json.loads((root / "meta.json").read_text())
-    cfg = meta["config"]
+    meta = DatasetMeta.read(root)
+    cfg = meta.require_extra("config")
     params = OracleParams.from_mapping(cfg)
     item_bias = np.load(root / "item_bias.npy")
     cols = ["user_id", "hist_category_id", "tgt_category_id", "tgt_item_id", "tgt_click"]
@@ -315,7 +315,7 @@ def oracle_from_dataset(
     h_off, h_cat = flat("hist_category_id")
     t_off, t_cat = flat("tgt_category_id")
     _, t_item = flat("tgt_item_id")
-    windows = oracle_windows(meta["hist_len_max"], cfg["oracle_windows"])
+    windows = oracle_windows(meta.hist_len_max, cfg["oracle_windows"])
     scores = oracle_scores(h_cat, h_off, t_cat, t_off, item_bias[t_item], params, windows, prior)
     groups = np.repeat(table.column("user_id").to_numpy(), np.diff(t_off))
     return oracle_report(
@@ -324,7 +324,7 @@ def oracle_from_dataset(
         groups,
         scores,
         num_requests=table.num_rows,
-        hist_len_max=meta["hist_len_max"],
+        hist_len_max=meta.hist_len_max,
         params=asdict(params),
         split=split,
     )

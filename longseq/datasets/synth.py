@@ -27,6 +27,7 @@ from scipy.special import expit
 
 from longseq.data.format import REQUEST_SCHEMA
 from longseq.data.manifest import MANIFEST_NAME
+from longseq.data.meta import FORMAT, DatasetMeta
 from longseq.data.writer import SplitWriter
 from longseq.datasets import oracle
 
@@ -306,28 +307,26 @@ def generate(cfg: SynthConfig, preset: str | None = None) -> dict[str, Any]:
     )  # fmt: skip
     config = asdict(cfg)
     np.save(out / "item_bias.npy", g.item_bias)
-    meta = {
-        "format": "longseq.request.v1",
-        "preset": preset,
-        "tasks": ["click"],
-        "num_items": cfg.num_items,
-        "num_categories": cfg.num_categories,
-        "num_actions": cfg.num_actions,
-        "targets_per_request": T,
-        "hist_len_max": cfg.hist_len,
-        "num_requests": {
+    meta = DatasetMeta(
+        format=FORMAT,
+        tasks=("click",),
+        num_items=cfg.num_items,
+        num_categories=cfg.num_categories,
+        num_actions=cfg.num_actions,
+        targets_per_request=T,
+        hist_len_max=cfg.hist_len,
+        num_requests={
             "train": int((~g.is_test & ~g.is_valid).sum()),
             **({"valid": int(g.is_valid.sum())} if g.is_valid.any() else {}),
             "test": int(g.is_test.sum()),
         },
-        "test_cutoff_ts": g.cutoff_ts,
-        "files": {s: [str(p.relative_to(out)) for p in fs] for s, fs in files.items()},
-        "config": config,
-    }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        files={s: tuple(str(p.relative_to(out)) for p in fs) for s, fs in files.items()},
+        extra={"preset": preset, "test_cutoff_ts": g.cutoff_ts, "config": config},
+    )
+    meta.write(out)
     (out / "oracle.json").write_text(json.dumps(report, indent=2) + "\n")
     return {"out": str(out), "seconds": time.perf_counter() - t0, "hist_events": hist_total,
-            "meta": meta, "oracle": report}  # fmt: skip
+            "meta": meta.to_dict(), "oracle": report}  # fmt: skip
 
 
 def format_summary(summary: dict[str, Any]) -> str:

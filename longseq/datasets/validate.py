@@ -18,7 +18,6 @@ the same files and sizes, the row count of every row group, the schemas; a misma
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +27,6 @@ import pyarrow.parquet as pq
 from omegaconf import MISSING
 
 from longseq.data.checks import (
-    find_meta,
     id_limits,
     id_problems,
     list_lengths,
@@ -38,6 +36,7 @@ from longseq.data.checks import (
 )
 from longseq.data.format import dataset_files, validate_table
 from longseq.data.manifest import MANIFEST_NAME, manifest_problems
+from longseq.data.meta import META_NAME, SIZE_KEYS, DatasetMeta
 
 
 @dataclass
@@ -128,26 +127,22 @@ def _check_file(
             yield problem_message(source, table, row, column, what)
 
 
-#: ``meta.json`` keys the trainer needs (vocabulary sizes of its tables).
-TRAINER_KEYS = ("num_items", "num_categories", "num_actions")
-
-
-def dataset_problems(root: Path, meta_file: Path | None) -> list[str]:
-    """Problems of a data set folder as a whole: ``meta.json`` missing or lacking the keys the
-    trainer needs, no ``train/`` split, files or row counts that disagree with ``meta.json``."""
+def dataset_problems(root: Path, meta_file: Path | None, meta: DatasetMeta | None) -> list[str]:
+    """Problems of a data set folder as a whole: ``meta.json`` missing, no ``train/`` split,
+    files or row counts that disagree with ``meta.json`` (``meta``: the parsed ``meta_file``;
+    None when it could not be read, a problem reported by the caller)."""
     if meta_file is None or meta_file.parent != root:
         return [
-            f"{root / 'meta.json'}: missing; the trainer needs it with the keys "
-            f"{', '.join(TRAINER_KEYS)} (and 'tasks'); longseq.datasets.synth and the converters "
+            f"{root / META_NAME}: missing; the trainer needs it with the keys "
+            f"{', '.join(SIZE_KEYS)} (and 'tasks'); longseq.datasets.synth and the converters "
             "write it"
         ]
-    meta = json.loads(meta_file.read_text())
-    out = [
-        f"{meta_file}: lacks {k!r} (the trainer needs it)" for k in TRAINER_KEYS if k not in meta
-    ]
+    out = []
     if not (root / "train").is_dir():
         out.append(f"{root / 'train'}: does not exist (the trainer reads data.split=train)")
-    for split, listed in (meta.get("files") or {}).items():
+    if meta is None:
+        return out
+    for split, listed in meta.files.items():
         have = sorted(str(f.relative_to(root)) for f in (root / split).rglob("*.parquet"))
         if sorted(listed) != have:
             gone, extra = sorted(set(listed) - set(have)), sorted(set(have) - set(listed))
@@ -155,7 +150,7 @@ def dataset_problems(root: Path, meta_file: Path | None) -> list[str]:
                 f"{root / split}: files differ from {meta_file} (missing: {gone or 'none'}; "
                 f"not listed: {extra or 'none'})"
             )
-    for split, n in (meta.get("num_requests") or {}).items():
+    for split, n in meta.num_requests.items():
         files = sorted((root / split).rglob("*.parquet"))
         try:
             rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
@@ -168,7 +163,7 @@ def dataset_problems(root: Path, meta_file: Path | None) -> list[str]:
 
 def _is_dataset_root(p: Path) -> bool:
     return p.is_dir() and (
-        (p / "meta.json").is_file() or any((p / s).is_dir() for s in ("train", "test", "valid"))
+        (p / META_NAME).is_file() or any((p / s).is_dir() for s in ("train", "test", "valid"))
     )
 
 
@@ -180,15 +175,21 @@ def validate_path(
 
     if not Path(path).exists():
         raise FileNotFoundError(f"path={path}: does not exist")
-    meta_file = Path(meta) if meta else find_meta(path)
+    meta_file = DatasetMeta.file_of(meta) if meta else DatasetMeta.find(path)
     rep = Report(str(path), str(meta_file) if meta_file else None)
+    info: DatasetMeta | None = None
+    if meta_file is not None:
+        try:  # a missing explicit meta= raises FileNotFoundError; a bad one is a problem
+            info = DatasetMeta.read(meta_file)
+        except ValueError as e:
+            rep.num_problems += 1
+            rep.problems.append(str(e))
     if _is_dataset_root(Path(path)):  # a whole data set: its layout and meta.json too
-        for msg in dataset_problems(Path(path), meta_file):
+        for msg in dataset_problems(Path(path), meta_file, info):
             rep.num_problems += 1
             rep.problems.append(msg)
     files = dataset_files(path)
-    info = json.loads(meta_file.read_text()) if meta_file else {}
-    limits, tasks = id_limits(info), list(info.get("tasks") or [])
+    limits, tasks = id_limits(info), list(info.tasks) if info is not None else []
     stop = max_errors <= 1
     if rep.problems and stop:
         rep.stopped_early = True
@@ -241,7 +242,7 @@ def _main() -> None:
         assert isinstance(conf, ValidateConfig)
         try:
             rep = validate_path(conf.path, conf.max_errors, conf.meta or None, conf.progress)
-        except (ValueError, FileNotFoundError, json.JSONDecodeError) as e:
+        except (ValueError, FileNotFoundError) as e:
             print(f"validate: {e}", file=sys.stderr)
             sys.exit(2)
         print(rep.summary(), file=sys.stdout if rep.ok else sys.stderr, flush=True)

@@ -16,6 +16,15 @@ class EvalDataConfig:
     split: str = "test"
     batch_size: int = 64
 
+    def validate(self, prefix: str = "data") -> None:
+        """Raise ``ValueError`` naming the offending key."""
+        if not self.path:
+            raise ValueError(f"{prefix}.path must be set (a longseq data set folder)")
+        if not self.split:
+            raise ValueError(f"{prefix}.split must be set (a split folder of {prefix}.path)")
+        if self.batch_size < 1:
+            raise ValueError(f"{prefix}.batch_size must be >= 1, got {self.batch_size}")
+
 
 @dataclass
 class EvalConfig:
@@ -50,6 +59,23 @@ class EvalConfig:
     # {"item": "checkpoint"} rather than None or {}: ``sharding_tables.item=...`` must stay a
     # valid override without ``+`` (Hydra cannot set a key of a None or absent node)
     sharding_tables: dict[str, str] = field(default_factory=lambda: {"item": "checkpoint"})
+
+    def validate(self) -> None:
+        """Every check of the settings that needs no checkpoint or data, run once by
+        `longseq.eval.evaluate.evaluate`; raises ``ValueError`` naming the key. (The sharding
+        types of ``sharding_tables`` are checked with the checkpoint's recorded plan, when the
+        tables are sharded: `longseq.eval.load.load_sharded_model`.)"""
+        if not self.checkpoint:
+            raise ValueError("checkpoint must be set (a checkpoint folder, pointer or run dir)")
+        if not self.out:
+            raise ValueError("out must be set (the folder of eval.json)")
+        bad = [w for w in self.windows if w < 1]
+        if bad:
+            raise ValueError(
+                f"windows={list(self.windows)}: every window must be >= 1 events (served most "
+                "recent events; an empty list serves the full history)"
+            )
+        self.data.validate("data")
 
 
 def register() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from longseq.data.source import check_split
 from longseq.eval.config import EvalConfig
 from longseq.eval.load import load_model, resolve_checkpoint
 from longseq.eval.predict import predict
@@ -96,17 +97,19 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     rank writes its part of ``predictions.parquet/``. Returns the result on rank 0, ``{}``
     elsewhere. When ``cfg.out`` lies inside a run dir, its lock is held while evaluating
     (`longseq.parallel.run_lock.writing_inside`): refused while another job holds it.
+
+    The entry point of an evaluation job: validates ``cfg`` (`EvalConfig.validate`) once, then
+    runs `evaluate_validated`.
     """
+    cfg.validate()
+    return evaluate_validated(cfg)
+
+
+def evaluate_validated(cfg: EvalConfig) -> dict[str, Any]:
+    """`evaluate` for a ``cfg`` whose settings its caller's entry point validated (the training
+    loop's evaluation callback: ``trainer.eval_*`` were checked by `TrainJobConfig.validate`)."""
     from longseq.parallel.run_lock import writing_inside
 
-    bad = [w for w in cfg.windows if w < 1]
-    if bad:
-        raise ValueError(
-            f"windows={list(cfg.windows)}: every window must be >= 1 events (served most recent "
-            "events; an empty list serves the full history)"
-        )
-    if cfg.data.batch_size < 1:
-        raise ValueError(f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
     rank, world = _rank_world()
     with writing_inside(cfg.out, "out", is_main=rank == 0):  # not into a run dir in use
         return _evaluate(cfg, rank, world)
@@ -119,11 +122,7 @@ def _evaluate(cfg: EvalConfig, rank: int, world: int) -> dict[str, Any]:
 
     ckpt = resolve_checkpoint(cfg.checkpoint)
     meta = verify_checkpoint(ckpt)  # longseq.json parsed, every file of the manifest present
-    split_dir = Path(cfg.data.path) / cfg.data.split
-    if not split_dir.is_dir():
-        raise FileNotFoundError(
-            f"data.split={cfg.data.split}: {split_dir} does not exist (data.path={cfg.data.path})"
-        )
+    split_dir = check_split(cfg.data.path, cfg.data.split)
     check_ids(split_dir, meta["tables"])
     if cfg.sharded and world > 1:
         from longseq.eval.load import load_sharded_model

@@ -190,9 +190,8 @@ def build_plan(
     hbm_gb: float | None = None,
 ) -> ShardingPlan:
     """The ShardingPlan for the model's EmbeddingCollection (explicit per-table types, or the
-    planner)."""
+    planner). ``cfg`` was validated by the job's entry point (`ShardingConfig.validate`)."""
     path, ec = find_embedding_collection(model)
-    cfg.validate(device_type)
     names = [c.name for c in ec.embedding_configs()]
     cfg.check_table_names(names)
     sharder = EmbeddingCollectionSharder()

@@ -31,10 +31,10 @@ def shard_model(
     pg: dist.ProcessGroup | None = None,
 ) -> DistributedModelParallel:
     """Attach the fused sparse optimizer, plan, and wrap ``model`` in DMP (dense part in DDP or
-    FSDP2 per ``cfg.dense``)."""
+    FSDP2 per ``cfg.dense``). ``cfg`` was validated by the job's entry point
+    (`ShardingConfig.validate`)."""
     pg = pg or dist.group.WORLD
     world = dist.get_world_size(pg)
-    cfg.validate(device.type)
     attach_sparse_optimizer(find_embedding_collection(model)[1], cfg)
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     plan = build_plan(model, cfg, world, device.type, local_world_size=local)

@@ -41,6 +41,21 @@ class ServeConfig:
     threads: int = 0
     packed: bool = False
 
+    def validate(self) -> None:
+        """Every check of the settings that needs no checkpoint or data, run once by
+        `longseq.serve.run.serve`; raises ``ValueError`` naming the key."""
+        if not self.checkpoint:
+            raise ValueError("checkpoint must be set (a checkpoint folder, pointer or run dir)")
+        if not self.out:
+            raise ValueError("out must be set (the folder of scores.parquet)")
+        if self.window < 0:
+            raise ValueError(f"window must be >= 0 (0: the full stored history), got {self.window}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: torch's default), got {self.threads}")
+        if self.cache_mb < 0:
+            raise ValueError(f"cache_mb must be >= 0, got {self.cache_mb}")
+        self.data.validate("data")
+
 
 def register() -> None:
     ConfigStore.instance().store(name="serve_schema", node=ServeConfig)

@@ -313,6 +313,13 @@ class ExportConfig:
     user_side: bool = True
     aoti: bool = False
 
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the key (run once by the CLI, before loading anything)."""
+        if not self.checkpoint:
+            raise ValueError("checkpoint must be set (a checkpoint folder, pointer or run dir)")
+        if not str(self.out).endswith(".pt2"):
+            raise ValueError(f"out={self.out!r}: must name a .pt2 file (torch.export.save)")
+
 
 def register() -> None:
     """Register `ExportConfig` as ``serve_export_schema`` in Hydra's ConfigStore."""
@@ -335,6 +342,7 @@ def _main() -> None:
 
         quiet_known_warnings()
         job: ExportConfig = OmegaConf.to_object(cfg)
+        job.validate()
         print(export_scorer(job.checkpoint, job.out, job.user_side, job.aoti))
 
     main()

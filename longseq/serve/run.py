@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from longseq.data.source import check_split
 from longseq.log import get_logger
 from longseq.serve.config import ServeConfig
 
@@ -38,30 +39,14 @@ def history_versions(table: pa.Table) -> list[tuple[int, int, int]]:
     return list(zip(lens.tolist(), np.asarray(last).tolist(), req.tolist(), strict=True))
 
 
-def _check(cfg: ServeConfig) -> Path:
-    if cfg.data.batch_size < 1:
-        raise ValueError(f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
-    if cfg.window < 0:
-        raise ValueError(f"window must be >= 0 (0: the full stored history), got {cfg.window}")
-    if cfg.threads < 0:
-        raise ValueError(f"threads must be >= 0 (0: torch's default), got {cfg.threads}")
-    if cfg.cache_mb < 0:
-        raise ValueError(f"cache_mb must be >= 0, got {cfg.cache_mb}")
-    split_dir = Path(cfg.data.path) / cfg.data.split
-    if not split_dir.is_dir():
-        raise FileNotFoundError(
-            f"data.split={cfg.data.split}: {split_dir} does not exist (data.path={cfg.data.path})"
-        )
-    return split_dir
-
-
 def serve(cfg: ServeConfig) -> dict[str, Any]:
     """Score ``cfg.data`` with ``cfg.checkpoint``; write ``<out>/scores.parquet``; return the
     throughput summary (also printed). An ``out`` inside a run dir is written under its lock
     (`longseq.parallel.run_lock.writing_inside`)."""
     from longseq.parallel.run_lock import writing_inside
 
-    split_dir = _check(cfg)
+    cfg.validate()
+    split_dir = check_split(cfg.data.path, cfg.data.split)
     with writing_inside(cfg.out, "out"):  # not into a run dir another job holds
         return _serve(cfg, split_dir)
 

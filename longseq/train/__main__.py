@@ -30,9 +30,10 @@ def main(cfg: DictConfig) -> None:
         from longseq.parallel.planning.dry_run import dry_run
         from longseq.train.run_meta import read_dataset_meta, table_sizes
 
+        job.validate(job.dry_run_topology.compute_device)  # the planned cluster's device
         meta = read_dataset_meta(job.data.path)
-        tasks = list(meta.get("tasks", []))
-        print(dry_run(job.model, job.sharding, job.dry_run_topology, table_sizes(meta), tasks))
+        sizes, tasks = table_sizes(meta), meta.model_tasks
+        print(dry_run(job.model, job.sharding, job.dry_run_topology, sizes, tasks))
         return
     try:
         train(job)

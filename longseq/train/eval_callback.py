@@ -71,7 +71,7 @@ class EvalCallback:
             dist.barrier()
 
     def _evaluate(self, state: LoopState, out: Path) -> None:
-        from longseq.eval.evaluate import evaluate
+        from longseq.eval.evaluate import evaluate_validated
 
         assert state.checkpoint is not None  # on_checkpoint returned before without one
         cfg = EvalConfig(
@@ -81,7 +81,8 @@ class EvalCallback:
             progress=False,
             data=EvalDataConfig(path=self.data_path, split=self.split, batch_size=self.batch_size),
         )
-        result = evaluate(cfg)  # distributed over the training ranks; rank 0 gets the result
+        # settings checked once, by the training job's TrainJobConfig.validate (trainer.eval_*)
+        result = evaluate_validated(cfg)  # over the training ranks; rank 0 gets the result
         values = {}
         if self.rank == 0:
             for r in result["results"]:

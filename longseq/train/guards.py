@@ -85,22 +85,6 @@ def check_resume_compatible(
         )
 
 
-def check_split(data_path: str, split: str, key: str) -> None:
-    """Raise ``FileNotFoundError`` naming ``key`` when ``<data_path>/<split>`` is missing."""
-    folder = Path(data_path) / split
-    if not folder.is_dir():
-        have = (
-            sorted(p.name for p in Path(data_path).iterdir() if p.is_dir())
-            if Path(data_path).is_dir()
-            else []
-        )
-        raise FileNotFoundError(
-            f"{key}={split}: the data set {data_path} has no {split!r} split ({folder} does not "
-            f"exist; its splits: {', '.join(have) or 'none'}; synthetic data: python -m "
-            "longseq.datasets.synth valid_fraction=<f> writes a valid split)"
-        )
-
-
 def lock_run_dir(run_dir: Path, is_main: bool) -> tuple[RunDirLock | None, str]:
     """Rank 0 takes the run-dir lock (every rank raises if it cannot) and removes temporary
     checkpoint folders of dead runs. Returns (the lock on rank 0, this run's nonce).

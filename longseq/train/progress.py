@@ -15,6 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from longseq.data.meta import DatasetMeta
 from longseq.log import get_logger
 
 log = get_logger("longseq.train")
@@ -75,11 +76,10 @@ def param_counts(model: Any) -> tuple[int, int]:
 
 
 def startup_summary(
-    cfg: Any, env: Any, meta: dict[str, Any], sizes: Any, params: tuple[int, int], start: int
+    cfg: Any, env: Any, meta: DatasetMeta, sizes: Any, params: tuple[int, int], start: int
 ) -> str:
     """The start-up lines: world, device, data, tables and sharding, parameter counts."""
-    rows = meta.get("num_requests", {})
-    split_rows = rows.get(cfg.data.split) if isinstance(rows, dict) else None
+    split_rows = meta.num_requests.get(cfg.data.split)
     dense, sparse = params
     plan = (
         "TorchRec planner"
@@ -93,7 +93,7 @@ def startup_summary(
         [
             f"training {cfg.name}: world size {env.world_size}, device {env.device}, "
             f"steps {start}->{cfg.trainer.max_steps}, run dir {cfg.run_dir}",
-            f"  data: {data}, tasks {', '.join(meta.get('tasks', ['click']))}",
+            f"  data: {data}, tasks {', '.join(meta.model_tasks)}",
             f"  tables: items {_count(sizes.num_items)}, categories "
             f"{_count(sizes.num_categories)}, actions {_count(sizes.num_actions)}; sharding "
             f"{plan}, dense {cfg.sharding.dense}, sparse optimizer {cfg.sharding.sparse_optimizer}",

@@ -4,38 +4,30 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from longseq.data.meta import META_NAME, DatasetMeta
 from longseq.model.embeddings import TableSizes
 from longseq.parallel.checkpoint import latest_checkpoint
 from longseq.parallel.pointers import resolve_checkpoint
 from longseq.train.config import TrainJobConfig
 
 
-def read_dataset_meta(path: str | Path) -> dict[str, Any]:
-    """The data set's ``meta.json`` (vocabulary sizes and tasks), with a clear error."""
-    f = Path(path) / "meta.json"
-    if not f.is_file():
-        raise FileNotFoundError(
-            f"{f} not found: data.path must be a longseq data set folder "
-            "(python -m longseq.datasets.synth writes one)"
-        )
-    return json.loads(f.read_text())
-
-
-def table_sizes(meta: dict[str, Any]) -> TableSizes:
-    """TableSizes from ``meta.json``."""
+def read_dataset_meta(path: str | Path) -> DatasetMeta:
+    """The data set's ``meta.json`` (`DatasetMeta.read`), its errors naming ``data.path``."""
     try:
-        return TableSizes(
-            int(meta["num_items"]), int(meta["num_categories"]), int(meta["num_actions"])
-        )
-    except KeyError as e:
-        raise KeyError(f"meta.json lacks {e.args[0]!r}") from None
+        return DatasetMeta.read(Path(path) / META_NAME)
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"data.path={path}: {e}") from None
+
+
+def table_sizes(meta: DatasetMeta) -> TableSizes:
+    """The embedding table sizes of ``meta.json``'s vocabularies."""
+    return TableSizes(meta.num_items, meta.num_categories, meta.num_actions)
 
 
 def checkpoint_meta(

@@ -18,6 +18,7 @@ from typing import Any, cast
 import torch
 from omegaconf import OmegaConf
 
+from longseq.data.source import check_split
 from longseq.data.stream import BatchStream, build_train_stream
 from longseq.log import get_logger
 from longseq.model.model import LongSeqModel
@@ -31,7 +32,6 @@ from longseq.train.eval_callback import EvalCallback
 from longseq.train.guards import (
     check_best_metric,
     check_resume_compatible,
-    check_split,
     prepare_run_dir,
 )
 from longseq.train.logging import MetricsLogger
@@ -82,9 +82,10 @@ def build(
     ``cfg`` must have passed `TrainJobConfig.validate`; ``nonce`` comes from the run-dir lock
     (`longseq.train.guards.lock_run_dir`); ``callbacks`` run before the evaluation callback."""
     run_dir = Path(cfg.run_dir)
+    check_split(cfg.data.path, cfg.data.split)  # before anything in the run dir is touched
     prepare_run_dir(cfg, env.is_main)  # earlier checkpoints: resume=auto or overwrite=true
     meta = read_dataset_meta(cfg.data.path)
-    tasks = list(meta.get("tasks", ["click"]))
+    tasks = meta.model_tasks
     sizes = table_sizes(meta)
     tc = cfg.trainer
     if tc.eval_every > 0 or tc.eval_at_end:

@@ -92,10 +92,12 @@ def test_position_of_an_older_version_resumes_at_its_epoch(tiny_data):
 
 
 def test_config_errors_name_the_key(tiny_data):
+    # checked once, by the job's entry point (TrainJobConfig.validate -> DataConfig.validate)
     for key, value in [("num_workers", -1), ("max_tokens", -5), ("batch_size", 0),
                        ("prefetch_factor", 0), ("on_bad_row", "maybe")]:  # fmt: skip
+        cfg = DataConfig(path=str(tiny_data), **{"batch_size": 8, key: value})
         with pytest.raises(ValueError, match=f"data.{key}"):
-            _stream(tiny_data, **{key: value})
+            cfg.validate()
     with pytest.raises(ValueError, match="cannot feed"):
         _stream(tiny_data, rank=0, world=200)
 

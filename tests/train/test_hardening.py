@@ -175,9 +175,9 @@ def test_long_histories_are_cut_to_max_hist_len(tiny_data: Path, capsys):
 
 
 def test_eval_argument_errors_name_the_key(tiny_data: Path, tmp_path: Path):
+    from longseq.data.source import check_split
     from longseq.eval.config import EvalConfig, EvalDataConfig
     from longseq.eval.evaluate import evaluate
-    from longseq.train.guards import check_split
 
     cfg = EvalConfig(
         checkpoint=str(tmp_path), data=EvalDataConfig(path=str(tiny_data)), out=str(tmp_path)

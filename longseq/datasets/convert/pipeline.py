@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from longseq.data.format import REQUEST_SCHEMA
 from longseq.data.manifest import MANIFEST_NAME
+from longseq.data.meta import FORMAT, DatasetMeta
 from longseq.data.writer import SplitWriter
 from longseq.datasets.convert.base import Context, Converter
 from longseq.datasets.convert.config import SPLITS, ConvertConfig, SplitConfig
@@ -95,8 +96,8 @@ class _Progress:
 
 
 def convert(cfg: ConvertConfig, conv: Converter) -> dict[str, Any]:
-    """Run the conversion ``cfg`` with the data set's converter ``conv``; return the stats."""
-    cfg.validate()
+    """Run the conversion ``cfg`` with the data set's converter ``conv``; return the stats.
+    ``cfg`` was validated by the entry point (`longseq.datasets.convert.run_conversion`)."""
     t0 = time.perf_counter()
     src, out = Path(cfg.src), Path(cfg.out)
     specs = conv.inputs(src)
@@ -188,7 +189,7 @@ def convert(cfg: ConvertConfig, conv: Converter) -> dict[str, Any]:
         cfg, conv, specs, item_vocab, cat_vocab, cut, random_start, stats, files, hist_max, out
     )
     _write_vocab(out, item_vocab, cat_vocab)
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    meta.write(out)
     result = {
         "dataset": cfg.dataset,
         "variant": conv.variant,
@@ -241,26 +242,28 @@ def _meta(cfg, conv, specs, item_vocab, cat_vocab, cut, random_start, stats, fil
     for other in dataset_names():
         if other != cfg.dataset:
             cfg_dict.pop(other)
-    return {
-        "format": "longseq.request.v1",
-        "dataset": cfg.dataset,
-        "variant": conv.variant,
-        "source_files": [s.path.name for s in specs],
-        "tasks": list(conv.tasks),
-        "extra_columns": {f"tgt_{k}": v for k, v in conv.extra_columns.items()},
-        "num_items": int(item_vocab.size),
-        "num_categories": int(cat_vocab.size),
-        "num_actions": int(conv.num_actions),
-        "targets_per_request": int(max((s.tpr.size - 1 for s in stats.values()), default=0)),
-        "hist_len_max": int(opts.max_hist_len or hist_max),
-        "num_requests": {s: st.requests for s, st in stats.items()},
-        "split_cutoffs": cut,
-        "test_cutoff_ts": cut["test_start"],
-        "test_random_start": random_start if random_start is None or random_start > 0 else 0,
-        "files": {s: [str(p.relative_to(out)) for p in fs] for s, fs in files.items()},
-        "vocab": {"items": "vocab/items.npy", "categories": "vocab/categories.npy"},
-        "config": cfg_dict,
-    }
+    return DatasetMeta(
+        format=FORMAT,
+        tasks=tuple(conv.tasks),
+        num_items=int(item_vocab.size),
+        num_categories=int(cat_vocab.size),
+        num_actions=int(conv.num_actions),
+        targets_per_request=int(max((s.tpr.size - 1 for s in stats.values()), default=0)),
+        hist_len_max=int(opts.max_hist_len or hist_max),
+        num_requests={s: int(st.requests) for s, st in stats.items()},
+        files={s: tuple(str(p.relative_to(out)) for p in fs) for s, fs in files.items()},
+        extra={
+            "dataset": cfg.dataset,
+            "variant": conv.variant,
+            "source_files": [s.path.name for s in specs],
+            "extra_columns": {f"tgt_{k}": v for k, v in conv.extra_columns.items()},
+            "split_cutoffs": cut,
+            "test_cutoff_ts": cut["test_start"],
+            "test_random_start": random_start if random_start is None or random_start > 0 else 0,
+            "vocab": {"items": "vocab/items.npy", "categories": "vocab/categories.npy"},
+            "config": cfg_dict,
+        },
+    )
 
 
 def _write_vocab(out: Path, items: np.ndarray, cats: np.ndarray) -> None:
