@@ -67,3 +67,34 @@ def sample_windows(cfg: WindowConfig, rng: np.random.Generator, n: int) -> np.nd
     r = max(1, cfg.round_to)
     out = np.maximum(r, np.round(raw / r).astype(np.int64) * r)
     return np.minimum(out, max(r, (cfg.l_max // r) * r))
+
+
+#: A served window (evaluation ``windows``, ``trainer.eval_windows``, serving ``window``) is the
+#: number of most recent events served per request; ``FULL`` (0) serves the whole stored history.
+#: Inside the code the full history is ``None`` (`served_window`): one convention, converted at
+#: the config edge only.
+FULL = 0
+
+
+def served_window(window: int) -> int | None:
+    """A configured served window -> the code's form: ``None`` for `FULL`, else the window."""
+    if window < 0:
+        raise ValueError(
+            f"a served window is >= 1 events or {FULL} (the full history), got {window}"
+        )
+    return None if window == FULL else int(window)
+
+
+def served_windows(windows: list[int]) -> list[int | None]:
+    """A configured list of served windows (empty: the full history alone) -> the code's form."""
+    return [served_window(w) for w in windows] or [None]
+
+
+def check_served_windows(windows: list[int], key: str) -> None:
+    """Raise ``ValueError`` naming ``key`` unless every window is >= 1 or `FULL` (0)."""
+    bad = [w for w in windows if w < 0]
+    if bad:
+        raise ValueError(
+            f"{key}={list(windows)}: a served window is a number of most recent events (>= 1) "
+            f"or {FULL} (the full stored history)"
+        )

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from longseq.data.windows import check_served_windows
+
 
 @dataclass
 class EvalDataConfig:
@@ -34,7 +36,8 @@ class EvalConfig:
         checkpoint: a ``step_<n>`` checkpoint folder, a pointer file
             (``<run>/checkpoints/latest`` or ``best``) or a run dir (its latest checkpoint).
             Loaded without running code from it (`longseq.parallel.safe_load`).
-        windows: most-recent events served per request; empty = the full stored history.
+        windows: most-recent events served per request, one pass each; 0 (or an empty
+            list) = the full stored history (`longseq.data.windows.FULL`).
         out: output folder for ``eval.json``, ``eval.md`` and ``auc_vs_window.png``.
         save_predictions: also write ``predictions.parquet/``, a folder with one part per rank
             (``part-<rank>.parquet``; one row per target/task/window).
@@ -69,12 +72,7 @@ class EvalConfig:
             raise ValueError("checkpoint must be set (a checkpoint folder, pointer or run dir)")
         if not self.out:
             raise ValueError("out must be set (the folder of eval.json)")
-        bad = [w for w in self.windows if w < 1]
-        if bad:
-            raise ValueError(
-                f"windows={list(self.windows)}: every window must be >= 1 events (served most "
-                "recent events; an empty list serves the full history)"
-            )
+        check_served_windows(list(self.windows), "windows")
         self.data.validate("data")
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from longseq.data.source import check_split
+from longseq.data.windows import served_windows
 from longseq.eval.config import EvalConfig
 from longseq.eval.load import load_model, resolve_checkpoint
 from longseq.eval.predict import predict
@@ -136,7 +137,7 @@ def _evaluate(cfg: EvalConfig, rank: int, world: int) -> dict[str, Any]:
     else:
         model, device = load_model(ckpt, meta), None
     oracle = load_oracle(cfg.data.path) if cfg.data.split == "test" else None
-    windows: list[int | None] = list(cfg.windows) or [None]
+    windows = served_windows(list(cfg.windows))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from longseq.data.windows import check_served_windows
 from longseq.eval.config import EvalDataConfig
 
 
@@ -48,8 +49,7 @@ class ServeConfig:
             raise ValueError("checkpoint must be set (a checkpoint folder, pointer or run dir)")
         if not self.out:
             raise ValueError("out must be set (the folder of scores.parquet)")
-        if self.window < 0:
-            raise ValueError(f"window must be >= 0 (0: the full stored history), got {self.window}")
+        check_served_windows([self.window], "window")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0: torch's default), got {self.threads}")
         if self.cache_mb < 0:

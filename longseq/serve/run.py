@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from longseq.data.source import check_split
+from longseq.data.windows import served_window
 from longseq.log import get_logger
 from longseq.serve.config import ServeConfig
 
@@ -69,7 +70,7 @@ def _serve(cfg: ServeConfig, split_dir: Path) -> dict[str, Any]:
     check_ids(split_dir, scorer.meta["tables"])
     tasks = scorer.tasks
     reader = RequestReader(split_dir, cfg.data.batch_size, 0, 1, shuffle=False)
-    window = cfg.window or None
+    window = served_window(cfg.window)
     cols: dict[str, list[np.ndarray]] = {"request_id": [], "user_id": [], "target_index": []}
     scores, labels = [], []
     total = -(-reader.num_rows() // cfg.data.batch_size)

@@ -12,6 +12,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from longseq.data.config import DataConfig
+from longseq.data.windows import check_served_windows
 from longseq.model.model import ModelConfig
 from longseq.parallel.planning.topology import TopologyConfig
 from longseq.parallel.sharding import ShardingConfig
@@ -81,12 +82,7 @@ class TrainerConfig:
                 f"{prefix}.eval_every ({self.eval_every}) must be a multiple of "
                 f"{prefix}.checkpoint_every ({self.checkpoint_every}): evaluation reads checkpoints"
             )
-        bad = [w for w in self.eval_windows if w < 1]
-        if bad:
-            raise ValueError(
-                f"{prefix}.eval_windows={list(self.eval_windows)}: windows must be >= 1 events "
-                "(an empty list serves the full history)"
-            )
+        check_served_windows(list(self.eval_windows), f"{prefix}.eval_windows")
         m = self.best_metric
         if m and not m.startswith(("eval/auc/", "eval/gauc/", "eval/nll/")):
             raise ValueError(
