@@ -31,7 +31,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from longseq.data.batch import HISTORY_KEYS, TARGET_KEYS
-from longseq.model.layers import jagged_to_padded, padded_to_jagged
+from longseq.model.layers import jagged_to_padded, maybe_dropout, padded_to_jagged
 from longseq.model.tokens import Tokenizer
 from longseq.model.tower import SequenceTower, UserState
 
@@ -118,8 +118,13 @@ class SequenceInteraction(nn.Module):
         self.tower: SequenceTower = cfg.build_tower()
         layers: list[nn.Module] = []
         width = 2 * d
-        for h in cfg.head_hidden:
-            layers += [nn.Linear(width, h), nn.SiLU()]
+        for h in cfg.head_hidden:  # dropout shares the activation's slot: same parameter names
+            act = (
+                nn.SiLU()
+                if cfg.head_dropout == 0
+                else nn.Sequential(nn.SiLU(), maybe_dropout(cfg.head_dropout))
+            )
+            layers += [nn.Linear(width, h), act]
             width = h
         layers.append(nn.Linear(width, num_tasks))
         self.head = nn.Sequential(*layers)

@@ -44,6 +44,8 @@ class ModelBase:
             ``d_model`` is the token width. ``stca`` defaults to the paper's tower plus
             `RECIPE` (id-match bias and count channel), which long histories need.
         head_hidden: hidden widths of the per-task MLP head over ``[z | x_t]``.
+        head_dropout: dropout rate in training after each hidden layer of the head (every
+            tower has this head); 0 = none. Off in ``eval()``.
         loss_weighting: ``impression`` (mean over targets: the pointwise objective exactly) or
             ``request`` (mean over requests of the mean over their targets, the paper's formula).
     """
@@ -53,6 +55,7 @@ class ModelBase:
     pos_dim: int = 16
     tower: str = "stca"
     head_hidden: list[int] = field(default_factory=lambda: [128, 64])
+    head_dropout: float = 0.0
     loss_weighting: str = "impression"
 
     def validate(self, prefix: str = "model") -> None:
@@ -67,6 +70,8 @@ class ModelBase:
             raise ValueError(
                 f"{prefix}.head_hidden: every hidden width must be >= 1, got {list(self.head_hidden)}"
             )
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ValueError(f"{prefix}.head_dropout must be in [0, 1), got {self.head_dropout}")
         if self.tower not in TOWERS:
             raise ValueError(f"{prefix}.tower={self.tower!r}: choose one of {sorted(TOWERS)}")
         self.tower_config.validate(f"{prefix}.{self.tower}")
