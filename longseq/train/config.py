@@ -60,7 +60,7 @@ class TrainerConfig:
     eval_windows: list[int] = field(default_factory=list)
     eval_split: str = "test"
     select_split: str = "auto"
-    early_stop_patience: int = 5
+    early_stop_patience: int = 3
     precision: str = "fp32"
     activation_checkpointing: str = "none"
     best_metric: str = ""
