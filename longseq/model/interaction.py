@@ -34,7 +34,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from longseq.data.batch import HISTORY_KEYS, TARGET_KEYS
-from longseq.model.layers import jagged_to_padded, padded_to_jagged
+from longseq.model.layers import jagged_to_padded, maybe_dropout, padded_to_jagged
 from longseq.model.rankmixer_head import RankMixerHead
 from longseq.model.tokens import Tokenizer
 from longseq.model.tower import SequenceTower, UserState
@@ -62,12 +62,13 @@ def history_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return total / lengths.clamp(min=1).unsqueeze(-1).to(x.dtype)
 
 
-def mlp_head(width: int, hidden: list[int], num_tasks: int) -> nn.Sequential:
-    """The MLP head (``model.head=mlp``): ``Linear + SiLU`` per hidden width, then one logit
-    per task."""
+def mlp_head(width: int, hidden: list[int], num_tasks: int, dropout: float = 0.0) -> nn.Sequential:
+    """The MLP head (``model.head=mlp``): ``Linear + SiLU`` per hidden width (then dropout in
+    training when ``dropout > 0``), then one logit per task."""
     layers: list[nn.Module] = []
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.SiLU()]
+    for h in hidden:  # dropout shares the activation's slot: the same parameter names either way
+        act = nn.SiLU() if dropout == 0 else nn.Sequential(nn.SiLU(), maybe_dropout(dropout))
+        layers += [nn.Linear(width, h), act]
         width = h
     layers.append(nn.Linear(width, num_tasks))
     return nn.Sequential(*layers)
@@ -157,7 +158,7 @@ class SequenceInteraction(nn.Module):
         self.head: nn.Module = (
             RankMixerHead(*head_token_widths(cfg), cfg.rankmixer, num_tasks)
             if cfg.head == "rankmixer"
-            else mlp_head(2 * d, cfg.head_hidden, num_tasks)
+            else mlp_head(2 * d, cfg.head_hidden, num_tasks, cfg.head_dropout)
         )
 
     @property

@@ -25,7 +25,8 @@ class SwiGLU(nn.Module):
 
 
 class FFNStack(nn.Module):
-    """``depth`` SwiGLU blocks, each with a residual connection when ``residual`` is set.
+    """``depth`` SwiGLU blocks, each with a residual connection when ``residual`` is set, and
+    ``dropout`` on each block's output (the residual branch: ``x + Dropout(SwiGLU(x))``).
 
     The paper's SwiGLU FFN has no stated residual (§6.4 lists it as open). Without one, a block
     fed small activations has a small Jacobian (``u * SiLU(v)`` is quadratic near 0), and the
@@ -36,7 +37,13 @@ class FFNStack(nn.Module):
     """
 
     def __init__(
-        self, d_in: int, d_out: int, ratio: float, depth: int, residual: bool = True
+        self,
+        d_in: int,
+        d_out: int,
+        ratio: float,
+        depth: int,
+        residual: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -47,11 +54,22 @@ class FFNStack(nn.Module):
         self.blocks = nn.ModuleList(
             SwiGLU(d_in if i == 0 else d_out, d_out, ratio) for i in range(depth)
         )
+        self.drop = maybe_dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
-            x = x + block(x) if self.residual else block(x)
+            y = self.drop(block(x))
+            x = x + y if self.residual else y
         return x
+
+
+def maybe_dropout(p: float) -> nn.Module:
+    """``nn.Dropout(p)``, or ``nn.Identity`` for ``p == 0`` (then no random numbers are drawn,
+    so a model without dropout computes exactly what it did before the option existed). Neither
+    has parameters: checkpoints do not change. Off in ``eval()`` mode either way."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {p}")
+    return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
 def padded_index(lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -48,6 +48,8 @@ class ModelBase:
             ``rankmixer`` (RankMixer over the tokens ``z``, user-side and candidate-side, with
             per-task linear logits; ``rankmixer`` is its config; docs/model.md, "RankMixer").
         head_hidden: hidden widths of the MLP head (``head=mlp``).
+        head_dropout: dropout rate in training after each hidden layer of the MLP head (every
+            tower has this head); 0 = none. Off in ``eval()``.
         rankmixer: the RankMixer head's config (``head=rankmixer``).
         loss_weighting: ``impression`` (mean over targets: the pointwise objective exactly) or
             ``request`` (mean over requests of the mean over their targets, the paper's formula).
@@ -59,6 +61,7 @@ class ModelBase:
     tower: str = "stca"
     head: str = "mlp"
     head_hidden: list[int] = field(default_factory=lambda: [128, 64])
+    head_dropout: float = 0.0
     rankmixer: RankMixerConfig = field(default_factory=RankMixerConfig)
     loss_weighting: str = "impression"
 
@@ -74,6 +77,8 @@ class ModelBase:
             raise ValueError(
                 f"{prefix}.head_hidden: every hidden width must be >= 1, got {list(self.head_hidden)}"
             )
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ValueError(f"{prefix}.head_dropout must be in [0, 1), got {self.head_dropout}")
         if self.tower not in TOWERS:
             raise ValueError(f"{prefix}.tower={self.tower!r}: choose one of {sorted(TOWERS)}")
         self.tower_config.validate(f"{prefix}.{self.tower}")

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from longseq.model.attention import Projected, TargetAttention, reference_attention
-from longseq.model.layers import FFNStack
+from longseq.model.layers import FFNStack, maybe_dropout
 from longseq.model.match import AttentionBias
 from longseq.model.ops.dispatch import packed_history
 from longseq.model.ops.history import PaddedHistory, match_padded, positions_padded
@@ -102,11 +102,12 @@ class STCATower(SequenceTower[STCAState]):
         self.id_features = ID_FEATURES if cfg.match_bias else ()
         d, m = cfg.d_model, cfg.num_layers
         n_hist = 1 if cfg.shared_hist_ffn else m
+        p = cfg.dropout
         self.hist_ffn = nn.ModuleList(
-            FFNStack(d, d, cfg.ffn_ratio, cfg.ffn_depth, cfg.ffn_residual) for _ in range(n_hist)
+            FFNStack(d, d, cfg.ffn_ratio, cfg.ffn_depth, cfg.ffn_residual, p) for _ in range(n_hist)
         )
         self.hist_ln = nn.ModuleList(nn.LayerNorm(d) for _ in range(n_hist))
-        self.tgt_ffn = FFNStack(d, d, cfg.ffn_ratio, 1, cfg.ffn_residual)
+        self.tgt_ffn = FFNStack(d, d, cfg.ffn_ratio, 1, cfg.ffn_residual, p)
         self.tgt_ln = nn.LayerNorm(d)
         self.attn = nn.ModuleList(
             TargetAttention(d, cfg.num_heads, cfg.kernel, self._bias(cfg)) for _ in range(m)
@@ -114,13 +115,14 @@ class STCATower(SequenceTower[STCAState]):
         # query fusion for layers 2..M: W_C_{i+1} in R^{(i+1)d x d}, then SwiGLU (+ LN)
         self.fuse_proj = nn.ModuleList(nn.Linear((i + 1) * d, d, bias=False) for i in range(1, m))
         self.fuse_ffn = nn.ModuleList(
-            FFNStack(d, d, cfg.ffn_ratio, 1, cfg.ffn_residual) for _ in range(1, m)
+            FFNStack(d, d, cfg.ffn_ratio, 1, cfg.ffn_residual, p) for _ in range(1, m)
         )
         self.fuse_ln = nn.ModuleList(
             nn.LayerNorm(d) if cfg.fused_query_ln else nn.Identity() for _ in range(1, m)
         )
         self.out_proj = nn.Linear((m + 1) * d, d, bias=False)
-        self.out_ffn = FFNStack(d, d, cfg.ffn_ratio, 1, cfg.ffn_residual)
+        self.out_ffn = FFNStack(d, d, cfg.ffn_ratio, 1, cfg.ffn_residual, p)
+        self.attn_drop = maybe_dropout(p)  # on each layer's attention output o_i
 
     @staticmethod
     def _bias(cfg: STCAConfig) -> AttentionBias | None:
@@ -156,7 +158,7 @@ class STCATower(SequenceTower[STCAState]):
             if i > 0:
                 fused = self.fuse_proj[i - 1](torch.cat(outs + [tgt], dim=-1))
                 q = self.fuse_ln[i - 1](self.fuse_ffn[i - 1](fused))
-            outs.append(attend(attn, q, encoded[i]))
+            outs.append(self.attn_drop(attend(attn, q, encoded[i])))
         return self.out_ffn(self.out_proj(torch.cat(outs + [tgt], dim=-1)))
 
     def padded_equivalent(self) -> STCATower:

@@ -36,6 +36,9 @@ class STCAConfig:
         count_channel: add per-head counts of the events that share the target's item /
             category, in a learned position window, to each layer's output (needs
             ``match_bias``): evidence a softmax average cannot carry.
+        dropout: dropout rate in training on every FFN block's output (history, target, query
+            fusion and output FFNs) and on every layer's attention output; 0 = none (exactly
+            the tower without the option). Off in ``eval()``.
     """
 
     d_model: int = 64
@@ -52,6 +55,7 @@ class STCAConfig:
     position_bias: bool = False
     position_dim: int = 16
     count_channel: bool = False
+    dropout: float = 0.0
 
     def validate(self, prefix: str = "model.stca") -> None:
         """Raise ``ValueError`` naming the offending key."""
@@ -69,6 +73,8 @@ class STCAConfig:
             raise ValueError(f"{prefix}.num_layers must be >= 1, got {self.num_layers}")
         if self.position_dim < 2 or self.position_dim % 2:
             raise ValueError(f"{prefix}.position_dim must be even and >= 2")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"{prefix}.dropout must be in [0, 1), got {self.dropout}")
         if self.count_channel and not self.match_bias:
             raise ValueError(f"{prefix}.count_channel counts id matches: set {prefix}.match_bias")
 

@@ -1,10 +1,17 @@
-"""``checkpoints/best``: the evaluated checkpoint with the best ``trainer.best_metric``.
+"""``checkpoints/best``: the evaluated checkpoint with the best ``trainer.best_metric``, and the
+early-stopping count.
 
-The evaluation callback hands every evaluation's logged values to `BestTracker.update` on rank
-0. ``checkpoints/best`` is a pointer like ``latest`` (one line naming a ``step_<n>`` folder) and
-``checkpoints/best.json`` records the metric, its value and the step; checkpoint pruning
-(``trainer.keep_last``) never deletes the folder ``best`` names. A resumed run continues from
-the recorded best value.
+The evaluation callback hands every mid-run evaluation's logged values to `BestTracker.update`
+on rank 0. ``checkpoints/best`` is a pointer like ``latest`` (one line naming a ``step_<n>``
+folder) and ``checkpoints/best.json`` records the metric, the best value, its step and every
+evaluation so far (``evaluations``: ``[step, value]`` pairs), written after each evaluation;
+checkpoint pruning (``trainer.keep_last``) never deletes the folder ``best`` names.
+
+A resumed run replays the recorded evaluations up to its start step: the best value, its step
+and the evaluations without a new best since (``since_best``, what early stopping counts) are
+exactly what they were when that checkpoint's evaluation was done, also when the run resumes
+from an earlier checkpoint than the newest (later evaluations are forgotten, ``best`` moved
+back).
 """
 
 from __future__ import annotations
@@ -29,15 +36,23 @@ def default_metric(results: list[dict[str, Any]]) -> str:
 
 
 class BestTracker:
-    """Keeps ``checkpoints/best`` on the best value of ``metric`` (empty: `default_metric`)."""
+    """Keeps ``checkpoints/best`` on the best value of ``metric`` (empty: `default_metric`).
 
-    def __init__(self, run_dir: str | Path, metric: str = "") -> None:
+    ``start``: the step a resumed run starts at (evaluations recorded after it are dropped);
+    None keeps every recorded evaluation.
+    """
+
+    def __init__(self, run_dir: str | Path, metric: str = "", start: int | None = None) -> None:
         self.root = checkpoint_root(run_dir)
         self.metric = metric
         self.value: float | None = None
+        self.step: int | None = None
+        self.history: list[tuple[int, float]] = []
+        self.since_best = 0  #: evaluations since the best one (early stopping counts these)
         rec = self._record()
         if rec and (not metric or rec.get("metric") == metric):
-            self.metric, self.value = rec["metric"], float(rec["value"])
+            self.metric = rec["metric"]
+            self._restore(rec, start)
 
     def _record(self) -> dict[str, Any]:
         f = self.root / "best.json"
@@ -46,7 +61,28 @@ class BestTracker:
         except ValueError:  # SymlinkRefused is one: a planted link is ignored, never read
             log.warning(f"ignoring unreadable {f}")
             return {}
-        return rec if isinstance(rec, dict) and "value" in rec and "metric" in rec else {}
+        ok = isinstance(rec, dict) and "metric" in rec and ("value" in rec or "evaluations" in rec)
+        return rec if ok else {}
+
+    def _restore(self, rec: dict[str, Any], start: int | None) -> None:
+        evaluations = rec.get("evaluations")
+        if not isinstance(evaluations, list):  # written before the history was recorded
+            step = rec.get("step")
+            if rec.get("value") is not None:
+                self.value = float(rec["value"])
+                self.step = int(step) if isinstance(step, int) else None
+            return
+        for step, value in evaluations:
+            if start is None or int(step) <= start:
+                self._add(int(step), float(value))
+        old = rec.get("step")
+        folder = self.best_checkpoint()
+        if folder is not None:  # the pointer agrees with the replay (a resume may move it back)
+            write_pointer(self.root, "best", folder)
+            if old != self.step:
+                log.info(f"checkpoints/best: back to {folder.name} (resumed at step {start})")
+        if len(self.history) != len(evaluations) or old != self.step:
+            self._write()
 
     def better(self, value: float) -> bool:
         if math.isnan(value):
@@ -55,6 +91,25 @@ class BestTracker:
             return True
         lower = self.metric.startswith("eval/nll/")
         return value < self.value if lower else value > self.value
+
+    def _add(self, step: int, value: float, eligible: bool = True) -> bool:
+        self.history.append((step, value))
+        if eligible and self.better(value):
+            self.value, self.step, self.since_best = value, step, 0
+            return True
+        self.since_best += 1
+        return False
+
+    def _write(self) -> None:
+        rec = {
+            "metric": self.metric,
+            "value": self.value,
+            "step": self.step,
+            "checkpoint": None if self.step is None else f"step_{self.step}",
+            "since_best": self.since_best,
+            "evaluations": [[s, v] for s, v in self.history],
+        }
+        replace_text(self.root / "best.json", json.dumps(rec, indent=2) + "\n")
 
     def update(self, step: int, values: dict[str, Any], results: list[dict[str, Any]]) -> bool:
         """Consider the checkpoint of ``step`` with its logged eval ``values``; returns whether
@@ -66,12 +121,17 @@ class BestTracker:
             raise KeyError(
                 f"trainer.best_metric={self.metric!r} is not among the evaluation's values ({have})"
             )
-        value = float(values[self.metric])
         folder = self.root / f"step_{step}"
-        if not self.better(value) or not STEP.match(folder.name) or not folder.is_dir():
-            return False
-        rec = {"metric": self.metric, "value": value, "step": step, "checkpoint": folder.name}
-        replace_text(self.root / "best.json", json.dumps(rec, indent=2) + "\n")
-        write_pointer(self.root, "best", folder)
-        self.value = value
-        return True
+        eligible = bool(STEP.match(folder.name)) and folder.is_dir()
+        improved = self._add(step, float(values[self.metric]), eligible)
+        if improved:
+            write_pointer(self.root, "best", folder)
+        self._write()
+        return improved
+
+    def best_checkpoint(self) -> Path | None:
+        """The folder ``checkpoints/best`` names, if there is one."""
+        if self.step is None:
+            return None
+        folder = self.root / f"step_{self.step}"
+        return folder if folder.is_dir() else None

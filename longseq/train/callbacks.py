@@ -15,6 +15,9 @@ class LoopState:
     run_dir: str
     values: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None  #: the checkpoint written at this step, if any
+    #: set by a callback to end training after this step (the reason, logged); callbacks must
+    #: agree on every rank (the evaluation callback broadcasts rank 0's decision)
+    stop: str | None = None
 
 
 class Callback(Protocol):

@@ -26,8 +26,14 @@ class TrainerConfig:
     ``pipeline``: TorchRec's TrainPipelineSparseDist (input all-to-all of the next batch
     overlapped with this one; an error if it cannot pipeline the embeddings), or the plain loop.
     ``profile``: a torch.profiler trace of steps 4-6 to ``<run_dir>/profile/``.
-    ``eval_every`` (a multiple of ``checkpoint_every``; 0 = never mid-run) and ``eval_at_end``
-    evaluate checkpoints with the offline evaluation code at ``eval_windows`` on ``eval_split``.
+    ``eval_every`` (a multiple of ``checkpoint_every``; 0 = never mid-run; -1, the default =
+    every ``checkpoint_every`` steps when the data set has a ``valid/`` split, else never)
+    evaluates checkpoints during training with the offline evaluation code at ``eval_windows`` on
+    ``select_split`` (``auto``: ``valid`` when the data has it, else ``eval_split``); each such
+    evaluation is a candidate for ``checkpoints/best``. ``eval_at_end`` evaluates
+    ``checkpoints/best`` (the final checkpoint when none was evaluated) on ``eval_split``.
+    ``early_stop_patience``: stop after this many mid-run evaluations in a row without a new
+    best (0 = never stop early; no effect without mid-run evaluations).
     ``precision``: ``fp32``, or ``bf16`` (autocast around the model's forward, loss in float32;
     meant for GPUs, on CPU it runs torch's CPU autocast).
     ``activation_checkpointing``: ``none``, or ``tower_layers`` (recompute the layers the tower
@@ -51,16 +57,31 @@ class TrainerConfig:
     progress: bool = True
     pipeline: bool = True
     profile: bool = False
-    eval_every: int = 0
+    eval_every: int = -1
     eval_at_end: bool = False
     eval_windows: list[int] = field(default_factory=list)
     eval_split: str = "test"
+    select_split: str = "auto"
+    early_stop_patience: int = 3
     precision: str = "fp32"
     activation_checkpointing: str = "none"
     best_metric: str = ""
     metrics_window: int = 10_000
     tensorboard: bool = False
     dense: DenseOptimConfig = field(default_factory=DenseOptimConfig)
+
+    def resolved_eval(self, data_path: str) -> tuple[int, str]:
+        """``(eval_every, select_split)`` with ``-1`` and ``auto`` resolved against the data set:
+        mid-run evaluation every ``checkpoint_every`` steps on ``valid`` when ``<data_path>/valid``
+        exists; without it, never mid-run (``eval_every=-1``) or on ``eval_split``."""
+        has_valid = (Path(data_path) / "valid").is_dir()
+        every = self.eval_every
+        if every == -1:
+            every = self.checkpoint_every if has_valid else 0
+        split = self.select_split
+        if split == "auto":
+            split = "valid" if has_valid else self.eval_split
+        return every, split
 
     def validate(self, device_type: str, prefix: str = "trainer") -> None:
         """Raise ``ValueError`` naming the key for settings that cannot work here."""
@@ -75,8 +96,21 @@ class TrainerConfig:
             raise ValueError(
                 f"{prefix}.metrics_window must be >= 0 (0 = off), got {self.metrics_window}"
             )
-        if self.eval_every < 0:
-            raise ValueError(f"{prefix}.eval_every must be >= 0 (0 = never), got {self.eval_every}")
+        if self.eval_every < -1:
+            raise ValueError(
+                f"{prefix}.eval_every must be >= -1 (-1 = every checkpoint when the data has a "
+                f"valid split, 0 = never mid-run), got {self.eval_every}"
+            )
+        if self.early_stop_patience < 0:
+            raise ValueError(
+                f"{prefix}.early_stop_patience must be >= 0 (evaluations without a new best; "
+                f"0 = off), got {self.early_stop_patience}"
+            )
+        if not self.select_split or not self.eval_split:
+            raise ValueError(
+                f"{prefix}.select_split / {prefix}.eval_split must name a split of the data set "
+                f"(select_split may be auto), got {self.select_split!r} / {self.eval_split!r}"
+            )
         if self.eval_every > 0 and self.eval_every % self.checkpoint_every:
             raise ValueError(
                 f"{prefix}.eval_every ({self.eval_every}) must be a multiple of "

@@ -45,7 +45,7 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
         s = build(cfg, env, nonce, callbacks)
         tc, run_dir = cfg.trainer, str(s.run_dir)
         metrics = MetricsProcessor(s)
-        last_ckpt, final_ckpt = None, None
+        last_ckpt, final_ckpt, done = None, None, s.start
         s.dmp.train()
         with maybe_profiler(tc.profile, run_dir, env.rank) as prof:
             for step in range(s.start, tc.max_steps):
@@ -68,8 +68,11 @@ def train(cfg: TrainJobConfig, callbacks: list[Callback] | None = None) -> dict[
                 if stop:
                     log.info(f"preempted: checkpointed step {done}")
                     break
+                if state.stop:  # e.g. early stopping (every rank got the same decision)
+                    log.info(state.stop)
+                    break
         metrics.close()
-        end = LoopState(tc.max_steps, tc.max_steps, run_dir, metrics.values, last_ckpt)
+        end = LoopState(done, tc.max_steps, run_dir, metrics.values, final_ckpt)
         for cb in s.callbacks:
             cb.on_train_end(end)
         s.logger.close()

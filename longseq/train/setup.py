@@ -88,8 +88,18 @@ def build(
     tasks = meta.model_tasks
     sizes = table_sizes(meta)
     tc = cfg.trainer
-    if tc.eval_every > 0 or tc.eval_at_end:
-        check_split(cfg.data.path, tc.eval_split, "trainer.eval_split")
+    eval_every, select_split = tc.resolved_eval(cfg.data.path)
+    if eval_every > 0:
+        check_split(cfg.data.path, select_split, "trainer.select_split")
+        if select_split == tc.eval_split:
+            log.warning(
+                f"checkpoints/best is chosen on trainer.eval_split={tc.eval_split}, the split "
+                "the final evaluation reports: the data set has no valid split (synthetic data: "
+                "longseq.datasets.synth valid_fraction=<f>) or trainer.select_split says so"
+            )
+    if eval_every > 0 or tc.eval_at_end:
+        if tc.eval_at_end:
+            check_split(cfg.data.path, tc.eval_split, "trainer.eval_split")
         check_best_metric(tc, tasks)
     ckpt = resolve_resume(cfg)
     if ckpt is not None:  # before building anything: a checkpoint that cannot load fails fast
@@ -132,20 +142,34 @@ def build(
     if logger.drop_after(start):  # rows a crashed or earlier run logged after this start
         log.info(f"metrics.jsonl: removed rows after step {start}")
     all_callbacks: list[Callback] = list(callbacks or [])
-    if tc.eval_every > 0 or tc.eval_at_end:
+    if eval_every > 0 or tc.eval_at_end:
         all_callbacks.append(
             EvalCallback(
                 cfg.data.path,
                 tc.eval_windows,
-                tc.eval_every,
+                eval_every,
                 tc.eval_at_end,
                 tc.eval_split,
                 logger=logger,
                 rank=env.rank,
                 best_metric=tc.best_metric,
                 run_dir=str(run_dir),
+                select_split=select_split,
+                patience=tc.early_stop_patience,
+                start=start,
             )
         )
+        if eval_every > 0 and env.is_main:
+            stop = tc.early_stop_patience
+            log.info(
+                f"evaluating every {eval_every} steps on {select_split} (checkpoints/best: "
+                f"{tc.best_metric or 'AUC of the first task at the largest window'}); "
+                + (
+                    f"early stop after {stop} evaluations without a new best"
+                    if stop
+                    else "no early stop"
+                )
+            )
     stepper: PlainStepper | PipelinedStepper
     if tc.pipeline:
         stepper = PipelinedStepper(dmp, opt, stream, env.device)

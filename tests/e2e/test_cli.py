@@ -169,8 +169,12 @@ def test_single_process_python_m(tiny_data: Path, tmp_path: Path) -> None:
     # the evaluation callback ran the offline evaluation on each checkpoint and logged it
     assert [r["step"] for r in records if "eval/auc/click@100" in r] == [2, 4]
     assert (run / "checkpoints" / "step_4" / "longseq.json").is_file()
+    # the final evaluation scored checkpoints/best (picked on the test split here: the tiny data
+    # has no valid split)
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
     final = json.loads((run / "eval" / "eval.json").read_text())
-    assert final["step"] == 4 and final["results"][0]["window"] == 100
+    assert final["step"] == best["step"] and final["results"][0]["window"] == 100
+    assert records[-1]["test/step"] == best["step"]
     assert (run / "eval" / "step_2" / "eval.json").is_file()
 
 

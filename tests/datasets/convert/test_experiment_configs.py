@@ -40,4 +40,6 @@ def test_reference_config_composes(name: str, tmp_path: Path) -> None:
     job.sharding.validate("cuda")
     tc = job.trainer
     assert tc.eval_at_end and tc.eval_windows and tc.eval_split == "test"
-    assert tc.eval_every == 0 or tc.eval_every % tc.checkpoint_every == 0
+    assert tc.eval_every in (-1, 0) or tc.eval_every % tc.checkpoint_every == 0
+    # the real-data defaults: best on the valid split, early stopping (docs/training.md)
+    assert tc.eval_every == -1 and tc.select_split == "auto" and tc.early_stop_patience > 0
