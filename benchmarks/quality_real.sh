@@ -8,8 +8,9 @@
 #
 # Data: $DATA (default data/ml100k; made by benchmarks/fetch_movielens.sh when missing).
 # Each run: `torchrun -m longseq.train experiment=$EXPERIMENT seed=<s>` with the experiment's step
-# budget, evaluation on the valid split during training (trainer.eval_split=valid), so that
-# `checkpoints/best` is chosen on data the test never sees; then `longseq.eval` of `best` (the
+# budget and the trainer's defaults: evaluation on the valid split during training
+# (trainer.select_split=auto), early stop after trainer.early_stop_patience evaluations without a
+# new best, so that `checkpoints/best` is chosen on data the test never sees; then `longseq.eval` of `best` (the
 # last checkpoint when no evaluation ran) on the test split into <run>/eval_test; finally
 # `python -m longseq.report.seeds` writes <runs>/summary/seeds.md and seeds.json.
 # Runs with <run>/eval_test/eval.json are skipped, so an interrupted sweep resumes.
@@ -54,7 +55,7 @@ for model in $MODELS; do
     # shellcheck disable=SC2086  # $extra is a list of overrides
     .venv/bin/torchrun --standalone --nproc-per-node "$NPROC" -m longseq.train \
       experiment="$EXPERIMENT" data.path="$DATA" run_dir="$run" seed="$seed" \
-      trainer.eval_split=valid trainer.progress=false $extra "$@"
+      trainer.select_split=valid trainer.progress=false $extra "$@"
     ckpt="$run"
     [ -f "$run/checkpoints/best" ] && ckpt="$run/checkpoints/best"
     $PY -m longseq.eval checkpoint="$ckpt" data.path="$DATA" data.split=test \
