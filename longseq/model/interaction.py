@@ -10,7 +10,7 @@ Everything after the embedding lookup, written once for training and serving:
 * `SequenceInteraction.score_targets`: target tokens through the tower's ``score`` against a
   `UserSide`, then the head -> logits ``[N, tasks]``. The head (``model.head``): ``mlp``, an
   MLP over ``[z | x_t]``; or ``rankmixer`` (`longseq.model.rankmixer_head`), RankMixer over
-  the tokens of `head_token_widths`: its user-side tokens are computed in ``encode_users``
+  the tokens of `longseq.model.model_config.head_token_widths`: its user-side tokens are computed in ``encode_users``
   (once per request, kept in the `UserSide`), its candidate-side ones from `target_features`.
 * ``forward``: the same path in one call. It runs the tower's ``forward`` rather than
   ``score(encode_user(...))``: the tower protocol makes them the same function
@@ -35,23 +35,13 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from longseq.data.batch import HISTORY_KEYS, TARGET_KEYS
 from longseq.model.layers import jagged_to_padded, maybe_dropout, padded_to_jagged
+from longseq.model.model_config import head_token_widths
 from longseq.model.rankmixer_head import RankMixerHead
 from longseq.model.tokens import Tokenizer
 from longseq.model.tower import SequenceTower, UserState
 
 if TYPE_CHECKING:
-    from longseq.model.model import ModelBase
-
-#: the heads ``model.head`` selects
-HEADS = ("mlp", "rankmixer")
-
-
-def head_token_widths(cfg: ModelBase) -> tuple[dict[str, int], dict[str, int]]:
-    """The RankMixer head's features and their widths: user side (one row per request) and
-    candidate side (one row per target; ``z`` first). A new feature is one more entry here."""
-    d, e = cfg.tower_config.d_model, cfg.embedding_dim
-    user = {"history": d} if cfg.rankmixer.history_token else {}
-    return user, {"z": d, "item": e, "category": e}
+    from longseq.model.model_config import ModelBase
 
 
 def history_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

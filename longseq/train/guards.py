@@ -54,7 +54,7 @@ def _with_defaults(saved_model: dict[str, Any], schema: type | None) -> dict[str
     from omegaconf import OmegaConf
 
     try:
-        from longseq.model.model import complete_saved_config
+        from longseq.model.model_config import complete_saved_config
 
         merged = OmegaConf.merge(OmegaConf.structured(schema), complete_saved_config(saved_model))
     except Exception:  # noqa: BLE001 - a key the schema no longer has: compare as written

@@ -26,7 +26,7 @@ from longseq.model.baselines import (
     TransformerTower,
 )
 from longseq.model.interaction import SequenceInteraction
-from longseq.model.model import _with_towers
+from longseq.model.model_config import _with_towers
 from longseq.model.ops.kernels import LAYOUTS, kernels_of
 from longseq.model.stca import STCAConfig, STCATower
 from longseq.model.tower import ID_FEATURES, SequenceTower, UserState
