@@ -28,11 +28,16 @@ def main(cfg: DictConfig) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         evaluate(OmegaConf.to_object(cfg))
         return
+    import torch.distributed
+
     from longseq.parallel.env import destroy_distributed, init_distributed
 
     init_distributed()
     try:
         evaluate(OmegaConf.to_object(cfg))
+        # every rank has finished its last collective before any rank tears the group down (a
+        # sharded evaluation's rank 1 once aborted at exit while rank 0 was destroying it)
+        torch.distributed.barrier()
     finally:
         destroy_distributed()
 

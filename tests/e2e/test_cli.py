@@ -84,7 +84,7 @@ def test_train_resume_eval(tiny_data: Path, tmp_path: Path) -> None:
     in_training = json.loads((run / "eval" / "eval.json").read_text())
     assert in_training["world_size"] == 2 and in_training["results"][0]["window"] == 64
     records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
-    assert "eval/auc/click@64" in records[-1]
+    assert "test/auc/click@64" in records[-1]  # the end evaluation: <eval_split>/...
     records = [r for r in records if "loss" in r]
     assert all(r["loss"] > 0 for r in records)
     # the trainer consumed exactly each rank's first 20 batches across the resume
