@@ -57,8 +57,8 @@ def test_convert_train_evaluate_kuairand(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
     assert [r["step"] for r in records if "loss" in r] == [2, 4]
     assert all(r["loss"] > 0 for r in records if "loss" in r)
-    assert "eval/auc/is_click@16" in records[-1]  # eval at end, all three tasks
-    assert "eval/auc/is_like@16" in records[-1]
+    assert "test/auc/is_click@16" in records[-1]  # eval at end (of best, on test), all tasks
+    assert "test/auc/is_like@16" in records[-1]
 
     for split in ("test", "test_random"):
         out = tmp_path / f"eval_{split}"
