@@ -37,11 +37,6 @@ def batch(tiny_data: Path):
     return collate(table, ["click"], np.full(8, 1000))
 
 
-@pytest.fixture(scope="module")
-def sizes(tiny_meta: dict) -> TableSizes:
-    return TableSizes(tiny_meta["num_items"], tiny_meta["num_categories"], tiny_meta["num_actions"])
-
-
 def _model(sizes: TableSizes, **kw) -> LongSeqModel:
     torch.manual_seed(0)
     return LongSeqModel(_cfg(**kw), sizes, ["click"])

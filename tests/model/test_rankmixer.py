@@ -14,13 +14,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 
 from longseq.data.collate import collate
-from longseq.data.reader import list_parquet_files
-from longseq.model.embeddings import TableSizes
 from longseq.model.model import LongSeqModel, ModelConfig
 from longseq.model.rankmixer import (
     PerTokenFFN,
@@ -148,17 +145,6 @@ def _cfg(head: str = "rankmixer", **stca: object) -> ModelConfig:
         head_hidden=[16],
         rankmixer=RankMixerConfig(dim=16, layers=2, ffn_mult=2.0),
     )
-
-
-@pytest.fixture(scope="module")
-def requests_table(tiny_data: Path):
-    """Ten requests of the tiny data set, with ragged histories (incl. a 0-event window)."""
-    return pq.read_table(list_parquet_files(tiny_data / "train")[0]).slice(3, 10)
-
-
-@pytest.fixture(scope="module")
-def sizes(tiny_meta: dict) -> TableSizes:
-    return TableSizes(tiny_meta["num_items"], tiny_meta["num_categories"], tiny_meta["num_actions"])
 
 
 WINDOWS = np.array([0, 1, 5, 1000, 17, 3, 64, 2, 8, 40])

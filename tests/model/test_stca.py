@@ -3,19 +3,15 @@ sharing (one row per request == one row per target), config errors, parameters a
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from longseq.data.collate import collate
-from longseq.data.reader import list_parquet_files
-from longseq.model.embeddings import TableSizes
 from longseq.model.layers import FFNStack, jagged_to_padded
 from longseq.model.model import LongSeqModel, ModelConfig
 from longseq.model.ops.history import PaddedHistory
@@ -161,17 +157,6 @@ def _small_cfg(**stca: object) -> ModelConfig:
     return ModelConfig(
         embedding_dim=8, pos_dim=4, stca=STCAConfig(**{**base, **stca}), head_hidden=[16]
     )
-
-
-@pytest.fixture(scope="module")
-def requests_table(tiny_data: Path):
-    """Ten requests of the tiny data set, with ragged histories (incl. a 0-event window)."""
-    return pq.read_table(list_parquet_files(tiny_data / "train")[0]).slice(3, 10)
-
-
-@pytest.fixture(scope="module")
-def sizes(tiny_meta: dict) -> TableSizes:
-    return TableSizes(tiny_meta["num_items"], tiny_meta["num_categories"], tiny_meta["num_actions"])
 
 
 @pytest.mark.parametrize("kernel", ["kv", "absorbed", "sdpa"])
