@@ -10,8 +10,9 @@ Everything after the embedding lookup, written once for training and serving:
 * `SequenceInteraction.score_targets`: target tokens through the tower's ``score`` against a
   `UserSide`, then the head -> logits ``[N, tasks]``. The head (``model.head``): ``mlp``, an
   MLP over ``[z | x_t]``; or ``rankmixer`` (`longseq.model.rankmixer_head`), RankMixer over
-  the tokens of `longseq.model.model_config.head_token_widths`: its user-side tokens are computed in ``encode_users``
-  (once per request, kept in the `UserSide`), its candidate-side ones from `target_features`.
+  the tokens of `longseq.model.model_config.head_token_widths`: its user-side tokens are
+  computed in ``encode_users`` (once per request, kept in the `UserSide`), its candidate-side
+  ones from `target_features`.
 * ``forward``: the same path in one call. It runs the tower's ``forward`` rather than
   ``score(encode_user(...))``: the tower protocol makes them the same function
   (tests/model/test_tower_protocol.py), and a tower's ``forward`` calls each layer as ONE module
@@ -196,8 +197,9 @@ class SequenceInteraction(nn.Module):
         """The head's user-side tokens ``[B, U, D]`` (once per request), or None."""
         if self.head_kind != "rankmixer":
             return None
-        feats = {"history": history_mean(x, lengths)} if self.head.user_features else {}
-        return cast(RankMixerHead, self.head).user_tokens(feats)
+        head = cast(RankMixerHead, self.head)
+        feats = {"history": history_mean(x, lengths)} if head.user_features else {}
+        return head.user_tokens(feats)
 
     def _logits(
         self,
