@@ -10,7 +10,9 @@ Columns (see ``docs/data-format.md``):
   label list per task ``tgt_<task>`` (``list<int8>``, values 0/1; the synthetic data has one task,
   ``click``) and, for synthetic data, ``tgt_p_true`` (``list<float64>``, never a model input).
 
-Extra columns are allowed (user/context features); missing core columns are errors.
+Feature columns (``feat_<name>``, ``tgt_feat_<name>``) are read when ``meta.json`` declares them
+(`longseq.data.features`); other extra columns are allowed and ignored; missing core columns are
+errors.
 """
 
 from __future__ import annotations
@@ -50,9 +52,12 @@ CORE_TYPES: dict[str, pa.DataType] = {
 
 
 def task_names(schema: pa.Schema) -> list[str]:
-    """Task names from the ``tgt_<task>`` label columns of ``schema`` (in schema order)."""
+    """Task names from the ``tgt_<task>`` label columns of ``schema`` (in schema order; the
+    candidate feature columns ``tgt_feat_*`` are not tasks)."""
     return [
-        n[len("tgt_") :] for n in schema.names if n.startswith("tgt_") and n not in TGT_NON_LABEL
+        n[len("tgt_") :]
+        for n in schema.names
+        if n.startswith("tgt_") and n not in TGT_NON_LABEL and not n.startswith("tgt_feat_")
     ]
 
 

@@ -5,8 +5,9 @@ A data set folder holds ``meta.json`` beside its split folders. Its typed keys a
 ``num_actions`` (required: the trainer sizes its embedding tables from them, the reader and the
 validator check ids against them), and, optional, ``tasks`` (the ``tgt_<task>`` label columns),
 ``hist_len_max`` and ``targets_per_request`` (the default caps of ``data.max_hist_len`` /
-``data.max_targets``), ``format``, ``num_requests`` (split -> requests) and ``files`` (split ->
-its Parquet files, relative to the data set folder). Every other key (the generator's or the
+``data.max_targets``), ``format``, ``num_requests`` (split -> requests), ``files`` (split ->
+its Parquet files, relative to the data set folder) and ``features`` (the declared user, context
+and candidate features, `longseq.data.features.FeatureSpec`). Every other key (the generator's or the
 converter's parameters, cut-offs, ``preset``, ``vocab`` ...) is kept, untouched, in
 :attr:`DatasetMeta.extra`, so that a read-then-written ``meta.json`` loses nothing.
 
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from longseq.data.features import FeatureSpec, parse_features
+
 #: The file name inside a data set folder.
 META_NAME = "meta.json"
 
@@ -36,7 +39,7 @@ CAP_KEYS: tuple[str, ...] = ("hist_len_max", "targets_per_request")
 
 #: Every typed key, in the order :meth:`DatasetMeta.write` writes them (``extra`` follows).
 TYPED_KEYS: tuple[str, ...] = (
-    "format", "tasks", *SIZE_KEYS, *CAP_KEYS, "num_requests", "files",
+    "format", "tasks", *SIZE_KEYS, *CAP_KEYS, "num_requests", "files", "features",
 )  # fmt: skip
 
 
@@ -58,6 +61,7 @@ class DatasetMeta:
         format: the format name (``longseq.request.v1``; empty: not stated).
         num_requests: requests per split (empty: not stated).
         files: per split, its Parquet files relative to the data set folder (empty: not stated).
+        features: the declared side features (`FeatureSpec`; empty: none).
         extra: every other key of the file, as read (generator / converter parameters ...).
         source: the file it was read from ("" when built in memory); not written, not compared.
     """
@@ -71,6 +75,7 @@ class DatasetMeta:
     format: str = ""
     num_requests: Mapping[str, int] = field(default_factory=dict)
     files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    features: tuple[FeatureSpec, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
     source: str = field(default="", compare=False)
 
@@ -192,6 +197,7 @@ class DatasetMeta:
             format=fmt,
             num_requests=dict(num_requests),
             files={s: tuple(v) for s, v in files.items()},
+            features=parse_features(doc.get("features"), where),
             extra={k: v for k, v in doc.items() if k not in TYPED_KEYS},
             source=source,
         )
@@ -206,6 +212,8 @@ class DatasetMeta:
             out[k] = getattr(self, k)
         out["num_requests"] = dict(self.num_requests)
         out["files"] = {s: list(v) for s, v in self.files.items()}
+        if self.features:
+            out["features"] = [f.to_dict() for f in self.features]
         out.update(self.extra)
         return out
 

@@ -1,0 +1,367 @@
+"""Declared side features: user, context and candidate features beside the sequence.
+
+A data set declares its features in ``meta.json`` under ``features`` (a list; see
+``docs/data-format.md``, "Features"); nothing is guessed from column names. Each entry is a
+`FeatureSpec`:
+
+* ``side``: ``user`` or ``context`` (one value per request, stored once per request like the
+  history: request-level batching in storage) or ``candidate`` (one value per target, parallel
+  to ``tgt_item_id``);
+* ``kind``: ``id`` (one int64 in ``[0, cardinality)``), ``multi_hot`` (a list of such ids,
+  pooled by ``pooling``: ``mean`` or ``sum``; an empty list pools to zeros) or ``dense`` (one
+  float, mapped by ``transform``: ``none``, ``log1p``, ``standardize`` ``(x - mean) / std`` or
+  ``log1p_standardize``; ``mean`` / ``std`` are computed by the writer on the train split).
+
+Columns: ``feat_<name>`` for a request-level feature (``int64``, ``list<int64>``, ``double`` or
+``float`` by kind) and ``tgt_feat_<name>`` for a candidate feature (the same types inside one
+more list level). Plain data code: numpy and pyarrow only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SIDES: tuple[str, ...] = ("user", "context", "candidate")
+KINDS: tuple[str, ...] = ("id", "multi_hot", "dense")
+POOLINGS: tuple[str, ...] = ("mean", "sum")
+TRANSFORMS: tuple[str, ...] = ("none", "log1p", "standardize", "log1p_standardize")
+#: Prefix of a request-level feature column / of a candidate feature column.
+REQUEST_PREFIX, CANDIDATE_PREFIX = "feat_", "tgt_feat_"
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_KEYS = ("name", "side", "kind", "cardinality", "pooling", "transform", "mean", "std", "group")
+_I64, _L64 = pa.int64(), pa.list_(pa.int64())
+_FLOATS = (pa.float64(), pa.float32())
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One declared feature (an entry of ``meta.json``'s ``features``).
+
+    Attributes:
+        name: lower-case identifier; the column is ``feat_<name>`` / ``tgt_feat_<name>``.
+        side: ``user``, ``context`` (per request) or ``candidate`` (per target).
+        kind: ``id``, ``multi_hot`` or ``dense``.
+        cardinality: rows of the feature's embedding table (``id`` / ``multi_hot``): every id
+            is in ``[0, cardinality)`` (a converter hashes larger vocabularies into it).
+        pooling: ``mean`` or ``sum`` of a ``multi_hot`` list's embeddings.
+        transform: of a ``dense`` value: ``none``, ``log1p``, ``standardize`` or
+            ``log1p_standardize`` (standardisation by ``mean`` / ``std``, after ``log1p``).
+        mean / std: the standardisation statistics (train split).
+        group: the RankMixer token the feature goes into (features of one group share a
+            token); empty: its side.
+    """
+
+    name: str
+    side: str
+    kind: str
+    cardinality: int = 0
+    pooling: str = "mean"
+    transform: str = "none"
+    mean: float = 0.0
+    std: float = 1.0
+    group: str = ""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self, where: str = "meta.json features") -> None:
+        """Raise ``ValueError`` naming ``where``, the feature and the key."""
+        at = f"{where}[{self.name!r}]"
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ValueError(f"{where}: feature name {self.name!r} must match [a-z][a-z0-9_]*")
+        for key, allowed in (("side", SIDES), ("kind", KINDS), ("pooling", POOLINGS),
+                             ("transform", TRANSFORMS)):  # fmt: skip
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{at}: {key}={getattr(self, key)!r}, choose one of {allowed}")
+        if self.sparse:
+            if not isinstance(self.cardinality, int) or self.cardinality < 1:
+                raise ValueError(f"{at}: cardinality must be an integer >= 1 for kind={self.kind}")
+        if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
+            raise ValueError(f"{at}: mean must be finite and std finite and > 0")
+        if self.group and not _NAME.match(self.group):
+            raise ValueError(f"{at}: group {self.group!r} must match [a-z][a-z0-9_]*")
+
+    @property
+    def per_request(self) -> bool:
+        """One value per request (user or context side)."""
+        return self.side != "candidate"
+
+    @property
+    def sparse(self) -> bool:
+        """An id feature (``id`` or ``multi_hot``): looked up in an embedding table."""
+        return self.kind != "dense"
+
+    @property
+    def column(self) -> str:
+        """The Parquet column: ``feat_<name>`` or ``tgt_feat_<name>``."""
+        return (REQUEST_PREFIX if self.per_request else CANDIDATE_PREFIX) + self.name
+
+    @property
+    def key(self) -> str:
+        """The batch key (KJT key of a sparse feature; the column name)."""
+        return self.column
+
+    @property
+    def token_group(self) -> str:
+        """The RankMixer token group: ``group``, else the side."""
+        return self.group or self.side
+
+    def value_type(self) -> pa.DataType:
+        """The Arrow type of one value (``dense``: ``double``; ``float`` is accepted too)."""
+        return {"id": _I64, "multi_hot": _L64, "dense": pa.float64()}[self.kind]
+
+    def accepts(self, typ: pa.DataType) -> bool:
+        """Whether ``typ`` is a valid type of this feature's column."""
+        if not self.per_request:
+            if not pa.types.is_list(typ):
+                return False
+            typ = typ.value_type
+        if self.kind == "dense":
+            return typ in _FLOATS
+        return typ == self.value_type()
+
+    def expected_type(self) -> str:
+        """The column type, in words (for errors)."""
+        inner = str(self.value_type()) + (" (or float)" if self.kind == "dense" else "")
+        return inner if self.per_request else f"list<{inner}>"
+
+    def transform_values(self, x: np.ndarray) -> np.ndarray:
+        """The model input of raw ``dense`` values (float32)."""
+        y = np.asarray(x, dtype=np.float64)
+        if self.transform in ("log1p", "log1p_standardize"):
+            y = np.log1p(np.maximum(y, 0.0))
+        if self.transform in ("standardize", "log1p_standardize"):
+            y = (y - self.mean) / self.std
+        return y.astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``meta.json`` entry (defaults left out)."""
+        out: dict[str, Any] = {"name": self.name, "side": self.side, "kind": self.kind}
+        if self.sparse:
+            out["cardinality"] = self.cardinality
+        if self.kind == "multi_hot":
+            out["pooling"] = self.pooling
+        if self.kind == "dense":
+            out["transform"] = self.transform
+            if "standardize" in self.transform:
+                out.update(mean=self.mean, std=self.std)
+        if self.group:
+            out["group"] = self.group
+        return out
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "meta.json features") -> FeatureSpec:
+        """A spec from its ``meta.json`` entry; errors name ``where`` and the key."""
+        if not isinstance(doc, dict):
+            raise ValueError(f"{where}: each feature must be an object, got {doc!r}")
+        unknown = sorted(set(doc) - set(_KEYS))
+        if unknown:
+            raise ValueError(f"{where}[{doc.get('name')!r}]: unknown key {unknown[0]!r} ({_KEYS})")
+        for k in ("name", "side", "kind"):
+            if k not in doc:
+                raise ValueError(f"{where}: a feature lacks key {k!r}")
+        if "cardinality" in doc and (
+            not isinstance(doc["cardinality"], int) or isinstance(doc["cardinality"], bool)
+        ):
+            raise ValueError(f"{where}[{doc['name']!r}]: cardinality must be an integer")
+        for k in ("mean", "std"):
+            if k in doc and not isinstance(doc[k], int | float):
+                raise ValueError(f"{where}[{doc['name']!r}]: {k} must be a number")
+        kw = {k: doc[k] for k in _KEYS if k in doc}
+        for k in ("mean", "std"):
+            if k in kw:
+                kw[k] = float(kw[k])
+        spec = cls.__new__(cls)
+        for k, v in {**_defaults(), **kw}.items():
+            object.__setattr__(spec, k, v)
+        spec.check(where)
+        return spec
+
+
+def _defaults() -> dict[str, Any]:
+    return {"cardinality": 0, "pooling": "mean", "transform": "none", "mean": 0.0, "std": 1.0,
+            "group": ""}  # fmt: skip
+
+
+def parse_features(doc: Any, where: str = "meta.json") -> tuple[FeatureSpec, ...]:
+    """``meta.json``'s ``features`` list -> specs (names unique); errors name ``where``."""
+    if doc is None:
+        return ()
+    if not isinstance(doc, list):
+        raise ValueError(f"{where}: key 'features' must be a list of feature objects")
+    specs = tuple(FeatureSpec.from_dict(d, f"{where} features") for d in doc)
+    names = [s.name for s in specs]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise ValueError(f"{where} features: name {dup!r} declared twice")
+    return specs
+
+
+def request_features(features: Sequence[FeatureSpec]) -> list[FeatureSpec]:
+    """The per-request (user and context) features, in declaration order."""
+    return [f for f in features if f.per_request]
+
+
+def candidate_features(features: Sequence[FeatureSpec]) -> list[FeatureSpec]:
+    """The per-target (candidate) features, in declaration order."""
+    return [f for f in features if not f.per_request]
+
+
+# -- checks ---------------------------------------------------------------------------------
+
+
+def feature_schema_problem(
+    schema: pa.Schema, features: Sequence[FeatureSpec], source: str
+) -> str | None:
+    """A missing feature column or a column of the wrong type, or None."""
+    for f in features:
+        if f.column not in schema.names:
+            return f"{source}: column {f.column!r}: missing column (feature declared in meta.json)"
+        typ = schema.field(f.column).type
+        if not f.accepts(typ):
+            return f"{source}: column {f.column!r}: type {typ}, expected {f.expected_type()}"
+    return None
+
+
+def _flat(arr: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(offsets relative to the values, values) of a list array."""
+    a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    off = a.offsets.to_numpy().astype(np.int64)
+    return off - off[0], a.values.slice(int(off[0]), int(off[-1] - off[0]))
+
+
+def _np(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return a.to_numpy(zero_copy_only=False)
+
+
+def feature_problems(
+    table: pa.Table, features: Sequence[FeatureSpec]
+) -> list[tuple[int, str, str]]:
+    """Every ``(row, column, problem)`` of the feature columns of a table whose schema passed
+    `feature_schema_problem`: nulls, ids < 0 or >= ``cardinality``, NaN/inf dense values, a
+    candidate list whose length differs from ``tgt_item_id``'s."""
+    out: list[tuple[int, str, str]] = []
+    n_tgt = pc.list_value_length(table.column("tgt_item_id")).fill_null(0)
+    n_tgt = _np(n_tgt)
+    for f in features:
+        col = table.column(f.column)
+        arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if arr.null_count:
+            out += [(int(r), f.column, "null value") for r in np.flatnonzero(_np(arr.is_null()))]
+            continue
+        # row_of: the request of each innermost value
+        values: pa.Array = arr
+        row_of = np.arange(table.num_rows)
+        if not f.per_request:
+            lens = _np(pc.list_value_length(arr))
+            for r in np.flatnonzero(lens != n_tgt):
+                what = f"length {lens[r]} differs from 'tgt_item_id' length {n_tgt[r]}"
+                out.append((int(r), f.column, what))
+            off, values = _flat(arr)
+            row_of = np.repeat(row_of, np.diff(off))
+        if f.kind == "multi_hot":
+            if values.null_count:
+                bad = np.unique(row_of[np.flatnonzero(_np(values.is_null()))])
+                out += [(int(r), f.column, "null list") for r in bad]
+                continue
+            off, values = _flat(values)
+            row_of = np.repeat(row_of, np.diff(off))
+        if values.null_count:
+            bad = np.unique(row_of[np.flatnonzero(_np(values.is_null()))])
+            out += [(int(r), f.column, "null element") for r in bad]
+            continue
+        v = _np(values)
+        if f.kind == "dense":
+            checks = [(~np.isfinite(v), "NaN or inf value")]
+        else:
+            checks = [(v < 0, "negative id"),
+                      (v >= f.cardinality, f"id >= cardinality {f.cardinality} (meta.json)")]  # fmt: skip
+        for bad, what in checks:
+            out += [(int(r), f.column, what) for r in np.unique(row_of[bad])]
+    out.sort(key=lambda p: p[0])
+    return out
+
+
+# -- collation ------------------------------------------------------------------------------
+
+
+@dataclass
+class FeatureArrays:
+    """The feature inputs of a batch, flat numpy (collation builds the batch from them).
+
+    Attributes:
+        sparse: KJT key -> (values, per-row lengths) for each sparse feature, rows = the
+            batch's rows (requests; targets in the pointwise layout).
+        dense: ``[rows, n]`` float32 transformed request-level dense features.
+        tgt_dense: ``[N, n]`` float32 transformed candidate dense features.
+        tgt_bags: ``[N, n]`` int64 list lengths of the candidate ``multi_hot`` features.
+    """
+
+    sparse: dict[str, tuple[np.ndarray, np.ndarray]]
+    dense: np.ndarray
+    tgt_dense: np.ndarray
+    tgt_bags: np.ndarray
+
+
+def _gather_lists(off: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of the lists ``rows`` (in that order) of offsets ``off``, and their lengths."""
+    lens = np.diff(off)[rows]
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, np.int64), lens
+    starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
+    return np.repeat(off[:-1][rows] - starts, lens) + np.arange(total, dtype=np.int64), lens
+
+
+def feature_arrays(
+    table: pa.Table,
+    features: Sequence[FeatureSpec],
+    row_req: np.ndarray,
+    tgt_lengths: np.ndarray,
+) -> FeatureArrays:
+    """The features of ``table`` for a batch whose rows are the requests ``row_req`` (each once
+    in request-level batching, once per target in the pointwise layout; ``tgt_lengths``: the
+    targets of each batch row, in the table's target order)."""
+    sparse: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    dense, tgt_dense, tgt_bags = [], [], []
+    for f in features:
+        col = table.column(f.column)
+        arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if f.per_request:
+            if f.kind == "dense":
+                dense.append(f.transform_values(_np(arr))[row_req])
+            elif f.kind == "id":
+                sparse[f.key] = (_np(arr).astype(np.int64)[row_req], np.ones(len(row_req), np.int64))
+            else:
+                off, vals = _flat(arr)
+                idx, lens = _gather_lists(off, row_req)
+                sparse[f.key] = (_np(vals).astype(np.int64)[idx], lens)
+            continue
+        _, vals = _flat(arr)  # one value per target, in table order = batch order
+        if f.kind == "dense":
+            tgt_dense.append(f.transform_values(_np(vals)))
+        elif f.kind == "id":
+            sparse[f.key] = (_np(vals).astype(np.int64), tgt_lengths.astype(np.int64))
+        else:
+            boff, ids = _flat(vals)
+            bags = np.diff(boff)
+            tgt_bags.append(bags)
+            row_end = np.cumsum(tgt_lengths)
+            per_row = np.diff(np.concatenate(([0], boff[row_end]))) if len(row_end) else bags[:0]
+            sparse[f.key] = (_np(ids).astype(np.int64), per_row.astype(np.int64))
+    n_rows, n_tgt = len(row_req), int(np.sum(tgt_lengths))
+    return FeatureArrays(
+        sparse=sparse,
+        dense=np.stack(dense, 1) if dense else np.zeros((n_rows, 0), np.float32),
+        tgt_dense=np.stack(tgt_dense, 1) if tgt_dense else np.zeros((n_tgt, 0), np.float32),
+        tgt_bags=np.stack(tgt_bags, 1).astype(np.int64) if tgt_bags else np.zeros((n_tgt, 0), np.int64),
+    )
