@@ -91,12 +91,13 @@ class RowChecker:
         meta = DatasetMeta.near(split_dir)
         self.limits = id_limits(meta)
         self.tasks = list(meta.tasks) if meta is not None else []
+        self.features = meta.features if meta is not None else ()
 
     def check_schemas(self, files: list[str]) -> None:
         """Raise ``ValueError`` naming the first file with a missing column or a wrong type
         (a file-level problem: no request of it could be used, whatever the policy)."""
         for f in files:
-            bad = schema_problem(pq.ParquetFile(f).schema_arrow, f, self.tasks)
+            bad = schema_problem(pq.ParquetFile(f).schema_arrow, f, self.tasks, self.features)
             if bad:
                 raise ValueError(bad)
 
@@ -107,7 +108,7 @@ class RowChecker:
 
         With ``error`` a bad request raises instead (file, row group, row, request_id, column).
         """
-        problems = row_problems(table, self.limits)
+        problems = row_problems(table, self.limits, self.features)
         if not problems:
             return table, []
         ids = table.column("request_id")

@@ -9,7 +9,11 @@ All sequence features travel in ONE KeyedJaggedTensor (``sparse``) whose stride 
 requests ``B``:
 
 * history keys (``hist_*``): one row per request, length = number of history events served;
-* candidate keys (``tgt_*``): one row per request, length = number of targets of that request.
+* candidate keys (``tgt_*``): one row per request, length = number of targets of that request;
+* declared sparse side features (`longseq.data.features`), after those: a user/context feature
+  ``feat_<name>`` has one row per request (length 1 for an ``id``, the list's length for a
+  ``multi_hot``), a candidate feature ``tgt_feat_<name>`` one row per request holding its
+  targets' ids (a ``multi_hot`` one: its targets' lists end to end; ``tgt_bags`` splits them).
 
 Keeping them in one KJT lets the model look everything up with a single call of one
 EmbeddingCollection (the item and category tables are shared between history and targets),
@@ -18,7 +22,7 @@ which is what TorchRec's TrainPipelineSparseDist needs to overlap the input all-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -47,7 +51,11 @@ class RequestBatch(Pipelineable):
         labels: ``[N, num_tasks]`` float32, targets in request order.
         request_ids: ``[B]`` int64.
         user_ids: ``[B]`` int64.
-        dense: ``[B, num_dense]`` float32 user/context features (may have zero columns).
+        dense: ``[B, num_dense]`` float32 user/context dense features, transformed, in
+            declaration order (may have zero columns).
+        tgt_dense: ``[N, n]`` float32 candidate dense features, transformed.
+        tgt_bags: ``[N, n]`` int64 list lengths of the candidate ``multi_hot`` features (how
+            each request's ``tgt_feat_<name>`` ids split into its targets' lists).
     """
 
     sparse: KeyedJaggedTensor
@@ -56,6 +64,12 @@ class RequestBatch(Pipelineable):
     request_ids: torch.Tensor
     user_ids: torch.Tensor
     dense: torch.Tensor
+    tgt_dense: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))
+    tgt_bags: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, dtype=torch.int64))
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.num_targets, self.labels, self.request_ids, self.user_ids, self.dense,
+                self.tgt_dense, self.tgt_bags)  # fmt: skip
 
     @property
     def batch_size(self) -> int:
@@ -68,25 +82,14 @@ class RequestBatch(Pipelineable):
 
     def to(self, device: torch.device, non_blocking: bool = False) -> RequestBatch:
         return RequestBatch(
-            sparse=self.sparse.to(device=device, non_blocking=non_blocking),
-            num_targets=self.num_targets.to(device=device, non_blocking=non_blocking),
-            labels=self.labels.to(device=device, non_blocking=non_blocking),
-            request_ids=self.request_ids.to(device=device, non_blocking=non_blocking),
-            user_ids=self.user_ids.to(device=device, non_blocking=non_blocking),
-            dense=self.dense.to(device=device, non_blocking=non_blocking),
+            self.sparse.to(device=device, non_blocking=non_blocking),
+            *(t.to(device=device, non_blocking=non_blocking) for t in self._tensors()),
         )
 
     def record_stream(self, stream: torch.Stream) -> None:
         self.sparse.record_stream(stream)
-        for t in (self.num_targets, self.labels, self.request_ids, self.user_ids, self.dense):
+        for t in self._tensors():
             t.record_stream(stream)
 
     def pin_memory(self) -> RequestBatch:
-        return RequestBatch(
-            sparse=self.sparse.pin_memory(),
-            num_targets=self.num_targets.pin_memory(),
-            labels=self.labels.pin_memory(),
-            request_ids=self.request_ids.pin_memory(),
-            user_ids=self.user_ids.pin_memory(),
-            dense=self.dense.pin_memory(),
-        )
+        return RequestBatch(self.sparse.pin_memory(), *(t.pin_memory() for t in self._tensors()))

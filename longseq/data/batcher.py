@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from longseq.data.batch import RequestBatch
 from longseq.data.collate import collate
 from longseq.data.config import DataConfig
+from longseq.data.features import FeatureSpec
 from longseq.data.reader import RequestReader
 from longseq.data.windows import sample_windows
 
@@ -33,6 +34,7 @@ class StreamSpec:
         rank / world_size: this rank of the training ranks.
         seed: the job's seed (shuffling, window sampling).
         tasks: the label tasks collated into each batch.
+        features: the declared side features collated into each batch (the model's).
     """
 
     data: DataConfig
@@ -40,6 +42,7 @@ class StreamSpec:
     world_size: int = 1
     seed: int = 0
     tasks: list[str] = field(default_factory=lambda: ["click"])
+    features: tuple[FeatureSpec, ...] = ()
 
     @property
     def split_dir(self) -> str:
@@ -130,4 +133,6 @@ class Batcher:
             n = token_cut(ahead, windows, d.max_tokens, d.pointwise)
             table = self.reader.take(n)
             windows = None if windows is None else windows[:n]
-        return collate(table, self.spec.tasks, windows, pointwise=d.pointwise)
+        return collate(
+            table, self.spec.tasks, windows, pointwise=d.pointwise, features=self.spec.features
+        )

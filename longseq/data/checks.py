@@ -8,10 +8,13 @@ ranges against the data set's ``meta.json``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from longseq.data.features import FeatureSpec, feature_problems, feature_schema_problem
 from longseq.data.format import (
     CORE_TYPES,
     HIST_COLUMNS,
@@ -52,13 +55,16 @@ def list_lengths(col: pa.ChunkedArray) -> np.ndarray:
     return pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False)
 
 
-def row_problems(table: pa.Table, limits: dict[str, int]) -> list[tuple[int, str, str]]:
+def row_problems(
+    table: pa.Table, limits: dict[str, int], features: Sequence[FeatureSpec] = ()
+) -> list[tuple[int, str, str]]:
     """Every ``(row, column, problem)`` of a table whose schema is valid, sorted by row.
 
-    The row-level checks of ``validate_table`` plus the id ranges, vectorized, so that all
-    problems can be counted (``validate_table`` stops at the first).
+    The row-level checks of ``validate_table`` plus the id ranges and the declared
+    ``features`` (`longseq.data.features.feature_problems`), vectorized, so that all problems
+    can be counted (``validate_table`` stops at the first).
     """
-    out = format_problems(table) + id_problems(table, limits)
+    out = format_problems(table) + id_problems(table, limits) + feature_problems(table, features)
     out.sort(key=lambda p: p[0])
     return out
 
@@ -125,8 +131,11 @@ def problem_message(source: str, table: pa.Table, row: int, column: str, what: s
     return f"{source}: column {column!r}, row {row} (request_id={rid}): {what}"
 
 
-def schema_problem(schema: pa.Schema, source: str, tasks: list[str]) -> str | None:
-    """The file-level problem of ``schema`` (missing column, wrong type), or None."""
+def schema_problem(
+    schema: pa.Schema, source: str, tasks: list[str], features: Sequence[FeatureSpec] = ()
+) -> str | None:
+    """The file-level problem of ``schema`` (missing column, wrong type, a declared feature's
+    column missing or of the wrong type), or None."""
     try:
         validate_table(schema.empty_table(), source)
     except ValueError as e:
@@ -134,4 +143,4 @@ def schema_problem(schema: pa.Schema, source: str, tasks: list[str]) -> str | No
     missing = [t for t in tasks if f"tgt_{t}" not in schema.names]
     if missing:
         return f"{source}: column 'tgt_{missing[0]}': missing column (task listed in meta.json)"
-    return None
+    return feature_schema_problem(schema, features, source)

@@ -6,6 +6,8 @@ history events are gathered with one index array, so a 10k-event history costs n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
@@ -13,6 +15,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from longseq.data.batch import HISTORY_KEYS, NUM_DT_BUCKETS, TARGET_KEYS, RequestBatch
+from longseq.data.features import FeatureSpec, feature_arrays
 
 
 def dt_buckets(dt_seconds: np.ndarray) -> np.ndarray:
@@ -79,13 +82,16 @@ def _cut_lists(
         return table, 0
     for name in names:
         col = table.column(name)
-        off, vals = _list_parts(col)
+        whole = col.combine_chunks()
+        base = int(whole.offsets[0].as_py())
+        off = whole.offsets.to_numpy().astype(np.int64) - base
         keep = np.minimum(np.diff(off), max_len)
         idx = _suffix_index(off[1:], keep) if newest else _prefix_index(off[:-1], keep)
         wide = pa.types.is_large_list(col.type)
         new_off = np.concatenate(([0], np.cumsum(keep))).astype(np.int64 if wide else np.int32)
         cls = pa.LargeListArray if wide else pa.ListArray
-        arr = cls.from_arrays(pa.array(new_off), pa.array(vals[idx]), type=col.type)
+        vals = whole.values.take(pa.array(idx + base))  # Arrow take: nested lists (multi-hot) too
+        arr = cls.from_arrays(pa.array(new_off), vals, type=col.type)
         table = table.set_column(table.schema.get_field_index(name), name, arr)
     return table, n_cut
 
@@ -95,6 +101,7 @@ def collate(
     tasks: list[str],
     windows: np.ndarray | None = None,
     pointwise: bool = False,
+    features: Sequence[FeatureSpec] = (),
 ) -> RequestBatch:
     """Turn request rows into a `RequestBatch`.
 
@@ -104,6 +111,10 @@ def collate(
         windows: per-row number of most recent history events to keep (``None``: all).
         pointwise: emit one row per target with the history repeated (the baseline layout);
             the result is the same type with ``num_targets == 1`` everywhere.
+        features: the declared side features to read (``meta.json``'s ``features``): sparse
+            ones join the KJT after the sequence keys, in declaration order; dense ones fill
+            ``dense`` / ``tgt_dense`` (transformed). A user/context feature is repeated per
+            row in the pointwise layout, as the history is.
     """
     n = table.num_rows
     h_off, h_item = _list_parts(table.column("hist_item_id"))
@@ -155,8 +166,12 @@ def collate(
         labels.append(_list_parts(table.column(col))[1].astype(np.float32))
     label_mat = np.stack(labels, axis=1) if labels else np.zeros((len(tgt_idx), 0), np.float32)
 
+    feats = feature_arrays(table, features, row_req, tgt_lengths)
+    for vals, lens in feats.sparse.values():
+        values.append(vals)
+        lengths.append(lens)
     kjt = KeyedJaggedTensor.from_lengths_sync(
-        keys=list(HISTORY_KEYS + TARGET_KEYS),
+        keys=list(HISTORY_KEYS + TARGET_KEYS) + list(feats.sparse),
         values=torch.from_numpy(np.concatenate(values).astype(np.int64)),
         lengths=torch.from_numpy(np.concatenate(lengths).astype(np.int64)),
     )
@@ -168,5 +183,7 @@ def collate(
             table.column("request_id").to_numpy()[row_req].astype(np.int64)
         ),
         user_ids=torch.from_numpy(table.column("user_id").to_numpy()[row_req].astype(np.int64)),
-        dense=torch.zeros(len(row_req), 0),
+        dense=torch.from_numpy(feats.dense),
+        tgt_dense=torch.from_numpy(feats.tgt_dense),
+        tgt_bags=torch.from_numpy(feats.tgt_bags),
     )

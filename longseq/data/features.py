@@ -340,7 +340,10 @@ def feature_arrays(
             if f.kind == "dense":
                 dense.append(f.transform_values(_np(arr))[row_req])
             elif f.kind == "id":
-                sparse[f.key] = (_np(arr).astype(np.int64)[row_req], np.ones(len(row_req), np.int64))
+                sparse[f.key] = (
+                    _np(arr).astype(np.int64)[row_req],
+                    np.ones(len(row_req), np.int64),
+                )
             else:
                 off, vals = _flat(arr)
                 idx, lens = _gather_lists(off, row_req)
@@ -363,5 +366,7 @@ def feature_arrays(
         sparse=sparse,
         dense=np.stack(dense, 1) if dense else np.zeros((n_rows, 0), np.float32),
         tgt_dense=np.stack(tgt_dense, 1) if tgt_dense else np.zeros((n_tgt, 0), np.float32),
-        tgt_bags=np.stack(tgt_bags, 1).astype(np.int64) if tgt_bags else np.zeros((n_tgt, 0), np.int64),
+        tgt_bags=np.stack(tgt_bags, 1).astype(np.int64)
+        if tgt_bags
+        else np.zeros((n_tgt, 0), np.int64),
     )

@@ -23,14 +23,18 @@ import base64
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from longseq.data.shards import RowGroup, list_parquet_files
+
+if TYPE_CHECKING:
+    from longseq.data.features import FeatureSpec
 
 MANIFEST_NAME = "_manifest.json"
 FORMAT = "longseq.manifest.v1"
@@ -80,13 +84,13 @@ class SplitLayout:
             f"path={split_dir}"
         )
 
-    def check_schemas(self, tasks: list[str]) -> None:
+    def check_schemas(self, tasks: list[str], features: Sequence[FeatureSpec] = ()) -> None:
         """Raise ``ValueError`` naming the first file whose schema lacks a column or has a wrong
         type (the check `RowChecker.check_schemas` makes, once per distinct schema)."""
         from longseq.data.checks import schema_problem
 
         for f, schema in self.schemas:
-            bad = schema_problem(schema, f, tasks)
+            bad = schema_problem(schema, f, tasks, features)
             if bad:
                 raise ValueError(bad)
 

@@ -109,7 +109,7 @@ class RequestReader:
         core = {"request_id", "user_id", "request_ts", "hist_item_id", "tgt_item_id"}
         self._validate = on_bad_row == "skip" or columns is None or core <= set(columns)
         if self._validate:
-            layout.check_schemas(self.checker.tasks)
+            layout.check_schemas(self.checker.tasks, self.checker.features)
         part = rank * self.num_workers + worker
         parts = world_size * self.num_workers
         window_rows = max(shuffle_buffer, batch_size) if shuffle else 1

@@ -15,7 +15,7 @@ request of the split is read once per epoch over all ranks x workers; a stream r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ import torch
 from longseq.data.batch import RequestBatch
 from longseq.data.batcher import Batcher, StreamSpec
 from longseq.data.config import DataConfig
+from longseq.data.features import FeatureSpec
 from longseq.data.reader import STATE_VERSION
 
 #: Position format of `BatchStream.position_after`.
@@ -147,8 +148,13 @@ def build_train_stream(
     seed: int,
     tasks: list[str],
     device: torch.device,
+    features: Sequence[FeatureSpec] = (),
 ) -> BatchStream:
     """The trainer's input for one rank: an endless, shuffled, resumable `BatchStream`.
-    ``cfg`` was validated by the job's entry point (`DataConfig.validate`)."""
-    spec = StreamSpec(cfg, rank=rank, world_size=world_size, seed=seed, tasks=list(tasks))
+    ``cfg`` was validated by the job's entry point (`DataConfig.validate`); ``features``: the
+    side features the model reads."""
+    spec = StreamSpec(
+        cfg, rank=rank, world_size=world_size, seed=seed, tasks=list(tasks),
+        features=tuple(features),
+    )  # fmt: skip
     return BatchStream(spec, device, cfg.prefetch_factor)

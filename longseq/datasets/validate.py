@@ -34,6 +34,7 @@ from longseq.data.checks import (
     row_problems,
     schema_problem,
 )
+from longseq.data.features import FeatureSpec, feature_problems
 from longseq.data.format import dataset_files, validate_table
 from longseq.data.manifest import MANIFEST_NAME, manifest_problems
 from longseq.data.meta import META_NAME, SIZE_KEYS, DatasetMeta
@@ -93,7 +94,12 @@ class Report:
 
 
 def _check_file(
-    f: Path, rep: Report, limits: dict[str, int], tasks: list[str], stop: bool
+    f: Path,
+    rep: Report,
+    limits: dict[str, int],
+    tasks: list[str],
+    stop: bool,
+    features: tuple[FeatureSpec, ...] = (),
 ) -> Iterator[str]:
     """Yield the problems of one file, updating the counts in ``rep``."""
     try:
@@ -102,7 +108,7 @@ def _check_file(
     except Exception as e:  # not Parquet, truncated footer, ...
         yield f"{f}: cannot read as Parquet: {e}"
         return
-    bad = schema_problem(schema, str(f), tasks)
+    bad = schema_problem(schema, str(f), tasks, features)
     if bad:
         yield bad
         return
@@ -122,7 +128,10 @@ def _check_file(
             except ValueError as e:
                 yield str(e)
                 return
-        found = id_problems(table, limits) if stop else row_problems(table, limits)
+        if stop:
+            found = id_problems(table, limits) + feature_problems(table, features)
+        else:
+            found = row_problems(table, limits, features)
         for row, column, what in found:
             yield problem_message(source, table, row, column, what)
 
@@ -197,7 +206,8 @@ def validate_path(
     bar = tqdm(files, desc="validate", unit="file", file=sys.stderr, disable=not progress)
     for f in bar:
         rep.files += 1
-        _add(rep, _check_file(f, rep, limits, tasks, stop), max_errors)
+        feats = info.features if info is not None else ()
+        _add(rep, _check_file(f, rep, limits, tasks, stop, feats), max_errors)
         bar.set_postfix(problems=rep.num_problems)
         if rep.stopped_early:
             break

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from longseq.data.features import parse_features
 from longseq.model.embeddings import TableSizes
 from longseq.model.model import LongSeqModel, model_config_from_saved
 
@@ -57,7 +58,10 @@ def build_model(
             raise ValueError(f"{source}: lacks {key!r} (not a longseq checkpoint description)")
     try:
         mcfg = model_config_from_saved(meta["model"])
-        return LongSeqModel(mcfg, TableSizes(**meta["tables"]), meta["tasks"], device=device)
+        features = parse_features(meta.get("features") or [], str(source))
+        return LongSeqModel(
+            mcfg, TableSizes(**meta["tables"]), meta["tasks"], device=device, features=features
+        )
     except Exception as e:  # noqa: BLE001 - whatever the untrusted entry caused, named briefly
         raise ValueError(
             f"{source}: cannot build its model ({type(e).__name__}: {excerpt(str(e), 200)})"

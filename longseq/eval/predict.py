@@ -74,7 +74,7 @@ def predict(
         if i % world_size != rank:
             continue
         wins = None if window is None else np.full(table.num_rows, window, dtype=np.int64)
-        b = collate(table, model.tasks, wins)
+        b = collate(table, model.tasks, wins, features=model.features)
         probs = torch.sigmoid(model(b if device is None else b.to(device))).float().cpu().numpy()
         forwards += 1
         nt = b.num_targets.numpy()
@@ -88,7 +88,7 @@ def predict(
     bar.close()
     if lockstep and spare is not None:
         for _ in range(-(-total // world_size) - forwards):  # keep the collectives paired
-            b = collate(spare, model.tasks)
+            b = collate(spare, model.tasks, features=model.features)
             model(b if device is None else b.to(device))
     if not cols["labels"] and world_size == 1:
         raise ValueError(f"no requests to evaluate in {split_dir}")

@@ -13,6 +13,11 @@ Everything after the embedding lookup, written once for training and serving:
   the tokens of `longseq.model.model_config.head_token_widths`: its user-side tokens are
   computed in ``encode_users`` (once per request, kept in the `UserSide`), its candidate-side
   ones from `target_features`.
+* Side features (`longseq.model.features.SideFeatures`, the data set's declared user, context
+  and candidate features): the user/context groups are pooled once per request in
+  ``encode_users`` (kept in the `UserSide`, broadcast to the request's targets by the head),
+  the candidate groups per target by `target_features`. The MLP head concatenates them to
+  ``[z | x_t]``; the RankMixer head makes a token of each group.
 * ``forward``: the same path in one call. It runs the tower's ``forward`` rather than
   ``score(encode_user(...))``: the tower protocol makes them the same function
   (tests/model/test_tower_protocol.py), and a tower's ``forward`` calls each layer as ONE module
@@ -27,6 +32,7 @@ nothing distributed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -35,6 +41,8 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from longseq.data.batch import HISTORY_KEYS, TARGET_KEYS
+from longseq.data.features import FeatureSpec
+from longseq.model.features import SideFeatures
 from longseq.model.layers import jagged_to_padded, maybe_dropout, padded_to_jagged
 from longseq.model.model_config import head_token_widths
 from longseq.model.rankmixer_head import RankMixerHead
@@ -76,12 +84,15 @@ class UserSide:
         packed: the state is in the packed layout (``encode_user_packed``).
         head_tokens: ``[B, U, D]`` the head's user-side tokens (``model.head=rankmixer``), or
             None.
+        features: ``[B, W]`` the user/context feature groups, concatenated, for the MLP head
+            (None: no such features, or the RankMixer head, whose tokens hold them).
     """
 
     state: UserState
     hist_lengths: torch.Tensor
     packed: bool = False
     head_tokens: torch.Tensor | None = None
+    features: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -90,7 +101,8 @@ class UserSide:
 
     def nbytes(self) -> int:
         """Bytes held by the tensors of the state (what a cache of states pays for it)."""
-        return _nbytes(self.state) + self.hist_lengths.nbytes + _nbytes(self.head_tokens)
+        extra = _nbytes(self.head_tokens) + _nbytes(self.features)
+        return _nbytes(self.state) + self.hist_lengths.nbytes + extra
 
 
 def _nbytes(obj: object, seen: set[int] | None = None) -> int:
@@ -138,19 +150,26 @@ class SequenceInteraction(nn.Module):
         cfg: the model config (`longseq.model.model.ModelConfig`); its ``build_tower()`` makes
             the tower.
         num_tasks: logit columns.
+        features: the data set's declared side features (read unless
+            ``cfg.use_features=false``).
     """
 
-    def __init__(self, cfg: ModelBase, num_tasks: int) -> None:
+    def __init__(
+        self, cfg: ModelBase, num_tasks: int, features: Sequence[FeatureSpec] = ()
+    ) -> None:
         super().__init__()
         d = cfg.tower_config.d_model
         self.tokens = Tokenizer(cfg.embedding_dim, cfg.pos_dim, d)
         self.tower: SequenceTower = cfg.build_tower()
+        self.side = SideFeatures(features if cfg.use_features else (), cfg.embedding_dim)
         self.head_kind = cfg.head
-        self.head: nn.Module = (
-            RankMixerHead(*head_token_widths(cfg), cfg.rankmixer, num_tasks)
-            if cfg.head == "rankmixer"
-            else mlp_head(2 * d, cfg.head_hidden, num_tasks, cfg.head_dropout)
-        )
+        if cfg.head == "rankmixer":
+            widths = head_token_widths(cfg, self.side.features)
+            self.head: nn.Module = RankMixerHead(*widths, cfg.rankmixer, num_tasks)
+        else:
+            width = 2 * d + sum(self.side.user_widths.values())
+            width += sum(self.side.candidate_widths.values())
+            self.head = mlp_head(width, cfg.head_hidden, num_tasks, cfg.head_dropout)
 
     @property
     def id_features(self) -> tuple[str, ...]:
@@ -186,37 +205,71 @@ class SequenceInteraction(nn.Module):
         xt = self.tokens.target(*(emb[k].values() for k in TARGET_KEYS))
         return xt, self._ids(ids, "tgt")
 
-    def target_features(self, emb: dict[str, JaggedTensor]) -> dict[str, torch.Tensor] | None:
-        """The head's candidate-side features besides ``z`` (``{name: [N, w]}``), or None for
-        a head that needs none (``mlp``)."""
-        if self.head_kind != "rankmixer":
-            return None
-        return {"item": emb["tgt_item_id"].values(), "category": emb["tgt_category_id"].values()}
+    def target_features(
+        self,
+        emb: dict[str, JaggedTensor],
+        tgt_dense: torch.Tensor | None = None,
+        tgt_bags: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor] | None:
+        """The head's candidate-side features besides ``z`` (``{name: [N, w]}``: the RankMixer
+        head's ``item`` and ``category``, then the candidate feature groups), or None for a
+        head that needs none (``mlp`` without candidate features). ``tgt_dense`` /
+        ``tgt_bags``: the batch's (needed with candidate features)."""
+        out: dict[str, torch.Tensor] = {}
+        if self.head_kind == "rankmixer":
+            out = {"item": emb["tgt_item_id"].values(), "category": emb["tgt_category_id"].values()}
+        if self.side.candidate_feats:
+            if tgt_dense is None or tgt_bags is None:
+                raise ValueError("the model reads candidate features: pass tgt_dense, tgt_bags")
+            out.update(self.side.candidate(emb, tgt_dense, tgt_bags))
+        return out if (out or self.head_kind == "rankmixer") else None
 
-    def _user_tokens(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | None:
-        """The head's user-side tokens ``[B, U, D]`` (once per request), or None."""
+    def user_features(
+        self, emb: dict[str, JaggedTensor], dense: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The user/context feature groups ``{group: [B, w]}`` of the requests (empty without
+        such features); ``dense``: the batch's ``dense``."""
+        if not self.side.request_feats:
+            return {}
+        if dense is None:
+            raise ValueError("the model reads user/context features: pass the batch's dense")
+        return self.side.user(emb, dense)
+
+    def _user_extras(
+        self, x: torch.Tensor, lengths: torch.Tensor, feats: dict[str, torch.Tensor] | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The head's user-side tokens ``[B, U, D]`` (RankMixer) or user feature vector
+        ``[B, W]`` (MLP), computed once per request; None where there is none."""
+        feats = feats or {}
         if self.head_kind != "rankmixer":
-            return None
+            return None, (torch.cat(list(feats.values()), dim=-1) if feats else None)
         head = cast(RankMixerHead, self.head)
-        feats = {"history": history_mean(x, lengths)} if head.user_features else {}
-        return head.user_tokens(feats)
+        extra = {"history": history_mean(x, lengths)} if "history" in head.user_features else {}
+        return head.user_tokens({**extra, **feats}), None
 
     def _logits(
         self,
         z: torch.Tensor,
         xt: torch.Tensor,
         feats: dict[str, torch.Tensor] | None,
-        user_tokens: torch.Tensor | None,
+        user: UserSide,
         num_targets: torch.Tensor,
     ) -> torch.Tensor:
         if self.head_kind == "mlp":
-            return self.head(torch.cat([z, xt], dim=-1))
+            parts = [z, xt]
+            if user.features is not None:
+                parts.append(user.features.repeat_interleave(num_targets, dim=0))
+            if self.side.candidate_feats:
+                if feats is None:
+                    raise ValueError("candidate features: pass target_features(...) as feats")
+                parts += list(feats.values())
+            return self.head(torch.cat(parts, dim=-1))
         if feats is None:
             raise ValueError(
                 "model.head=rankmixer scores targets from their features: pass "
                 "target_features(emb) to score_targets"
             )
-        return self.head({"z": z, **feats}, user_tokens, num_targets)
+        return self.head({"z": z, **feats}, user.head_tokens, num_targets)
 
     def encode_users(
         self,
@@ -224,16 +277,20 @@ class SequenceInteraction(nn.Module):
         lengths: torch.Tensor,
         hist_ids: torch.Tensor | None = None,
         packed: bool = False,
+        features: dict[str, torch.Tensor] | None = None,
     ) -> UserSide:
         """History tokens ``x [E, d]`` of ``B = len(lengths)`` requests -> their `UserSide`.
 
         ``packed``: the packed state whatever the tower's layout (a tower with a
-        ``packed_kernel``)."""
+        ``packed_kernel``). ``features``: the requests' `user_features`."""
+        if self.side.request_feats and not features:
+            raise ValueError("the model reads user/context features: pass user_features(...)")
+        tokens, vec = self._user_extras(x, lengths, features)
         if self.packed or packed:
             state = self.tower.encode_user_packed(x, lengths, hist_ids)
-            return UserSide(state, lengths, True, self._user_tokens(x, lengths))
+            return UserSide(state, lengths, True, tokens, vec)
         state = self.tower.encode_user(*_padded_history(x, lengths, hist_ids))
-        return UserSide(state, lengths, False, self._user_tokens(x, lengths))
+        return UserSide(state, lengths, False, tokens, vec)
 
     def score_targets(
         self,
@@ -257,18 +314,22 @@ class SequenceInteraction(nn.Module):
         else:
             tgt, tids = _padded_targets(xt, num_targets, tgt_ids)
             z = padded_to_jagged(self.tower.score(user.state, tgt, tids), num_targets)
-        return self._logits(z, xt, feats, user.head_tokens, num_targets)
+        return self._logits(z, xt, feats, user, num_targets)
 
     def forward(
         self,
         emb: dict[str, JaggedTensor],
         num_targets: torch.Tensor,
         ids: KeyedJaggedTensor | None = None,
+        dense: torch.Tensor | None = None,
+        tgt_dense: torch.Tensor | None = None,
+        tgt_bags: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits ``[N, num_tasks]`` for the ``N`` targets, in request order: the function of
         ``score_targets(encode_users(...))`` (see the module doc).
 
         ``ids``: the batch's id KJT, for towers with ``id_features`` (STCA's match bias, SIM).
+        ``dense`` / ``tgt_dense`` / ``tgt_bags``: the batch's side-feature tensors.
         """
         x, lengths, hist_ids = self.history_tokens(emb, ids)
         xt, tgt_ids = self.target_tokens(emb, ids)
@@ -278,5 +339,7 @@ class SequenceInteraction(nn.Module):
             hist, mask, hid = _padded_history(x, lengths, hist_ids)
             tgt, tid = _padded_targets(xt, num_targets, tgt_ids)
             z = padded_to_jagged(self.tower(hist, mask, tgt, hid, tid), num_targets)
-        user_tokens = self._user_tokens(x, lengths)
-        return self._logits(z, xt, self.target_features(emb), user_tokens, num_targets)
+        tokens, vec = self._user_extras(x, lengths, self.user_features(emb, dense))
+        user = UserSide(cast(UserState, None), lengths, False, tokens, vec)
+        feats = self.target_features(emb, tgt_dense, tgt_bags)
+        return self._logits(z, xt, feats, user, num_targets)

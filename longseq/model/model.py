@@ -9,11 +9,14 @@ re-exported here. This module imports nothing distributed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from longseq.data.batch import RequestBatch
+from longseq.data.features import FeatureSpec
 from longseq.model.embeddings import TableSizes, build_embedding_collection
 from longseq.model.interaction import SequenceInteraction
 from longseq.model.model_config import ModelConfig, model_config_from_saved
@@ -38,6 +41,8 @@ class LongSeqModel(nn.Module):
         sizes: embedding vocabulary sizes (from the data set's ``meta.json``).
         tasks: label tasks, in the order of the logit columns.
         device: ``"meta"`` defers table allocation to TorchRec sharding.
+        features: the data set's declared side features (``meta.json``'s ``features``); the
+            model reads them unless ``cfg.use_features`` is false (`features` then is empty).
     """
 
     def __init__(
@@ -46,23 +51,36 @@ class LongSeqModel(nn.Module):
         sizes: TableSizes,
         tasks: list[str],
         device: torch.device | str = "cpu",
+        features: Sequence[FeatureSpec] = (),
     ) -> None:
         super().__init__()
         cfg.validate()
+        cfg.validate_for(features, tasks)
         self.cfg, self.tasks = cfg, list(tasks)
+        #: the side features the model reads (the batches must carry them: `collate`)
+        self.features: tuple[FeatureSpec, ...] = tuple(features) if cfg.use_features else ()
         self.ec = build_embedding_collection(
-            sizes, cfg.embedding_dim, device, cfg.embedding_init_std
+            sizes, cfg.embedding_dim, device, cfg.embedding_init_std, self.features
         )
-        self.interaction = SequenceInteraction(cfg, len(tasks))
+        self.interaction = SequenceInteraction(cfg, len(tasks), self.features)
+        weights = [float(cfg.task_weights.get(t, 1.0)) for t in self.tasks]
+        self.task_weights: torch.Tensor
+        self.register_buffer("task_weights", torch.tensor(weights), persistent=False)
 
     def forward(self, batch: RequestBatch) -> torch.Tensor:
         """Logits ``[N, num_tasks]``."""
         ids = batch.sparse if self.interaction.id_features else None
-        return self.interaction(self.ec(batch.sparse), batch.num_targets, ids)
+        return self.interaction(
+            self.ec(batch.sparse), batch.num_targets, ids, batch.dense, batch.tgt_dense,
+            batch.tgt_bags,
+        )  # fmt: skip
 
     def loss(self, logits: torch.Tensor, batch: RequestBatch) -> torch.Tensor:
-        """BCE over tasks, weighted per impression or per request (``cfg.loss_weighting``)."""
-        per = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none").mean(1)
+        """BCE per task, their ``cfg.task_weights``-weighted mean, then the mean over targets
+        per impression or per request (``cfg.loss_weighting``)."""
+        bce = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none")
+        w = self.task_weights.to(bce.dtype)
+        per = (bce * w).sum(1) / w.sum().clamp(min=1e-12)
         if self.cfg.loss_weighting == "impression":
             return per.mean()
         req = torch.repeat_interleave(

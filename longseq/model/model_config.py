@@ -9,9 +9,12 @@ what `longseq.model.interaction` and `longseq.model.model` both read (neither is
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field, make_dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
+from longseq.data.features import FeatureSpec
+from longseq.model.features import SideFeatures
 from longseq.model.rankmixer_head import RankMixerConfig
 from longseq.model.tower import SequenceTower
 from longseq.model.towers import RECIPE, TOWERS
@@ -30,12 +33,16 @@ __all__ = [
 HEADS = ("mlp", "rankmixer")
 
 
-def head_token_widths(cfg: ModelBase) -> tuple[dict[str, int], dict[str, int]]:
-    """The RankMixer head's features and their widths: user side (one row per request) and
-    candidate side (one row per target; ``z`` first). A new feature is one more entry here."""
+def head_token_widths(
+    cfg: ModelBase, features: Sequence[FeatureSpec] = ()
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The RankMixer head's tokens and the widths of what each is projected from: user side
+    (one row per request: ``history``, then one per user/context feature group) and candidate
+    side (one row per target: ``z``, ``item``, ``category``, then one per candidate group)."""
     d, e = cfg.tower_config.d_model, cfg.embedding_dim
+    side = SideFeatures(features if cfg.use_features else (), e)
     user = {"history": d} if cfg.rankmixer.history_token else {}
-    return user, {"z": d, "item": e, "category": e}
+    return {**user, **side.user_widths}, {"z": d, "item": e, "category": e, **side.candidate_widths}
 
 
 @dataclass
@@ -61,6 +68,11 @@ class ModelBase:
         head_dropout: dropout rate in training after each hidden layer of the MLP head (every
             tower has this head); 0 = none. Off in ``eval()``.
         rankmixer: the RankMixer head's config (``head=rankmixer``).
+        use_features: read the data set's declared side features (``meta.json``'s
+            ``features``: user, context, candidate; docs/data-format.md); false: the model
+            ignores them (sequence and target ids only).
+        task_weights: per-task loss weights by task name (a task not named weighs 1); the
+            loss is the weighted mean of the tasks' losses.
         loss_weighting: ``impression`` (mean over targets: the pointwise objective exactly) or
             ``request`` (mean over requests of the mean over their targets, the paper's formula).
     """
@@ -73,6 +85,8 @@ class ModelBase:
     head_hidden: list[int] = field(default_factory=lambda: [128, 64])
     head_dropout: float = 0.0
     rankmixer: RankMixerConfig = field(default_factory=RankMixerConfig)
+    use_features: bool = True
+    task_weights: dict[str, float] = field(default_factory=dict)
     loss_weighting: str = "impression"
 
     def validate(self, prefix: str = "model") -> None:
@@ -94,9 +108,24 @@ class ModelBase:
         self.tower_config.validate(f"{prefix}.{self.tower}")
         if self.head not in HEADS:
             raise ValueError(f"{prefix}.head={self.head!r}: choose one of {list(HEADS)}")
+        bad = {k: w for k, w in self.task_weights.items() if not w >= 0}
+        if bad:
+            raise ValueError(f"{prefix}.task_weights: weights must be >= 0, got {bad}")
         if self.head == "rankmixer":
             user, target = head_token_widths(self)
             self.rankmixer.validate(len(user) + len(target), f"{prefix}.rankmixer")
+
+    def validate_for(self, features: Sequence[FeatureSpec], tasks: Sequence[str]) -> None:
+        """The checks that need the data set: the RankMixer token count with its feature
+        groups, and task weights naming its tasks (errors name the key)."""
+        unknown = sorted(set(self.task_weights) - set(tasks))
+        if unknown:
+            raise ValueError(
+                f"model.task_weights: {unknown[0]!r} is not a task of the data set ({list(tasks)})"
+            )
+        if self.head == "rankmixer":
+            user, target = head_token_widths(self, features)
+            self.rankmixer.validate(len(user) + len(target), "model.rankmixer")
 
     @property
     def tower_config(self):  # noqa: ANN201 - one of the tower config dataclasses

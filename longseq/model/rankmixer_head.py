@@ -33,8 +33,9 @@ class RankMixerConfig:
     """``model.rankmixer``: the RankMixer head (used when ``model.head=rankmixer``).
 
     Attributes:
-        dim: token width ``D``; a multiple of the token count (4 today: ``z``, ``history``,
-            ``item``, ``category``).
+        dim: token width ``D``, a multiple of the token count ``T`` (4 without side features:
+            ``z``, ``history``, ``item``, ``category``; one more per feature group); 0 (the
+            default): the smallest multiple of ``T`` that is at least 64.
         layers: RankMixer layers ``L``.
         heads: token-mixing heads ``H``; 0 means the token count, the only value the residual
             allows (docs/model.md, "RankMixer").
@@ -44,20 +45,26 @@ class RankMixerConfig:
             once per request).
     """
 
-    dim: int = 64
+    dim: int = 0
     layers: int = 2
     heads: int = 0
     ffn_mult: float = 4.0
     dropout: float = 0.0
     history_token: bool = True
 
+    def resolved_dim(self, num_tokens: int) -> int:
+        """``dim``, or for 0 the smallest multiple of ``num_tokens`` that is at least 64."""
+        return self.dim or num_tokens * -(-64 // max(num_tokens, 1))
+
     def validate(self, num_tokens: int, prefix: str = "model.rankmixer") -> None:
         """Raise ``ValueError`` naming ``{prefix}.<key>`` (``num_tokens``: ``T`` of the head)."""
+        if self.dim < 0:
+            raise ValueError(f"{prefix}.dim must be >= 0 (0: automatic), got {self.dim}")
         if self.heads < 0:
             raise ValueError(f"{prefix}.heads must be >= 0 (0: the token count), got {self.heads}")
         check_shape(
             num_tokens,
-            self.dim,
+            self.resolved_dim(num_tokens),
             self.layers,
             self.heads or None,
             self.ffn_mult,
@@ -88,7 +95,7 @@ class RankMixerHead(nn.Module):
         super().__init__()
         num_tokens = len(user_widths) + len(target_widths)
         cfg.validate(num_tokens)
-        d = cfg.dim
+        d = cfg.resolved_dim(num_tokens)
         self.user_proj = nn.ModuleDict({k: nn.Linear(w, d) for k, w in user_widths.items()})
         self.target_proj = nn.ModuleDict({k: nn.Linear(w, d) for k, w in target_widths.items()})
         self.mixer = RankMixer(num_tokens, d, cfg.layers, None, cfg.ffn_mult, cfg.dropout)

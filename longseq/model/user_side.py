@@ -28,6 +28,7 @@ __all__ = [
     "split_logits",
     "target_features",
     "target_tokens",
+    "user_features",
 ]
 
 
@@ -51,11 +52,22 @@ def target_tokens(
 
 
 def target_features(
-    model: LongSeqModel, emb: dict[str, JaggedTensor]
+    model: LongSeqModel,
+    emb: dict[str, JaggedTensor],
+    tgt_dense: torch.Tensor | None = None,
+    tgt_bags: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor] | None:
-    """The head's candidate-side features ``{name: [N, w]}`` (``model.head=rankmixer``), or
-    None (`SequenceInteraction.target_features`)."""
-    return model.interaction.target_features(emb)
+    """The head's candidate-side features ``{name: [N, w]}`` (RankMixer's item and category;
+    the candidate feature groups), or None (`SequenceInteraction.target_features`)."""
+    return model.interaction.target_features(emb, tgt_dense, tgt_bags)
+
+
+def user_features(
+    model: LongSeqModel, emb: dict[str, JaggedTensor], dense: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """The requests' user/context feature groups ``{group: [B, w]}``
+    (`SequenceInteraction.user_features`; empty without such features)."""
+    return model.interaction.user_features(emb, dense)
 
 
 def encode_users(
@@ -64,11 +76,12 @@ def encode_users(
     lengths: torch.Tensor,
     hist_ids: torch.Tensor | None = None,
     packed: bool = False,
+    features: dict[str, torch.Tensor] | None = None,
 ) -> UserSide:
     """History tokens ``x [E, d]`` of ``B = len(lengths)`` requests -> their `UserSide`
     (`SequenceInteraction.encode_users`; ``packed``: the packed state whatever the model's
-    layout, see `packed_kernel`)."""
-    return model.interaction.encode_users(x, lengths, hist_ids, packed)
+    layout, see `packed_kernel`; ``features``: their `user_features`)."""
+    return model.interaction.encode_users(x, lengths, hist_ids, packed, features)
 
 
 def score_targets(
@@ -109,6 +122,7 @@ def split_logits(model: LongSeqModel, batch: RequestBatch, packed: bool = False)
     emb = lookup(model, batch)
     x, lengths, hist_ids = history_tokens(model, emb, batch.sparse)
     xt, tgt_ids = target_tokens(model, emb, batch.sparse)
-    user = encode_users(model, x, lengths, hist_ids, packed=packed)
-    feats = target_features(model, emb)
+    ufeats = user_features(model, emb, batch.dense)
+    user = encode_users(model, x, lengths, hist_ids, packed=packed, features=ufeats)
+    feats = target_features(model, emb, batch.tgt_dense, batch.tgt_bags)
     return score_targets(model, user, xt, batch.num_targets, tgt_ids, kernel, feats)

@@ -71,6 +71,10 @@ def check_meta(meta: dict[str, Any], source: str | Path) -> None:
         raise ValueError(f"{source}: tasks must be a list of names")
     if "tables" in meta:
         _check_tables(meta["tables"], source)
+    if "features" in meta:
+        from longseq.data.features import parse_features
+
+        parse_features(meta["features"], f"{source}")
     manifest = meta.get("manifest") or {}
     if not isinstance(manifest, dict):
         raise ValueError(f"{source}: manifest must be an object of file name -> size")

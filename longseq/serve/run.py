@@ -87,7 +87,7 @@ def _serve(cfg: ServeConfig, split_dir: Path) -> dict[str, Any]:
     for table in reader:
         labelled = all(f"tgt_{t}" in table.column_names for t in tasks)
         wins = None if window is None else np.full(table.num_rows, window, dtype=np.int64)
-        batch = collate(table, tasks if labelled else [], wins)
+        batch = collate(table, tasks if labelled else [], wins, features=scorer.model.features)
         if cfg.packed:  # the whole batch at once, no padding, FlexAttention
             probs = scorer.score_batch(batch).numpy()
         else:

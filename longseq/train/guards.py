@@ -75,6 +75,11 @@ def check_resume_compatible(
         },
         {"model": now["model"], "tables": now["tables"]},
     )
+    if list(saved.get("features") or []) != list(now.get("features") or []):
+        diffs.append(
+            f"features: {_short(saved.get('features'))} in the checkpoint, "
+            f"{_short(now.get('features'))} now (meta.json's features, model.use_features)"
+        )
     if list(saved.get("tasks", now["tasks"])) != list(now["tasks"]):
         diffs.append(f"tasks: {_short(saved.get('tasks'))} in the checkpoint, {now['tasks']!r} now")
     if diffs:

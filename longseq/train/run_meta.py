@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from longseq.data.features import FeatureSpec
 from longseq.data.meta import META_NAME, DatasetMeta
 from longseq.model.embeddings import TableSizes
 from longseq.parallel.checkpoint import latest_checkpoint
@@ -36,15 +38,18 @@ def checkpoint_meta(
     tasks: list[str],
     world_size: int,
     wandb_run_id: str | None = None,
+    features: Sequence[FeatureSpec] = (),
 ) -> dict[str, Any]:
     """What a checkpoint's ``longseq.json`` describes (besides its step): enough for
     ``longseq.eval`` to rebuild the model without the training config. ``sharding`` records the
     training run's sharding config (evaluation may reuse the plan; a resume may change it: DCP
-    reshards, so `longseq.train.guards.check_resume_compatible` does not compare it)."""
+    reshards, so `longseq.train.guards.check_resume_compatible` does not compare it).
+    ``features``: the side features the model reads (its input columns and their tables)."""
     return {
         "model": OmegaConf.to_container(OmegaConf.structured(cfg.model)),
         "tables": asdict(sizes),
         "tasks": tasks,
+        "features": [f.to_dict() for f in features],
         "world_size": world_size,
         "data_path": str(cfg.data.path),
         "window": asdict(cfg.data.window),

@@ -87,6 +87,7 @@ def build(
     meta = read_dataset_meta(cfg.data.path)
     tasks = meta.model_tasks
     sizes = table_sizes(meta)
+    features = meta.features if cfg.model.use_features else ()
     tc = cfg.trainer
     eval_every, select_split = tc.resolved_eval(cfg.data.path)
     if eval_every > 0:
@@ -103,12 +104,12 @@ def build(
         check_best_metric(tc, tasks)
     ckpt = resolve_resume(cfg)
     if ckpt is not None:  # before building anything: a checkpoint that cannot load fails fast
-        now = checkpoint_meta(cfg, sizes, tasks, env.world_size)
+        now = checkpoint_meta(cfg, sizes, tasks, env.world_size, features=features)
         saved = verify_checkpoint(ckpt)  # longseq.json checked, no links, every file whole
         read_metadata_file(ckpt / ".metadata")  # read as data, on every rank
         check_resume_compatible(ckpt, saved, now, type(cfg.model))
     torch.manual_seed(cfg.seed)
-    model = LongSeqModel(cfg.model, sizes, tasks, device="meta")
+    model = LongSeqModel(cfg.model, sizes, tasks, device="meta", features=features)
     apply_activation_checkpointing(model, tc.activation_checkpointing)
     task = TrainTask(model, tc.precision, env.device.type)
     params = param_counts(model)
@@ -116,7 +117,9 @@ def build(
     opt = build_optimizer(dmp, tc.dense)
     if cfg.data.on_bad_row == "skip" and not cfg.data.bad_rows_log:  # skipped rows: on record
         cfg.data.bad_rows_log = str(run_dir / f"bad_rows.rank{env.rank}.jsonl")
-    stream = build_train_stream(cfg.data, env.rank, env.world_size, cfg.seed, tasks, env.device)
+    stream = build_train_stream(
+        cfg.data, env.rank, env.world_size, cfg.seed, tasks, env.device, features
+    )
     start, wandb_id = 0, None
     if ckpt is not None:
         cmeta = restore_training_state(dmp, opt, ckpt)
@@ -187,7 +190,9 @@ def build(
         stream=stream,
         stepper=stepper,
         logger=logger,
-        ckpt_meta=checkpoint_meta(cfg, sizes, tasks, env.world_size, logger.run_id),
+        ckpt_meta=checkpoint_meta(
+            cfg, sizes, tasks, env.world_size, logger.run_id, features=features
+        ),
         nonce=nonce,
         preemption=Preemption(),
         start=start,
