@@ -33,7 +33,10 @@ def main(cfg: DictConfig) -> None:
         job.validate(job.dry_run_topology.compute_device)  # the planned cluster's device
         meta = read_dataset_meta(job.data.path)
         sizes, tasks = table_sizes(meta), meta.model_tasks
-        print(dry_run(job.model, job.sharding, job.dry_run_topology, sizes, tasks))
+        report = dry_run(
+            job.model, job.sharding, job.dry_run_topology, sizes, tasks, features=meta.features
+        )
+        print(report)
         return
     try:
         train(job)

@@ -9,8 +9,10 @@ per-rank plan and the embedding memory per rank (weights + optimizer state).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
+from longseq.data.features import FeatureSpec
 from longseq.model.model import LongSeqModel, ModelConfig
 from longseq.parallel.planning.topology import TopologyConfig
 from longseq.parallel.sharding import ShardingConfig, build_plan, find_embedding_collection
@@ -30,11 +32,13 @@ def dry_run(
     topo: TopologyConfig,
     sizes: Any,
     tasks: list[str],
+    features: Sequence[FeatureSpec] = (),
 ) -> str:
     """The report of a job's model (``model_cfg``, its tables of ``sizes``, heads for
     ``tasks``) sharded per ``sharding`` over ``topo``: the plan and the per-rank embedding memory
-    estimate (weights + optimizer state), then the dense parameters' memory per rank."""
-    model = LongSeqModel(model_cfg, sizes, tasks, device="meta")
+    estimate (weights + optimizer state), then the dense parameters' memory per rank. The
+    tables of the data set's sparse side ``features`` are planned with the others."""
+    model = LongSeqModel(model_cfg, sizes, tasks, device="meta", features=features)
     world = topo.nodes * topo.gpus_per_node
     plan = build_plan(
         model,
