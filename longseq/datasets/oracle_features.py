@@ -107,6 +107,15 @@ def features_report(
     return out
 
 
+def summary_line(f: Mapping[str, Any]) -> str:
+    """The generator summary's line of a ``features`` entry."""
+    return (
+        f"features (full window, AUC / GAUC): with {f['with']['auc']:.4f}/{f['with']['gauc']:.4f}"
+        f", without {f['without']['auc']:.4f}/{f['without']['gauc']:.4f}"
+        f", gap {f['gap_auc']:+.4f}/{f['gap_gauc']:+.4f}"
+    )
+
+
 def oracle_from_dataset(
     path: str | Path, split: str = "test", prior: str = "target"
 ) -> dict[str, Any]:

@@ -377,12 +377,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         + f", p_true: {rep['p_true']['auc']:.4f}/{rep['p_true']['gauc']:.4f}",
     ]
     if "features" in rep:
-        f = rep["features"]
-        lines.append(
-            f"features (full window, AUC / GAUC): with {f['with']['auc']:.4f}/{f['with']['gauc']:.4f}"
-            f", without {f['without']['auc']:.4f}/{f['without']['gauc']:.4f}"
-            f", gap {f['gap_auc']:+.4f}/{f['gap_gauc']:+.4f}"
-        )
+        lines.append(oracle_features.summary_line(rep["features"]))
     return "\n".join(lines)
 
 
