@@ -338,8 +338,7 @@ def generate(cfg: SynthConfig, preset: str | None = None) -> dict[str, Any]:
         report["features"] = oracle_features.features_report(
             cat["click"], cat["user"], full, cat, g.feat
         )
-        act = np.log1p(cat["activity"])
-        specs = synth_features.specs(float(act.mean()), float(act.std()), cfg.feat_num_creators)
+        specs = synth_features.train_specs(cat.get("activity"), cfg.feat_num_creators)
     config = asdict(cfg)
     np.save(out / "item_bias.npy", g.item_bias)
     meta = DatasetMeta(

@@ -181,6 +181,13 @@ def specs(activity_mean: float, activity_std: float, num_creators: int) -> tuple
     )  # fmt: skip
 
 
+def train_specs(train_activity: np.ndarray | None, num_creators: int) -> tuple[FeatureSpec, ...]:
+    """`specs` with ``activity``'s statistics from its train values (none or constant: 0, 1)."""
+    x = np.log1p(np.asarray(train_activity if train_activity is not None else [], np.float64))
+    std = float(x.std()) if x.size else 0.0
+    return specs(float(x.mean()) if x.size else 0.0, std if std > 0 else 1.0, num_creators)
+
+
 def schema(base: pa.Schema) -> pa.Schema:
     """``base`` with the feature columns appended (in `specs` order)."""
     out = base
