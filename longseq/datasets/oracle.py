@@ -302,6 +302,10 @@ def oracle_from_dataset(
     root = Path(path)
     meta = DatasetMeta.read(root)
     cfg = meta.require_extra("config")
+    if cfg.get("features"):  # the generator's feature block: its effects enter every score
+        from longseq.datasets import oracle_features
+
+        return oracle_features.oracle_from_dataset(root, split, prior)
     params = OracleParams.from_mapping(cfg)
     item_bias = np.load(root / "item_bias.npy")
     cols = ["user_id", "hist_category_id", "tgt_category_id", "tgt_item_id", "tgt_click"]

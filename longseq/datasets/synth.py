@@ -29,7 +29,8 @@ from longseq.data.format import REQUEST_SCHEMA
 from longseq.data.manifest import MANIFEST_NAME
 from longseq.data.meta import FORMAT, DatasetMeta
 from longseq.data.writer import SplitWriter
-from longseq.datasets import oracle
+from longseq.datasets import oracle, oracle_features, synth_features
+from longseq.datasets.synth_features import FeatureTables
 
 
 @dataclass
@@ -70,6 +71,9 @@ class SynthConfig:
     rows_per_file: int = 100_000
     row_group_size: int = 256
     compression: str = "zstd"
+    features: bool = False  #: the side-feature block (synth_features; off: data as before)
+    feat_step: float = 0.2  #: logit per feature effect unit
+    feat_num_creators: int = 100  #: cardinality of the candidate feature ``creator``
     oracle_windows: list[int] = field(default_factory=lambda: list(oracle.DEFAULT_WINDOWS))
     progress: bool = True  #: tqdm progress bar on stderr
 
@@ -109,6 +113,8 @@ class SynthConfig:
                 0.0 <= self.valid_fraction < 1.0 - self.test_fraction,
                 "in [0, 1 - test_fraction)",
             ),
+            ("feat_step", self.feat_step > 0.0, "> 0"),
+            ("feat_num_creators", self.feat_num_creators >= 1, ">= 1"),
             ("oracle_windows", all(w >= 1 for w in self.oracle_windows), "all >= 1"),
         ]
         for key, ok, want in checks:
@@ -136,6 +142,7 @@ class _Globals:
     is_test: np.ndarray
     is_valid: np.ndarray
     cutoff_ts: int
+    feat: FeatureTables | None = None  #: the feature block's tables (``features=true``)
 
 
 def _globals(cfg: SynthConfig) -> _Globals:
@@ -150,7 +157,9 @@ def _globals(cfg: SynthConfig) -> _Globals:
     is_test = request_id >= cfg.num_users - n_test
     n_valid = int(round(cfg.valid_fraction * cfg.num_users))
     is_valid = ~is_test & (request_id >= cfg.num_users - n_test - n_valid)
-    return _Globals(item_bias, cdf, ts, request_id, is_test, is_valid, int(ts[order[-n_test]]))
+    feat = FeatureTables.from_config(cfg) if cfg.features else None
+    cutoff = int(ts[order[-n_test]])
+    return _Globals(item_bias, cdf, ts, request_id, is_test, is_valid, cutoff, feat)
 
 
 def _pick(rng: np.random.Generator, sets: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -208,9 +217,14 @@ def _chunk(cfg: SynthConfig, g: _Globals, c0: int, c1: int) -> dict[str, Any]:
     in_s = (S[:, :, None] == tcat[:, None, :]).any(axis=1)
     in_r = (Rset[:, :, None] == tcat[:, None, :]).any(axis=1)
     bias = g.item_bias[titem]
-    p_true = expit(cfg.b0 + bias + cfg.alpha * in_s + cfg.gamma * in_r)
+    logit = cfg.b0 + bias + cfg.alpha * in_s + cfg.gamma * in_r
+    feat = {}
+    if g.feat is not None:  # own stream: the sequence's draws are the same with features off
+        feat = synth_features.draw(g.feat, np.random.default_rng([cfg.seed, 3, c0]), n, T)
+        logit = logit + g.feat.step * feat["effect"].reshape(n, T)
+    p_true = expit(logit)
     click = (rng.random((n, T)) < p_true).astype(np.int8)
-    return {
+    return {"feat": feat,
         "lens": lens, "item": item, "cat": cat, "action": action, "ts": hist_ts,
         "tcat": tcat.reshape(-1), "titem": titem.reshape(-1), "bias": bias.reshape(-1),
         "click": click.reshape(-1), "p_true": p_true.reshape(-1),
@@ -226,6 +240,7 @@ def _select(ch: dict[str, Any], mask: np.ndarray, T: int) -> dict[str, Any]:
         {k: v[tg] for k, v in ch.items() if k in ("tcat", "titem", "bias", "click", "p_true")}
     )
     out["lens"] = ch["lens"][mask]
+    out["feat"] = synth_features.select(ch["feat"], mask, T) if ch["feat"] else {}
     return out
 
 
@@ -246,7 +261,10 @@ def _table(
         lst(toff, ch["titem"]), lst(toff, ch["tcat"]), lst(toff, ch["click"]),
         lst(toff, ch["p_true"]),
     ]  # fmt: skip
-    return pa.Table.from_arrays(cols, schema=REQUEST_SCHEMA)
+    if not ch["feat"]:
+        return pa.Table.from_arrays(cols, schema=REQUEST_SCHEMA)
+    cols += synth_features.columns(ch["feat"], T)
+    return pa.Table.from_arrays(cols, schema=synth_features.schema(REQUEST_SCHEMA))
 
 
 def generate(cfg: SynthConfig, preset: str | None = None) -> dict[str, Any]:
@@ -265,8 +283,9 @@ def generate(cfg: SynthConfig, preset: str | None = None) -> dict[str, Any]:
             stale.unlink()
         (out / split / MANIFEST_NAME).unlink(missing_ok=True)  # SplitWriter writes a new one
     names = ("train", "valid", "test") if g.is_valid.any() else ("train", "test")
+    schema = synth_features.schema(REQUEST_SCHEMA) if g.feat else REQUEST_SCHEMA
     writers = {
-        s: SplitWriter(out / s, REQUEST_SCHEMA, cfg.rows_per_file, cfg.row_group_size, cfg.compression)
+        s: SplitWriter(out / s, schema, cfg.rows_per_file, cfg.row_group_size, cfg.compression)
         for s in names
     }  # fmt: skip
     acc: dict[str, list[np.ndarray]] = {k: [] for k in ("click", "p_true", "user")}
@@ -286,12 +305,20 @@ def generate(cfg: SynthConfig, preset: str | None = None) -> dict[str, Any]:
             sub = _select(ch, mask, T)
             u = users[mask]
             writers[split].add(_table(sub, T, u, g.request_id[u], g.request_ts[u]))
+            if split == "train" and g.feat:  # activity's standardisation: the train split
+                acc.setdefault("activity", []).append(sub["feat"]["activity"])
             if split == "test":
                 hoff = np.concatenate(([0], np.cumsum(sub["lens"])))
                 toff = np.arange(u.size + 1) * T
-                sc = oracle.oracle_scores(
-                    sub["cat"], hoff, sub["tcat"], toff, sub["bias"], params, windows
-                )
+                args = (sub["cat"], hoff, sub["tcat"], toff, sub["bias"])
+                if g.feat is None:
+                    sc = oracle.oracle_scores(*args, params, windows)
+                else:
+                    sc, extra = oracle_features.feature_oracle_scores(
+                        *args, sub["feat"]["effect"], sub["p_true"], params, windows, g.feat
+                    )
+                    for k, v in extra.items():
+                        acc.setdefault(k, []).append(v)
                 for w in windows:
                     scores[w].append(sc[w])
                 acc["click"].append(sub["click"])
@@ -305,6 +332,13 @@ def generate(cfg: SynthConfig, preset: str | None = None) -> dict[str, Any]:
         cat["click"], cat["p_true"], cat["user"], {w: np.concatenate(s) for w, s in scores.items()},
         num_requests=int(g.is_test.sum()), hist_len_max=cfg.hist_len, params=asdict(params),
     )  # fmt: skip
+    specs: tuple = ()
+    if g.feat:
+        full = np.concatenate(scores[max(windows)])
+        report["features"] = oracle_features.features_report(
+            cat["click"], cat["user"], full, cat, g.feat
+        )
+        specs = synth_features.train_specs(cat.get("activity"), cfg.feat_num_creators)
     config = asdict(cfg)
     np.save(out / "item_bias.npy", g.item_bias)
     meta = DatasetMeta(
@@ -321,6 +355,7 @@ def generate(cfg: SynthConfig, preset: str | None = None) -> dict[str, Any]:
             "test": int(g.is_test.sum()),
         },
         files={s: tuple(str(p.relative_to(out)) for p in fs) for s, fs in files.items()},
+        features=specs,
         extra={"preset": preset, "test_cutoff_ts": g.cutoff_ts, "config": config},
     )
     meta.write(out)
@@ -340,6 +375,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         + ", ".join(f"w={r['window']}: {r['auc']:.4f}/{r['gauc']:.4f}" for r in rep["windows"])
         + f", p_true: {rep['p_true']['auc']:.4f}/{rep['p_true']['gauc']:.4f}",
     ]
+    if "features" in rep:
+        lines.append(oracle_features.summary_line(rep["features"]))
     return "\n".join(lines)
 
 
