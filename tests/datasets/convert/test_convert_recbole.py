@@ -96,6 +96,11 @@ def test_equals_the_movielens_converter_on_the_same_ratings(tmp_path: Path) -> N
         a = pq.read_table(next((tmp_path / "a" / split).glob("*.parquet")))
         b = pq.read_table(next((tmp_path / "b" / split).glob("*.parquet")))
         assert a.equals(b), split
+    # with features on, both give the same genre ids (the same sorted genre names)
+    convert("recbole", tmp_path / "rb", tmp_path / "fa", opts=OPTS)
+    convert("movielens", tmp_path / "gl", tmp_path / "fb", opts=OPTS)
+    a, b = read_rows(tmp_path / "fa", "train"), read_rows(tmp_path / "fb", "train")
+    assert [r["tgt_feat_genres"] for r in a] == [r["tgt_feat_genres"] for r in b]
 
 
 def test_side_tables_are_parsed_by_their_declared_types(tmp_path: Path) -> None:
