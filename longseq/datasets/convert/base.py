@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from longseq.datasets.convert.csvsource import CsvSpec
+from longseq.datasets.convert.features import SideFeature
 from longseq.datasets.convert.options import DatasetOptions
 from longseq.datasets.convert.requests import Events, Requests, TargetSet
 
@@ -46,6 +48,10 @@ class Converter:
     dropped: dict[str, int] = field(default_factory=dict)
     #: request kinds: 0 = the main log; 1 = a separate split (KuaiRand's random log)
     request_kinds: tuple[int, ...] = (0,)
+    #: side features to join (set by :meth:`prepare` when ``features`` is on)
+    side_features: list[SideFeature] = field(default_factory=list)
+    #: lines for the log and ``stats.json`` (``notes``), e.g. an optional file not found
+    notes: list[str] = field(default_factory=list)
 
     @property
     def opts(self) -> DatasetOptions:
@@ -80,6 +86,11 @@ class Converter:
     def targets(self, reqs: Requests) -> TargetSet:
         """The targets of a bucket's requests (default: each target event, its labels)."""
         return TargetSet.from_events(reqs)
+
+    def note(self, text: str) -> None:
+        """A line for the log and ``stats.json`` (``notes``)."""
+        logging.getLogger("longseq.datasets.convert").warning("%s", text)
+        self.notes.append(text)
 
     def drop(self, reason: str, n: int) -> None:
         """Count ``n`` dropped input rows."""

@@ -11,7 +11,10 @@ is empty, ``date`` + ``hourmin`` in Beijing time (``tz_offset_s``).
   packed into ``hist_action`` (bit k = ``action_columns[k]``);
 - targets: the request's impressions, labels ``tgt_is_click``, ``tgt_long_view``,
   ``tgt_is_like`` (``tasks``); category: first tag of the video (unknown: its own category);
-- the random log's requests (grouped the same way) form the ``test_random`` split.
+- the random log's requests (grouped the same way) form the ``test_random`` split;
+- side features (`kuairand_features`): the request's local hour (context), the user's
+  ``user_features_*.csv`` columns (user), the video's ``video_features_basic_*.csv`` columns
+  (candidate).
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ import pyarrow.compute as pc
 
 from longseq.datasets.convert.base import Converter, find_files, seq_column
 from longseq.datasets.convert.csvsource import CsvSpec, bad_row_error, iter_blocks
+from longseq.datasets.convert.features import FieldFeature, field_checks
+from longseq.datasets.convert.kuairand_features import (
+    KUAIRAND_USER_FEATURES,
+    kuairand_video_features,
+)
 from longseq.datasets.convert.options import DatasetOptions, SplitConfig
 from longseq.datasets.convert.partition import event_schema
 
@@ -59,7 +67,10 @@ class KuaiRandOptions(DatasetOptions):
             (the random log is not read at all, so it is in no history either).
         random_in_history: random-log impressions are part of later histories.
         tz_offset_s: offset of the ``date``/``hourmin`` columns from UTC (used only where
-            ``time_ms`` is empty).
+            ``time_ms`` is empty) and of the ``hour`` context feature.
+        context_hour: the ``hour`` context feature (local hour of ``request_ts``).
+        user_features: ``user_features_*.csv`` columns made ``id`` features.
+        video_features: ``video_features_basic_*.csv`` columns made candidate features.
     """
 
     max_hist_len: int = 10000
@@ -75,6 +86,9 @@ class KuaiRandOptions(DatasetOptions):
     random_from: str = "test"
     random_in_history: bool = True
     tz_offset_s: int = 28800
+    context_hour: bool = True
+    user_features: list[str] = field(default_factory=lambda: list(KUAIRAND_USER_FEATURES))
+    video_features: list[FieldFeature] = field(default_factory=kuairand_video_features)
 
     def checks(self, prefix: str) -> list[tuple[str, bool, str]]:
         """The shared checks and ``random_from``, ``tasks``."""
@@ -82,6 +96,10 @@ class KuaiRandOptions(DatasetOptions):
         return super().checks(prefix) + [
             (f"{prefix}.random_from", ok, "test|valid|all|none"),
             (f"{prefix}.tasks", len(self.tasks) >= 1, "non-empty"),
+            *field_checks(f"{prefix}.video_features", self.video_features),
+            *field_checks(
+                f"{prefix}.user_features", [FieldFeature(c, "id") for c in self.user_features]
+            ),
         ]
 
 
@@ -123,7 +141,12 @@ class KuaiRandConverter(Converter):
         return specs + [CsvSpec(p, types, kind="random") for p in rnd]
 
     def prepare(self, src: Path) -> None:
-        """Load video -> first tag from ``video_features_basic_*.csv`` (streamed)."""
+        """Load video -> first tag from ``video_features_basic_*.csv`` (streamed), and the side
+        features (``features``)."""
+        if self.opts.features:
+            from longseq.datasets.convert.kuairand_features import side_features
+
+            self.side_features = side_features(self, src)
         files = find_files(src, "video_features_basic_*.csv")
         vids, tags = [], []
         for p in files:

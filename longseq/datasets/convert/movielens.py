@@ -8,7 +8,9 @@ with a header). Categories: the movie's first genre from ``movies.dat`` / ``u.it
 
 - requests: a user's ratings grouped into sessions by gap (``gap_s``, ``max_targets``);
 - targets: the session's rated movies, ``tgt_<task>`` = rating >= ``threshold``;
-- history: every earlier rating, ``hist_action`` = round(2 x rating) (0..10).
+- history: every earlier rating, ``hist_action`` = round(2 x rating) (0..10);
+- side features (`movielens_features`): gender, age group, occupation (``users.dat`` /
+  ``u.user``), genres (multi-hot) and year of the movie.
 """
 
 from __future__ import annotations
@@ -114,6 +116,10 @@ class MovieLensConverter(Converter):
         movies = np.array(sorted(genre), np.int64)
         self._movies = movies
         self._genres = np.array([ids[genre[int(m)]] for m in movies], np.int64)
+        if self.opts.features:
+            from longseq.datasets.convert.movielens_features import side_features
+
+            self.side_features = side_features(self, src, ML100K_GENRES)
 
     def _category(self, movie: np.ndarray) -> np.ndarray:
         """Genre index of each movie's first genre (sorted genre names); -1 if unknown."""

@@ -57,6 +57,8 @@ class DatasetOptions:
             ``window_origin``). Either way a request holds at most ``max_targets`` events (a
             longer group continues as the next request).
         split / sample: see :class:`SplitConfig` and :class:`SampleConfig`.
+        features: write the data set's side features (``feat_*`` / ``tgt_feat_*`` columns,
+            declared in ``meta.json``); false: none (the output of before features existed).
     """
 
     max_hist_len: int = 1000
@@ -67,6 +69,7 @@ class DatasetOptions:
     max_targets: int = 64
     split: SplitConfig = field(default_factory=SplitConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    features: bool = True
 
     def checks(self, prefix: str) -> list[tuple[str, bool, str]]:
         """``(key, ok, what it must be)`` per check of these options (``prefix``: the section

@@ -27,13 +27,14 @@ from longseq.data.writer import SplitWriter
 from longseq.datasets.convert.base import Context, Converter
 from longseq.datasets.convert.config import SPLITS, ConvertConfig, SplitConfig
 from longseq.datasets.convert.csvsource import iter_blocks
-from longseq.datasets.convert.hashing import hash_uniform
+from longseq.datasets.convert.feature_pass import feature_columns, feature_fields, train_stats
 from longseq.datasets.convert.partition import Partitioner, event_schema, num_buckets, read_bucket
 from longseq.datasets.convert.registry import dataset_names
-from longseq.datasets.convert.requests import Events, group, history_bounds, request_table
+from longseq.datasets.convert.requests import Events, history_bounds, ranges, request_table
+from longseq.datasets.convert.selection import assign_splits, select_requests, train_chunks
 from longseq.datasets.convert.stats import SplitStats
 
-_SAMPLE_SALT = 0x5A3D
+__all__ = ["assign_splits", "convert", "output_schema", "resolve_cutoffs"]
 
 
 def output_schema(conv: Converter) -> pa.Schema:
@@ -41,7 +42,7 @@ def output_schema(conv: Converter) -> pa.Schema:
     core = [f for f in REQUEST_SCHEMA if f.name not in ("tgt_click", "tgt_p_true")]
     labels = [pa.field(f"tgt_{t}", pa.list_(pa.int8())) for t in conv.tasks]
     extra = [pa.field(f"tgt_{e}", pa.list_(pa.int8())) for e in conv.extra_columns]
-    return pa.schema([*core, *labels, *extra])
+    return pa.schema([*core, *labels, *extra, *feature_fields(conv.side_features)])
 
 
 def resolve_cutoffs(split: SplitConfig, hours: np.ndarray, counts: np.ndarray) -> dict[str, int]:
@@ -65,21 +66,6 @@ def resolve_cutoffs(split: SplitConfig, hours: np.ndarray, counts: np.ndarray) -
             f"convert config: split needs train_start <= valid_start <= test_start, got {out}"
         )
     return out
-
-
-def assign_splits(
-    kind: int, ts: np.ndarray, cut: dict[str, int], random_start: int | None
-) -> np.ndarray:
-    """Split index (into ``SPLITS``) per request, -1 = not written."""
-    if kind == 1:
-        if random_start is None:
-            return np.full(ts.size, -1)
-        return np.where(ts >= random_start, SPLITS.index("test_random"), -1)
-    s = np.full(ts.size, -1)
-    s[(ts >= cut["train_start"]) & (ts < cut["valid_start"])] = 0
-    s[(ts >= cut["valid_start"]) & (ts < cut["test_start"])] = 1
-    s[ts >= cut["test_start"]] = 2
-    return s
 
 
 class _Progress:
@@ -143,9 +129,12 @@ def convert(cfg: ConvertConfig, conv: Converter) -> dict[str, Any]:
         for s in kinds_splits
     }
     stats = {s: SplitStats() for s in kinds_splits}
-    rates = {s: getattr(opts.sample, s) for s in SPLITS}
     next_id = 0
     hist_max = 0
+    feats = conv.side_features
+    feature_stats = train_stats(
+        feats, train_chunks(conv, buckets, item_vocab, cat_vocab, cut, random_start)
+    ) if feats else {}  # fmt: skip
     with _Progress(
         cfg.progress, total=len(buckets), unit="bucket", desc="pass 2/2 requests"
     ) as bar:
@@ -153,19 +142,13 @@ def convert(cfg: ConvertConfig, conv: Converter) -> dict[str, Any]:
             ev = Events.from_table(read_bucket(path), item_vocab, cat_vocab)
             hist = ev.subset(conv.history_mask(ev))
             for kind in conv.request_kinds:
-                reqs = group(ev.subset(ev.kind == kind), opts, kind)
-                if len(reqs) == 0:
+                found = select_requests(conv, ev, kind, cut, random_start)
+                if found is None:
                     continue
-                tg = conv.targets(reqs)
-                t_start = np.searchsorted(tg.req, np.arange(len(reqs)), side="left")
-                t_end = np.searchsorted(tg.req, np.arange(len(reqs)), side="right")
+                reqs, tg, t_start, t_end, sels = found
                 r_user, r_ts = reqs.user, reqs.ts
-                split = assign_splits(kind, r_ts, cut, random_start)
-                u = hash_uniform(cfg.seed, _SAMPLE_SALT, reqs.key)
-                for si, name in enumerate(SPLITS):
-                    sel = np.flatnonzero((split == si) & (u < rates[name]) & (t_end > t_start))
-                    if sel.size == 0:
-                        continue
+                tg_raw = item_vocab[tg.item] if feats else tg.item
+                for name, sel in sels:
                     h_start, h_end = history_bounds(hist, r_user[sel], r_ts[sel], opts.max_hist_len)
                     hist_max = max(hist_max, int((h_end - h_start).max()))
                     _add_stats(
@@ -175,10 +158,13 @@ def convert(cfg: ConvertConfig, conv: Converter) -> dict[str, Any]:
                     next_id += sel.size
                     for a, b in _chunks(h_end - h_start, cfg.hist_chunk_events):
                         s = sel[a:b]
+                        extra = feature_columns(
+                            feats, r_user[s], r_ts[s], tg_raw, t_start[s], t_end[s]
+                        )
                         writers[name].add(
                             request_table(
                                 schema, ids[a:b], r_user[s], r_ts[s], hist, h_start[a:b],
-                                h_end[a:b], tg, t_start[s], t_end[s],
+                                h_end[a:b], tg, t_start[s], t_end[s], extra,
                             )
                         )  # fmt: skip
             bar.update(1)
@@ -199,6 +185,8 @@ def convert(cfg: ConvertConfig, conv: Converter) -> dict[str, Any]:
         "categories": int(cat_vocab.size),
         "cutoffs": cut,
         "splits": {s: st.to_dict() for s, st in stats.items()},
+        **({"features": feature_stats} if feats else {}),
+        **({"notes": list(conv.notes)} if conv.notes else {}),
         "run": {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": _peak_rss_mb()},
     }  # fmt: skip
     (out / "stats.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -225,8 +213,6 @@ def _chunks(hlen: np.ndarray, budget: int) -> list[tuple[int, int]]:
 
 
 def _add_stats(st: SplitStats, tg, users, t_start, t_end, hlen) -> None:
-    from longseq.datasets.convert.requests import ranges
-
     idx, _ = ranges(t_start, t_end)
     sums = {k: int(v[idx].sum()) for k, v in {**tg.labels, **tg.extra}.items()}
     st.add(users, t_end - t_start, hlen, sums)
@@ -251,6 +237,7 @@ def _meta(cfg, conv, specs, item_vocab, cat_vocab, cut, random_start, stats, fil
         targets_per_request=int(max((s.tpr.size - 1 for s in stats.values()), default=0)),
         hist_len_max=int(opts.max_hist_len or hist_max),
         num_requests={s: int(st.requests) for s, st in stats.items()},
+        features=tuple(f.spec for f in _declared(conv.side_features)),
         files={s: tuple(str(p.relative_to(out)) for p in fs) for s, fs in files.items()},
         extra={
             "dataset": cfg.dataset,
@@ -264,6 +251,11 @@ def _meta(cfg, conv, specs, item_vocab, cat_vocab, cut, random_start, stats, fil
             "config": cfg_dict,
         },
     )
+
+
+def _declared(feats: list) -> list:
+    """Request-level features first, then candidate ones (the schema's order)."""
+    return [f for f in feats if f.spec.per_request] + [f for f in feats if not f.spec.per_request]
 
 
 def _write_vocab(out: Path, items: np.ndarray, cats: np.ndarray) -> None:

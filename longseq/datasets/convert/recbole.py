@@ -18,8 +18,8 @@ timestamp:float``; ``.item``: ``item_id movie_title release_year class``).
 - ids: `atomic.token_ids` (integer tokens stay themselves; other tokens are hashed).
 
 The ``.item`` and ``.user`` fields are parsed by their declared types into
-`atomic_tables.SideTable` (``item_table``, ``user_table``), ready for user and candidate
-features; this converter writes none of them yet.
+`atomic_tables.SideTable` (``item_table``, ``user_table``); the fields named by
+``user_features`` / ``item_features`` become user and candidate features (`recbole_features`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from longseq.datasets.convert.atomic import AtomicField, read_header, token_ids
 from longseq.datasets.convert.atomic_tables import SideTable, read_side_table
 from longseq.datasets.convert.base import Converter, find_files, seq_column
 from longseq.datasets.convert.csvsource import CsvSpec, bad_row_error
+from longseq.datasets.convert.features import FieldFeature, field_checks
 from longseq.datasets.convert.options import DatasetOptions
 from longseq.datasets.convert.partition import event_schema
 
@@ -62,6 +63,11 @@ class RecBoleOptions(DatasetOptions):
             of its tokens, joined by ``|``, is the category).
         field_separator, seq_separator: between fields, and between the tokens of a ``*_seq``
             field (RecBole's ``field_separator`` and ``seq_separator``).
+        user_features, item_features: fields of ``.user`` / ``.item`` made user / candidate
+            features (`features.FieldFeature`): a ``token`` field -> ``id`` (or ``dense``: a
+            number), a ``token_seq`` field -> ``multi_hot``, a ``float`` field -> ``dense``.
+            Defaults (ML-100K): age in the MovieLens-1M age groups, gender, occupation; genres
+            (``class``, multi-hot) and release year (dense, standardised).
     """
 
     max_hist_len: int = 2000
@@ -80,6 +86,14 @@ class RecBoleOptions(DatasetOptions):
     category_rule: str = "first"
     field_separator: str = "\t"
     seq_separator: str = " "
+    user_features: list[FieldFeature] = field(default_factory=lambda: [
+        FieldFeature("age", "id", buckets=[18, 25, 35, 45, 50, 56]),
+        FieldFeature("gender", "id"), FieldFeature("occupation", "id"),
+    ])  # fmt: skip
+    item_features: list[FieldFeature] = field(default_factory=lambda: [
+        FieldFeature("class", "multi_hot", name="genres"),
+        FieldFeature("release_year", "dense", name="year", transform="standardize"),
+    ])  # fmt: skip
 
     def checks(self, prefix: str) -> list[tuple[str, bool, str]]:
         roles = [f"{r}_field" for r in _ROLES]
@@ -92,6 +106,8 @@ class RecBoleOptions(DatasetOptions):
             (f"{prefix}.action_scale", self.action_scale >= 0, ">= 0"),
             (f"{prefix}.num_actions", self.num_actions >= 1, ">= 1"),
             (f"{prefix}.field_separator", len(self.field_separator) == 1, "one character"),
+            *field_checks(f"{prefix}.user_features", self.user_features),
+            *field_checks(f"{prefix}.item_features", self.item_features),
             (
                 f"{prefix}.seq_separator",
                 bool(self.seq_separator) and self.seq_separator != self.field_separator,
@@ -169,6 +185,10 @@ class RecBoleConverter(Converter):
             self.user_table = read_side_table(user, o.user_field, "recbole.user_field", *seps)
         if o.category_field and self.item_table is not None:
             self._categories(self.item_table, o.category_field, o.category_rule)
+        if o.features:
+            from longseq.datasets.convert.recbole_features import side_features
+
+            self.side_features = side_features(self, item, user)
 
     def _categories(self, items: SideTable, name: str, rule: str) -> None:
         col = items.columns[name]

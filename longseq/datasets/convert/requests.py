@@ -178,8 +178,10 @@ def request_table(
     tg: TargetSet,
     t_start: np.ndarray,
     t_end: np.ndarray,
+    extra: dict[str, pa.Array] | None = None,
 ) -> pa.Table:
-    """Rows of the request-level format for the given requests (``schema`` column order)."""
+    """Rows of the request-level format for the given requests (``schema`` column order);
+    ``extra``: further columns by name (the side features)."""
     hidx, hoff = ranges(h_start, h_end)
     tidx, toff = ranges(t_start, t_end)
     i64, i8 = pa.int64(), pa.int8()
@@ -196,4 +198,5 @@ def request_table(
     }
     for name, v in {**tg.labels, **tg.extra}.items():
         cols[f"tgt_{name}"] = _list(toff, v[tidx], i8)
+    cols |= extra or {}
     return pa.Table.from_arrays([cols[n] for n in schema.names], schema=schema)

@@ -216,3 +216,22 @@ def write_movielens(
             for m, g in genres.items():
                 f.write(f'{m},"American President, The {m} (1995)",{g}|Romance\n')
     return rows
+
+
+def write_ml_users(root: Path, layout: str, users: int = 6) -> dict[int, tuple[str, int, str]]:
+    """``users.dat`` (1m: ``UserID::Gender::Age::Occupation::Zip``, age groups, occupation
+    codes) or ``u.user`` (100k: ``id|age|gender|occupation|zip``, exact ages) for users
+    ``1..users - 1`` (the last user has no row); returns ``{user: (gender, age, occupation)}``."""
+    d = root / f"ml-{layout}"
+    out = {}
+    with open(d / ("users.dat" if layout == "1m" else "u.user"), "w", encoding="latin-1") as f:
+        for u in range(1, users):
+            g = "MF"[u % 2]
+            if layout == "1m":
+                age, occ = [1, 18, 25, 35, 45, 50, 56][u % 7], str(u % 3)
+                f.write(f"{u}::{g}::{age}::{occ}::{48067 + u}\n")
+            else:
+                age, occ = 15 + 9 * u, ["writer", "technician", "other"][u % 3]
+                f.write(f"{u}|{age}|{g}|{occ}|{85711 + u}\n")
+            out[u] = (g, age, occ)
+    return out

@@ -21,6 +21,7 @@ from recbole_fixtures import GENRES, item_genres, write_atomic, write_lines, wri
 from longseq.datasets.convert import converter_for
 from longseq.datasets.convert.atomic import token_ids
 from longseq.datasets.convert.config import ConvertConfig
+from longseq.datasets.convert.features import FieldFeature
 from longseq.datasets.validate import validate_path
 
 GAP, MAXT, MOVIES = 1800, 8, 30
@@ -89,12 +90,17 @@ def test_combination_rule_and_threshold(tmp_path: Path) -> None:
 def test_equals_the_movielens_converter_on_the_same_ratings(tmp_path: Path) -> None:
     rows = write_atomic(tmp_path / "rb", movies=MOVIES, seed=5)
     write_ml100k_layout(tmp_path / "gl", rows, MOVIES)
-    convert("recbole", tmp_path / "rb", tmp_path / "a", opts=OPTS)
-    convert("movielens", tmp_path / "gl", tmp_path / "b", opts=OPTS)
+    convert("recbole", tmp_path / "rb", tmp_path / "a", opts={**OPTS, "features": False})
+    convert("movielens", tmp_path / "gl", tmp_path / "b", opts={**OPTS, "features": False})
     for split in ("train", "valid", "test"):
         a = pq.read_table(next((tmp_path / "a" / split).glob("*.parquet")))
         b = pq.read_table(next((tmp_path / "b" / split).glob("*.parquet")))
         assert a.equals(b), split
+    # with features on, both give the same genre ids (the same sorted genre names)
+    convert("recbole", tmp_path / "rb", tmp_path / "fa", opts=OPTS)
+    convert("movielens", tmp_path / "gl", tmp_path / "fb", opts=OPTS)
+    a, b = read_rows(tmp_path / "fa", "train"), read_rows(tmp_path / "fb", "train")
+    assert [r["tgt_feat_genres"] for r in a] == [r["tgt_feat_genres"] for r in b]
 
 
 def test_side_tables_are_parsed_by_their_declared_types(tmp_path: Path) -> None:
@@ -127,7 +133,8 @@ def test_float_fields_and_string_tokens(tmp_path: Path) -> None:
     write_lines(tmp_path / "amz.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float", lines)  # fmt: skip
     write_lines(tmp_path / "amz.item", "item_id:token\tprice:float\temb:float_seq\tcategories:token_seq",
                 ["B00\t9.5\t0.5 1\tBooks  Fiction", "B01\t\t\tBooks", "B02\t3\t2 -1 4\t"])  # fmt: skip
-    stats = convert("recbole", tmp_path, tmp_path / "out", opts={"category_field": "categories"})
+    opts = {"category_field": "categories", "user_features": [], "item_features": []}
+    stats = convert("recbole", tmp_path, tmp_path / "out", opts=opts)
     assert validate_path(tmp_path / "out").ok and stats["items"] == 3
     ids = token_ids(pa.array(users))
     assert ids[2] == 7 and ids[1] != 7 and (ids[[0, 1, 3]] < 0).all()
@@ -136,6 +143,10 @@ def test_float_fields_and_string_tokens(tmp_path: Path) -> None:
     assert got <= set(ids.tolist()) and len(got) >= 2
     conv = converter_for(ConvertConfig(dataset="recbole", src=str(tmp_path), out="x"))
     conv.cfg.recbole.category_field = "categories"
+    conv.cfg.recbole.item_features = [
+        FieldFeature("price", "dense"),
+        FieldFeature("categories", "multi_hot"),
+    ]
     conv.inputs(tmp_path)
     conv.prepare(tmp_path)
     cols = conv.item_table.columns
@@ -144,6 +155,10 @@ def test_float_fields_and_string_tokens(tmp_path: Path) -> None:
     assert cols["emb"].offsets.tolist() == [0, 2, 2, 5]
     assert [cols["categories"].tokens(i) for i in range(3)] == [["Books", "Fiction"], ["Books"], []]
     assert conv.category_names == ["Books"]
+    price, cats = conv.side_features  # a float field as dense, a token_seq field as multi-hot
+    keys = token_ids(pa.array(["B00", "B01", "B02", "B09"]))
+    assert np.array_equal(price.raw(keys), [9.5, np.nan, 3.0, np.nan], equal_nan=True)
+    assert cats.column(keys).to_pylist() == [[1, 2], [1], [0], [0]]  # Books=1, Fiction=2
 
 
 def test_cli_then_validator(tmp_path: Path) -> None:
