@@ -39,7 +39,10 @@ overrides() {  # the model's overrides (same head, same budget; only the tower d
     pooling) echo "model.tower=pooling" ;;
     sim) echo "model.tower=sim" ;;
     transformer) echo "model.tower=transformer" ;;
-    *) echo "quality_real: unknown model '$1' (stca paper din_last50 din pooling sim transformer)" >&2
+    nofeat) echo "model.use_features=false" ;;  # the default model told to ignore side features
+    rankmixer) echo "model.head=rankmixer" ;;
+    rankmixer_nofeat) echo "model.head=rankmixer model.use_features=false" ;;
+    *) echo "quality_real: unknown model '$1' (stca paper din_last50 din pooling sim transformer nofeat rankmixer rankmixer_nofeat)" >&2
        return 2 ;;
   esac
 }

@@ -60,5 +60,12 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_feature_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny preset with the generator's side features on (``features=true``: user, context
+    and candidate features of every kind, declared in ``meta.json``; a valid split). Read-only."""
+    return make_tiny(tmp_path_factory.mktemp("tiny_features"), features=True, valid_fraction=0.1)
+
+
+@pytest.fixture(scope="session")
 def tiny_meta(tiny_data: Path) -> dict:
     return json.loads((tiny_data / "meta.json").read_text())

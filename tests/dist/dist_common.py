@@ -32,10 +32,18 @@ def sizes(data: Path):
     return table_sizes(read_dataset_meta(data))
 
 
+def features(data: Path):
+    """The side features ``meta.json`` declares (empty for most test data sets)."""
+    from longseq.train.loop import read_dataset_meta
+
+    return read_dataset_meta(data).features
+
+
 def rank_batch(data: Path, rank: int):
-    """The first unshuffled batch of ``rank``'s share of the train split."""
+    """The first unshuffled batch of ``rank``'s share of the train split (with the data set's
+    declared side features)."""
     from longseq.data.collate import collate
     from longseq.data.reader import RequestReader
 
     reader = RequestReader(data / "train", BATCH, rank, WORLD, shuffle=False)
-    return collate(next(iter(reader)), ["click"])
+    return collate(next(iter(reader)), ["click"], features=features(data))
