@@ -32,6 +32,9 @@ import pyarrow.compute as pc
 from longseq.data.features import KINDS, POOLINGS, TRANSFORMS, FeatureSpec
 from longseq.datasets.convert.atomic import token_ids
 from longseq.datasets.convert.hashing import splitmix64
+from longseq.log import get_logger
+
+log = get_logger("longseq.convert")
 
 UNKNOWN = 0  #: the reserved id of an unknown user/item or an empty value
 
@@ -51,6 +54,10 @@ class FieldFeature:
         buckets: ``id`` of a numeric field: sorted bounds, value ``x`` -> ``1 + #{b <= x}``.
         separator: ``multi_hot`` of a CSV field: between tokens (RecBole: ``seq_separator``).
         group: the RankMixer token group (empty: the side).
+        not_number: ``dense`` (and ``buckets``) text that is not a number: ``error`` (stop,
+            naming the file, line and field) or ``missing`` (treated as an empty value, each
+            such line logged and counted in ``stats.json``: a published file with a known bad
+            cell, as ML-100K's ``release_year`` 'V').
     """
 
     field: str = ""
@@ -62,6 +69,7 @@ class FieldFeature:
     buckets: list[float] = dc_field(default_factory=list)
     separator: str = ","
     group: str = ""
+    not_number: str = "error"
 
     @property
     def feature_name(self) -> str:
@@ -81,6 +89,7 @@ class FieldFeature:
             (f"{key}.transform", self.transform in TRANSFORMS, "|".join(TRANSFORMS)),
             (f"{key}.pooling", self.pooling in POOLINGS, "|".join(POOLINGS)),
             (f"{key}.buckets", b == sorted(b) and (not b or self.kind == "id"), "sorted, id only"),
+            (f"{key}.not_number", self.not_number in ("error", "missing"), "error|missing"),
         ]
 
 
@@ -113,6 +122,7 @@ class SideFeature:
     hashed: bool = False
     source: str = ""
     fill: float = 0.0  #: dense: written for a missing value (set by `feature_pass`)
+    not_numbers: int = 0  #: rows whose text was not a number, read as missing (``not_number``)
     tz_offset_s: int = 0  #: hour: local time offset
     _sk: np.ndarray = dc_field(default_factory=lambda: np.zeros(0, np.int64))
     _so: np.ndarray = dc_field(default_factory=lambda: np.zeros(0, np.int64))
@@ -179,6 +189,8 @@ class SideFeature:
     def summary(self) -> dict:
         """The feature's line of ``stats.json`` (without the train counts)."""
         out = {"side": self.spec.side, "kind": self.spec.kind, "source": Path(self.source).name}
+        if self.not_numbers:
+            out["not_numbers_read_as_missing"] = self.not_numbers
         if self.spec.sparse:
             out |= {"vocabulary": self.vocabulary, "cardinality": self.spec.cardinality,
                     "hashed": self.hashed}  # fmt: skip
@@ -192,14 +204,19 @@ def hour_feature(name: str, tz_offset_s: int) -> SideFeature:
                        vocabulary=24, source="request_ts")  # fmt: skip
 
 
-def _numbers(vocab: list[str], where) -> np.ndarray:
-    """float64 of each text (``where(i, text)``: the error naming the row of vocab entry i)."""
+def _numbers(vocab: list[str], where, lenient: bool = False) -> np.ndarray:
+    """float64 of each text (``where(i, text)``: the error naming the row of vocab entry i);
+    ``lenient``: a text that is not a number is NaN (missing), logged by its line."""
     out = np.empty(len(vocab))
     for i, t in enumerate(vocab):
         try:
             out[i] = float(t)
         except ValueError:
-            raise where(i, f"{t!r} is not a number") from None
+            err = where(i, f"{t!r} is not a number")
+            if not lenient:
+                raise err from None
+            log.warning(f"{err} (not_number=missing: read as a missing value)")
+            out[i] = np.nan
     return out
 
 
@@ -233,9 +250,11 @@ def from_codes(
     if ff.kind == "dense":
         if offsets is not None:
             raise ValueError(f"{source}: field {ff.field!r}: a list field cannot be dense")
-        x = _numbers(vocab, where)
+        x = _numbers(vocab, where, ff.not_number == "missing")
         vals = np.where(codes >= 0, x[np.maximum(codes, 0)] if x.size else 0.0, np.nan)
-        return from_values(ff, side, by, keys, vals, source)
+        feat = from_values(ff, side, by, keys, vals, source)
+        feat.not_numbers = int(np.isnan(x[codes[codes >= 0]]).sum()) if x.size else 0
+        return feat
     table, card, hashed = _id_table(ff, vocab, where)
     ids = np.where(codes >= 0, table[np.maximum(codes, 0)] if table.size else 0, UNKNOWN)
     spec = FeatureSpec(name, side, ff.kind, cardinality=int(card), pooling=ff.pooling,

@@ -92,7 +92,8 @@ class RecBoleOptions(DatasetOptions):
     ])  # fmt: skip
     item_features: list[FieldFeature] = field(default_factory=lambda: [
         FieldFeature("class", "multi_hot", name="genres"),
-        FieldFeature("release_year", "dense", name="year", transform="standardize"),
+        FieldFeature("release_year", "dense", name="year", transform="standardize",
+                     not_number="missing"),  # ML-100K has one 'V'  # fmt: skip
     ])  # fmt: skip
 
     def checks(self, prefix: str) -> list[tuple[str, bool, str]]:

@@ -127,12 +127,28 @@ def test_bad_feature_input_names_file_line_and_field(tmp_path: Path, fix, match)
     write_atomic(tmp_path / "raw", movies=30)
     item = tmp_path / "raw" / "ml-100k.item"
     item.write_text(fix(item.read_text()))
+    strict = [FieldFeature("class", "multi_hot", name="genres"),
+              FieldFeature("release_year", "dense", name="year")]  # not_number=error  # fmt: skip
+    opts = {**OPTS, "item_features": strict}
     with pytest.raises(ValueError, match=match):
-        convert("recbole", tmp_path / "raw", tmp_path / "out", opts=OPTS)
+        convert("recbole", tmp_path / "raw", tmp_path / "out", opts=opts)
     if "19x3" in item.read_text():  # the line named is the line of the value
         line = next(n for n, t in enumerate(item.read_text().splitlines(), 1) if "19x3" in t)
         with pytest.raises(ValueError, match=rf"line {line},"):
-            convert("recbole", tmp_path / "raw", tmp_path / "out", opts=OPTS)
+            convert("recbole", tmp_path / "raw", tmp_path / "out", opts=opts)
+
+
+def test_ml100k_defaults_read_a_bad_year_as_missing(tmp_path: Path) -> None:
+    """The published ml-100k.item has a release_year 'V' (line 1413): the ML-100K defaults
+    (``not_number=missing``) read it as missing (the train mean is written), count it in
+    stats.json and keep every row."""
+    write_atomic(tmp_path / "raw", movies=30)
+    item = tmp_path / "raw" / "ml-100k.item"
+    item.write_text(item.read_text().replace("\t1993\t", "\tV\t", 1))
+    convert("recbole", tmp_path / "raw", tmp_path / "out", opts=OPTS)
+    meta, stats = _checked(tmp_path / "out")
+    year = stats["features"]["year"]
+    assert year["not_numbers_read_as_missing"] >= 1 and year["missing_written_as"] == year["mean"]
 
 
 @pytest.mark.parametrize("layout", ["1m", "100k", "20m"])
