@@ -79,12 +79,15 @@ def test_cut_targets_cuts_candidate_features_alike(table):
         assert kept == [x[:2] for x in full]
 
 
-@pytest.mark.parametrize("head", ["mlp", "rankmixer"])
-def test_request_level_equals_pointwise_with_features(table, sizes, head):
+@pytest.mark.parametrize(
+    ("head", "tower"), [("mlp", "stca"), ("rankmixer", "stca"), ("mlp", "din"), ("mlp", "pooling")]
+)
+def test_request_level_equals_pointwise_with_features(table, sizes, head, tower):
     """A request's targets in one row (user features pooled once, broadcast) == each target in
-    its own row with its own copy: same logits, loss and gradients, feature tables included."""
+    its own row with its own copy: same logits, loss and gradients, feature tables included;
+    the baselines take the same features through the same head."""
     torch.manual_seed(0)
-    model = LongSeqModel(_cfg(head), sizes, ["click"], features=SPECS)
+    model = LongSeqModel(_cfg(head, tower=tower), sizes, ["click"], features=SPECS)
     rlb = collate(table, ["click"], WINDOWS, features=SPECS)
     pw = collate(table, ["click"], WINDOWS, pointwise=True, features=SPECS)
     logits, grads = [], []
