@@ -155,3 +155,27 @@ def test_manifest_names_the_feature_inputs(packages) -> None:
         assert man["features"] == [s.to_dict() for s in SPECS]
         last = "head_tokens" if head == "rankmixer" else "user_features"
         assert man["user_outputs"][-1] == last == state_names(model)[-1]
+
+
+def test_a_feature_checkpoint_exports(tiny_data, tiny_meta, tmp_path) -> None:
+    """Through the checkpoint path: the model rebuilt from ``longseq.json``'s features."""
+    from feature_data import save_features
+
+    from longseq.serve import Scorer, make_request
+    from longseq.serve.export import HISTORY_INPUTS, export_scorer, user_path
+
+    model = feature_model("mlp", tiny_data, seed=4)
+    ckpt = save_features(model, tiny_data, tmp_path / "run")
+    path = export_scorer(ckpt, tmp_path / "f.pt2")
+    cand_graph, user_graph = (torch.export.load(p).module() for p in (path, user_path(path)))
+    hist, values = _request(tiny_meta, 12, 6, 3, 7)
+    batch = make_request(**hist, features=SPECS, feature_values=values)
+    ids = batch.sparse
+    ufeat, cfeat = _graph_inputs(batch, values, 3)
+    with torch.no_grad():
+        state = user_graph(*(ids[n].values()[None] for n in HISTORY_INPUTS), *ufeat)
+        got = cand_graph(
+            *state, ids["tgt_item_id"].values()[None], ids["tgt_category_id"].values()[None], *cfeat
+        )
+    want = Scorer(model, cache_bytes=0).score_batch(batch)
+    assert float((got[0] - want).abs().max()) <= 1e-5
