@@ -7,7 +7,10 @@ does both for every request of a `RequestBatch` (what ``python -m longseq.serve`
 table's size before the lookup (`Scorer.check_ids`: a ``ValueError`` naming the feature, id,
 table and request instead of an ``IndexError`` from inside the kernel). Scores are probabilities
 ``[targets, tasks]`` and equal the evaluation's (`longseq.eval.predict.predict`) on the same
-checkpoint and data (tests/serve/test_parity.py).
+checkpoint and data (tests/serve/test_parity.py). A model that reads side features takes them
+from the batch (or ``make_request``'s raw values); the cache holds the tower's state of a history
+and each request's user/context features are put on it (`longseq.serve.features`;
+tests/serve/test_serve_features.py).
 """
 
 from __future__ import annotations
