@@ -1,24 +1,27 @@
 """Export the candidate-scoring graph with `torch.export`: a ``.pt2`` loadable without longseq.
 
-`CandidateScorer` is the candidate side of a checkpointed model (any tower: STCA with any
-kernel, a packed-layout STCA as its `padded_equivalent`, and every baseline) as a
-pure-torch module: the item and category
-tables copied out of the TorchRec EmbeddingCollection into plain `nn.Embedding`, the target
-tokens, the tower's ``score`` and the head (either ``model.head``). Its inputs are a user state
-flattened into tensors (`flatten_user`: the tower's state as
-`longseq.serve.flat_state.flatten_state` writes it, then with ``model.head=rankmixer`` the head's
-user tokens `HEAD_TOKENS`; in the order of `state_names`) followed by the candidates' raw ids
-``tgt_item_id`` / ``tgt_category_id`` int64 ``[B, K]``; its output is probabilities
-``[B, K, tasks]``. `export_scorer` exports it with dynamic ``B``, ``K`` (candidates) and ``L``
-(history length) and writes the ``.pt2`` (``torch.export.save``) with a JSON manifest in its
-extra files (``manifest.json``: input names, tasks, form). Loading it needs torch only::
+`CandidateScorer` (`longseq.serve.export_graphs`) is the candidate side of a checkpointed model
+(any tower: STCA with any kernel, a packed-layout STCA as its `padded_equivalent`, and every
+baseline) as a pure-torch module: the item, category and candidate feature tables copied out of
+the TorchRec EmbeddingCollection into plain `nn.Embedding`, the target tokens, the tower's
+``score`` and the head (either ``model.head``). Its inputs are a user state flattened into
+tensors (`flatten_user`: the tower's state as `longseq.serve.flat_state.flatten_state` writes
+it, then with ``model.head=rankmixer`` the head's user tokens `HEAD_TOKENS`, or with the MLP
+head and user/context features their vector `USER_FEATURES`; in the order of `state_names`)
+followed by the candidates' raw ids ``tgt_item_id`` / ``tgt_category_id`` int64 ``[B, K]`` and
+the candidate feature inputs (`export_graphs.feature_inputs`); its output is probabilities
+``[B, K, tasks]``. `export_model` exports it with dynamic ``B``, ``K`` (candidates), ``L``
+(history length) and ``M_<name>`` (a multi-hot feature's padded list length) and writes the
+``.pt2`` (``torch.export.save``) with a JSON manifest in its extra files (``manifest.json``:
+input names and shapes, tasks, features). Loading it needs torch only::
 
     ep = torch.export.load("scorer.pt2")
-    probs = ep.module()(*state_tensors, tgt_item_id, tgt_category_id)
+    probs = ep.module()(*state_tensors, tgt_item_id, tgt_category_id, *candidate_features)
 
-The user state is computed by longseq (`longseq.serve.Scorer.encode`) and sent with the request.
-Every history slot of the state must be a real event (no padding: one request per state, or
-requests of equal history length stacked). docs/serving.md, "Export".
+The user state is computed by the exported user side (`UserEncoder`, from the raw history ids
+and user/context features) or by longseq (`longseq.serve.Scorer.encode`). Every history slot of
+the state must be a real event (no padding: one request per state, or requests of equal history
+length stacked). docs/serving.md, "Export".
 
 CLI: ``python -m longseq.serve.export checkpoint=<run dir | pointer | step> out=<file.pt2>``.
 """
@@ -32,67 +35,86 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from longseq.model.interaction import UserSide
 from longseq.model.model import LongSeqModel
-from longseq.model.tower import SequenceTower, UserState
-from longseq.serve.flat_state import flatten_state, named_leaves, structure, unflatten_state
+from longseq.model.tower import UserState
+from longseq.serve.export_graphs import (
+    CANDIDATE_INPUTS,
+    HEAD_TOKENS,
+    HISTORY_INPUTS,
+    USER_FEATURES,
+    CandidateScorer,
+    UserEncoder,
+    feature_inputs,
+    flatten_user,
+    ids_of,
+    tower_of,
+    user_extra,
+    user_extra_width,
+)
+from longseq.serve.flat_state import flatten_state, named_leaves
 
-#: the candidates' raw id inputs, after the state's tensors
-CANDIDATE_INPUTS = ("tgt_item_id", "tgt_category_id")
+__all__ = [
+    "CANDIDATE_INPUTS",
+    "HEAD_TOKENS",
+    "HISTORY_INPUTS",
+    "USER_FEATURES",
+    "CandidateScorer",
+    "UserEncoder",
+    "export_model",
+    "export_scorer",
+    "flatten_user",
+    "manifest",
+    "state_names",
+]
 
-#: the head's user tokens among the inputs, after the tower's state (``model.head=rankmixer``)
-HEAD_TOKENS = "head_tokens"
-
-#: the user side's raw history inputs (`UserEncoder`)
-HISTORY_INPUTS = ("hist_item_id", "hist_category_id", "hist_action", "hist_dt_bucket")
-
-
-def _tower(model: LongSeqModel) -> SequenceTower:
-    tower = model.interaction.tower
-    if tower.layout != "padded":  # `padded_equivalent` turns a packed tower padded first
-        raise ValueError(
-            f"export takes a tower in the padded layout; {type(tower).__name__} is {tower.layout}"
-        )
-    return tower
-
-
-def _has_head_tokens(model: LongSeqModel) -> bool:
-    """Whether the head takes user-side tokens (``model.head=rankmixer`` with a user token):
-    then `HEAD_TOKENS` is an input after the tower's state."""
-    return model.cfg.head == "rankmixer" and bool(model.interaction.head.user_features)
+#: the export's example: B requests, K candidates, L events, M ids per multi-hot list
+_B, _K, _L, _M = 2, 3, 5, 4
 
 
-def flatten_user(user: UserSide) -> tuple[torch.Tensor, ...]:
-    """A `UserSide`'s tensors in the order of `state_names`: the tower's flat state, then the
-    head's user tokens ``[B, U, D]`` if it has any (``model.head=rankmixer``)."""
-    flat = flatten_state(user.state)
-    return flat if user.head_tokens is None else (*flat, user.head_tokens)
-
-
-def _example_head_tokens(model: LongSeqModel, b: int) -> tuple[torch.Tensor, ...]:
-    """Random head user tokens ``[b, U, D]`` (empty tuple: the head takes none)."""
-    if not _has_head_tokens(model):
+def _example_extra(model: LongSeqModel, b: int) -> tuple[torch.Tensor, ...]:
+    """A random `user_extra` input ``[b, ...]`` (empty tuple: the head takes none)."""
+    if user_extra(model) is None:
         return ()
-    u, d = len(model.interaction.head.user_features), model.cfg.rankmixer.dim
-    return (torch.randn(b, u, d, generator=torch.Generator().manual_seed(1)),)
+    gen = torch.Generator().manual_seed(1)
+    return (torch.randn(b, *user_extra_width(model), generator=gen),)
 
 
-def _ids(tower: SequenceTower, item: torch.Tensor, category: torch.Tensor) -> torch.Tensor | None:
-    """The raw ids ``tower`` compares (`SequenceTower.ids`), ``[B, N, F]``, or None."""
-    return tower.ids({"item_id": item, "category_id": category})
-
-
-def _example_state(model: LongSeqModel, b: int = 2, length: int = 5, seed: int = 0) -> UserState:
+def _example_state(model: LongSeqModel, b: int = _B, length: int = _L, seed: int = 0) -> UserState:
     """The tower's state of a random padding-free history of ``b`` requests x ``length`` events."""
     gen = torch.Generator().manual_seed(seed)
     hist = torch.randn(b, length, model.cfg.tower_config.d_model, generator=gen)
     mask = torch.ones(b, length, dtype=torch.bool)
     ids = torch.randint(0, 3, (b, length, 2), generator=gen)
-    tower = _tower(model)
+    tower = tower_of(model)
     with torch.no_grad():
-        return tower.encode_user(hist, mask, _ids(tower, ids[..., 0], ids[..., 1]))
+        return tower.encode_user(hist, mask, ids_of(tower, ids[..., 0], ids[..., 1]))
+
+
+def _example_features(model: LongSeqModel, request: bool, lead: tuple[int, ...]):
+    """Random side feature inputs of one side (`feature_inputs` order) with leading dims
+    ``lead`` (``(B,)`` or ``(B, K)``), and their dynamic shapes (``B``, ``K``, ``M_<name>``)."""
+    gen = torch.Generator().manual_seed(2)
+    dims = {n: torch.export.Dim(n, min=1, max=1 << 20) for n in ("B", "K")}
+    lead_dims = {i: dims[n] for i, n in enumerate(("B", "K")[: len(lead)])}
+    side = model.interaction.side
+    feats = side.request_feats if request else side.candidate_feats
+    tensors, shapes = [], []
+    for f in feats:
+        if f.kind == "id":
+            tensors.append(torch.randint(0, f.cardinality, lead, generator=gen))
+            shapes.append(dict(lead_dims))
+        elif f.kind == "multi_hot":
+            tensors.append(torch.randint(0, f.cardinality, (*lead, _M), generator=gen))
+            m = torch.export.Dim(f"M_{f.name}", min=1, max=1 << 20)
+            shapes.append({**lead_dims, len(lead): m})
+            tensors.append(torch.randint(0, _M + 1, lead, generator=gen))
+            shapes.append(dict(lead_dims))
+    n_dense = sum(f.kind == "dense" for f in feats)
+    if n_dense:
+        tensors.append(torch.randn(*lead, n_dense, generator=gen))
+        shapes.append(dict(lead_dims))
+    return tuple(tensors), shapes
 
 
 def padded_equivalent(model: LongSeqModel) -> LongSeqModel:
@@ -110,101 +132,30 @@ def padded_equivalent(model: LongSeqModel) -> LongSeqModel:
 def state_names(model: LongSeqModel) -> list[str]:
     """Names of the flattened user-state inputs of `CandidateScorer`, in order: the tower's
     `SequenceTower.state_names` (STCA: ``k_i, v_i`` or ``x_i``, ``positions``, ``hist_ids``),
-    else its state's field paths (`longseq.serve.flat_state.named_leaves`)."""
-    names = _tower(model).state_names()
+    else its state's field paths (`longseq.serve.flat_state.named_leaves`), then `user_extra`."""
+    names = tower_of(model).state_names()
     if names is None:
         names = [name for name, _ in named_leaves(_example_state(model))]
-    return names + ([HEAD_TOKENS] if _has_head_tokens(model) else [])
+    extra = user_extra(model)
+    return names + ([extra] if extra else [])
 
 
-class CandidateScorer(nn.Module):
-    """The candidate side of a model over plain tensors (see the module doc).
-
-    ``forward(*state, tgt_item_id, tgt_category_id)`` -> probabilities ``[B, K, tasks]``.
-    """
-
-    def __init__(self, model: LongSeqModel) -> None:
-        super().__init__()
-        self.tower = _tower(model)
-        self.spec = structure(_example_state(model))  # the state's shape, no tensors
-        tables = model.ec.embeddings
-        self.item = nn.Embedding.from_pretrained(tables["item"].weight.detach().clone())
-        self.category = nn.Embedding.from_pretrained(tables["category"].weight.detach().clone())
-        self.tokens = model.interaction.tokens
-        self.head = model.interaction.head
-        self.head_kind = model.cfg.head
-        self.head_tokens = _has_head_tokens(model)
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """``(*state, [head_tokens [B,U,D]], tgt_item_id [B,K], tgt_category_id [B,K])`` ->
-        ``[B, K, tasks]``."""
-        *state, item, category = inputs
-        user_tokens = state.pop() if self.head_tokens else None
-        item_emb, category_emb = self.item(item), self.category(category)
-        xt = self.tokens.target(item_emb, category_emb)  # [B,K,d]
-        tgt_ids = _ids(self.tower, item, category)
-        z = self.tower.score(unflatten_state(self.spec, tuple(state)), xt, tgt_ids)
-        if self.head_kind == "mlp":
-            return torch.sigmoid(self.head(torch.cat([z, xt], dim=-1)))
-        # the RankMixer head over [B, K] targets: SequenceInteraction.target_features' names,
-        # each request's user tokens broadcast to its K candidates
-        feats = {"z": z, "item": item_emb, "category": category_emb}
-        if user_tokens is not None:
-            user_tokens = user_tokens[:, None].expand(-1, z.shape[1], -1, -1)
-        return torch.sigmoid(self.head.mix(feats, user_tokens))
-
-
-class UserEncoder(nn.Module):
-    """The user side of a model over plain tensors: raw history ids -> the flat state.
-
-    ``forward(hist_item_id, hist_category_id, hist_action, hist_dt_bucket)``, each int64
-    ``[B, L]`` (oldest -> newest, every slot a real event; ``dt_bucket`` as
-    `longseq.data.collate.dt_buckets` computes it) -> the state tensors in `state_names` order.
-    """
-
-    def __init__(self, model: LongSeqModel) -> None:
-        super().__init__()
-        self.tower = _tower(model)
-        tables = model.ec.embeddings
-        self.tables = nn.ModuleList(
-            nn.Embedding.from_pretrained(tables[n].weight.detach().clone())
-            for n in ("item", "category", "action", "dt_bucket")
-        )
-        self.tokens = model.interaction.tokens
-        self.head = model.interaction.head if _has_head_tokens(model) else None
-
-    def forward(self, *ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``(hist_item_id, hist_category_id, hist_action, hist_dt_bucket)`` -> flat state."""
-        item, category, action, dt = (t(i) for t, i in zip(self.tables, ids, strict=True))
-        b, length = ids[0].shape
-        pos = torch.arange(length - 1, -1, -1, device=ids[0].device).expand(b, length)
-        tok = self.tokens
-        side = tok.side_proj(torch.cat([action, dt, tok.pos(pos)], -1))
-        hist = tok.hist_norm(tok.item_proj(torch.cat([item, category], -1)) + side)
-        mask = torch.ones(b, length, dtype=torch.bool, device=hist.device)
-        hist_ids = _ids(self.tower, ids[0], ids[1])
-        flat = flatten_state(self.tower.encode_user(hist, mask, hist_ids))
-        if self.head is None:
-            return flat
-        # the head's user token: the mean of the history tokens (no padding: a plain mean)
-        return (*flat, self.head.user_tokens({"history": hist.mean(dim=1)}))
-
-
-def _example(model: LongSeqModel, b: int = 2, k: int = 3, length: int = 5):
-    """Example inputs of `CandidateScorer`: a random history's state, then candidate ids."""
+def _example(model: LongSeqModel):
+    """Example inputs of `CandidateScorer`: a random history's state, then candidate ids and
+    candidate features."""
     gen = torch.Generator().manual_seed(0)
-    cand = tuple(torch.randint(0, 3, (b, k), generator=gen) for _ in CANDIDATE_INPUTS)
-    state = flatten_state(_example_state(model, b, length)) + _example_head_tokens(model, b)
-    return state + cand
+    cand = tuple(torch.randint(0, 3, (_B, _K), generator=gen) for _ in CANDIDATE_INPUTS)
+    state = flatten_state(_example_state(model)) + _example_extra(model, _B)
+    return state + cand + _example_features(model, False, (_B, _K))[0]
 
 
 def _dynamic_shapes(model: LongSeqModel) -> tuple:
-    """``B``, ``K`` and ``L`` of every input (`state_names` + `CANDIDATE_INPUTS`), read off two
-    example states: a dim that follows the requests (2 -> 3) is ``B``, one that follows the
-    history length (5 -> 7) is ``L``; the others are fixed (width, heads)."""
+    """``B``, ``K``, ``L`` (and ``M_<name>``) of every input of `CandidateScorer`, the state's
+    read off two example states: a dim that follows the requests (2 -> 3) is ``B``, one that
+    follows the history length (5 -> 7) is ``L``; the others are fixed (width, heads)."""
     big_b, big_k, big_l = (torch.export.Dim(n, min=1, max=1 << 20) for n in ("B", "K", "L"))
-    small = flatten_state(_example_state(model, 2, 5)) + _example_head_tokens(model, 2)
-    large = flatten_state(_example_state(model, 3, 7)) + _example_head_tokens(model, 3)
+    small = flatten_state(_example_state(model, 2, 5)) + _example_extra(model, 2)
+    large = flatten_state(_example_state(model, 3, 7)) + _example_extra(model, 3)
     shapes = []
     for name, x, y in zip(state_names(model), small, large, strict=True):
         dims = {}
@@ -217,22 +168,49 @@ def _dynamic_shapes(model: LongSeqModel) -> tuple:
                 raise ValueError(f"state input {name}: dim {i} is neither B nor L ({pair})")
         shapes.append(dims)
     shapes += [{0: big_b, 1: big_k}] * len(CANDIDATE_INPUTS)
-    return tuple(shapes)
+    return tuple(shapes + _example_features(model, False, (_B, _K))[1])
+
+
+def _feature_shapes(model: LongSeqModel) -> dict[str, str]:
+    """Each side feature input's dtype and shape, in words."""
+    out = {}
+    for request, lead in ((True, "B"), (False, "B, K")):
+        for name in feature_inputs(model.features, request):
+            if name in ("dense", "tgt_dense"):
+                n = sum(f.kind == "dense" and f.per_request == request for f in model.features)
+                out[name] = f"float32 [{lead}, {n}]"
+            elif name.endswith("_len"):
+                out[name] = f"int64 [{lead}]"
+            else:
+                spec = next(f for f in model.features if f.key == name)
+                m = f", M_{spec.name}" if spec.kind == "multi_hot" else ""
+                out[name] = f"int64 [{lead}{m}]"
+    return out
 
 
 def manifest(model: LongSeqModel) -> dict[str, Any]:
-    """What a loader needs to call the package: its inputs in order, outputs, tasks."""
+    """What a loader needs to call the package: its inputs in order, outputs, tasks, the side
+    features (their inputs' shapes and the dense columns' transforms)."""
     out = {
         "format": "longseq-candidate-scorer/1",
-        "inputs": state_names(model) + list(CANDIDATE_INPUTS),
-        "user_inputs": list(HISTORY_INPUTS),
+        "inputs": state_names(model)
+        + list(CANDIDATE_INPUTS)
+        + feature_inputs(model.features, False),
+        "user_inputs": list(HISTORY_INPUTS) + feature_inputs(model.features, True),
+        "user_outputs": state_names(model),
         "output": "probabilities [B, K, tasks]",
         "tasks": list(model.tasks),
         "tower": model.cfg.tower,
         "head": model.cfg.head,
         "d_model": model.cfg.tower_config.d_model,
     }
-    out.update(_tower(model).export_info())
+    if model.features:
+        out["feature_inputs"] = _feature_shapes(model)
+        out["features"] = [f.to_dict() for f in model.features]
+        extra = user_extra(model)
+        if extra is not None:
+            out["user_extra_shape"] = f"[B, {', '.join(map(str, user_extra_width(model)))}]"
+    out.update(tower_of(model).export_info())
     return out
 
 
@@ -257,17 +235,17 @@ def _save(ep: torch.export.ExportedProgram, path: Path, extra: dict, aoti: bool)
 def export_model(
     model: LongSeqModel, out: str | Path, user_side: bool = True, aoti: bool = False
 ) -> Path:
-    """Export ``model``'s candidate side (dynamic ``B``, ``K``, ``L``) to the ``.pt2`` ``out``
-    and, with ``user_side``, its `UserEncoder` (dynamic ``B``, ``L``) to `user_path` ``(out)``.
-    ``aoti``: also compile each with AOTInductor to `aoti_path` of it (load with
-    ``torch._inductor.aoti_load_package``)."""
+    """Export ``model``'s candidate side (dynamic ``B``, ``K``, ``L``, ``M_<name>``) to the
+    ``.pt2`` ``out`` and, with ``user_side``, its `UserEncoder` (dynamic ``B``, ``L``,
+    ``M_<name>``) to `user_path` ``(out)``. ``aoti``: also compile each with AOTInductor to
+    `aoti_path` of it (load with ``torch._inductor.aoti_load_package``)."""
     model = padded_equivalent(model.cpu().eval())
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     extra = {"manifest.json": json.dumps(manifest(model), indent=1)}
     with torch.no_grad():
         ep = torch.export.export(
-            CandidateScorer(model).eval(),
+            CandidateScorer(model, _example_state(model)).eval(),
             _example(model),
             dynamic_shapes={"inputs": _dynamic_shapes(model)},
             strict=False,
@@ -276,10 +254,14 @@ def export_model(
         if user_side:
             big_b, big_l = (torch.export.Dim(n, min=1, max=1 << 20) for n in ("B", "L"))
             gen = torch.Generator().manual_seed(0)
-            ids = tuple(torch.randint(0, 2, (2, 5), generator=gen) for _ in HISTORY_INPUTS)
-            shapes = ({0: big_b, 1: big_l},) * len(HISTORY_INPUTS)
+            ids = tuple(torch.randint(0, 2, (_B, _L), generator=gen) for _ in HISTORY_INPUTS)
+            feats, fshapes = _example_features(model, True, (_B,))
+            shapes = ({0: big_b, 1: big_l},) * len(HISTORY_INPUTS) + tuple(fshapes)
             ep = torch.export.export(
-                UserEncoder(model).eval(), ids, dynamic_shapes={"ids": shapes}, strict=False
+                UserEncoder(model).eval(),
+                ids + feats,
+                dynamic_shapes={"inputs": shapes},
+                strict=False,
             )
             _save(ep, user_path(out), extra, aoti)
     return out

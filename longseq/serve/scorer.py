@@ -7,13 +7,16 @@ does both for every request of a `RequestBatch` (what ``python -m longseq.serve`
 table's size before the lookup (`Scorer.check_ids`: a ``ValueError`` naming the feature, id,
 table and request instead of an ``IndexError`` from inside the kernel). Scores are probabilities
 ``[targets, tasks]`` and equal the evaluation's (`longseq.eval.predict.predict`) on the same
-checkpoint and data (tests/serve/test_parity.py).
+checkpoint and data (tests/serve/test_parity.py). A model that reads side features takes them
+from the batch (or ``make_request``'s raw values); the cache holds the tower's state of a history
+and each request's user/context features are put on it (`longseq.serve.features`;
+tests/serve/test_serve_features.py).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,8 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from longseq.data.batch import HISTORY_KEYS, TARGET_KEYS, RequestBatch
 from longseq.data.collate import dt_buckets
+from longseq.data.features import FeatureSpec
+from longseq.model.interaction import history_mean
 from longseq.model.model import LongSeqModel
 from longseq.model.user_side import (
     UserSide,
@@ -35,8 +40,16 @@ from longseq.model.user_side import (
     split_logits,
     target_features,
     target_tokens,
+    user_features,
 )
 from longseq.serve.cache import UserStateCache
+from longseq.serve.features import (
+    CachedUser,
+    needs_history_mean,
+    raw_feature_arrays,
+    row_request_kjt,
+    with_user_features,
+)
 
 
 def _own(obj: Any) -> Any:
@@ -62,10 +75,17 @@ def make_request(
     window: int | None = None,
     user_id: int = 0,
     request_id: int = 0,
+    features: Sequence[FeatureSpec] = (),
+    feature_values: Mapping[str, Any] | None = None,
 ) -> RequestBatch:
     """A one-request `RequestBatch` from raw arrays (history oldest -> newest, as stored;
     docs/data-format.md). ``window``: serve only the most recent events. Candidates may be
-    empty (a batch to `Scorer.encode` only)."""
+    empty (a batch to `Scorer.encode` only).
+
+    ``features``: the side features the model reads (``scorer.model.features``), with their
+    raw values by name in ``feature_values``, as in the request's Parquet row (an ``id`` an int,
+    a ``multi_hot`` a list of ints, a ``dense`` the untransformed float; a candidate feature a
+    list with one such value per candidate, left out when there are no candidates)."""
     cols = [np.asarray(c, dtype=np.int64) for c in (hist_item_id, hist_category_id, hist_action)]
     ts = np.asarray(hist_ts, dtype=np.int64)
     if any(c.shape != ts.shape for c in cols) or ts.ndim != 1:
@@ -78,19 +98,23 @@ def make_request(
     tgt = [np.asarray(c, dtype=np.int64) for c in (tgt_item_id, tgt_category_id)]
     if tgt[0].shape != tgt[1].shape:
         raise ValueError("tgt_item_id and tgt_category_id must have the same length")
-    kjt = KeyedJaggedTensor.from_lengths_sync(
-        keys=list(HISTORY_KEYS + TARGET_KEYS),
-        values=torch.from_numpy(np.concatenate(cols + tgt)),
-        lengths=torch.tensor([len(cols[0])] * len(HISTORY_KEYS) + [len(tgt[0])] * 2),
-    )
     k = len(tgt[0])
+    feats = raw_feature_arrays(features, feature_values or {}, k)
+    lengths = [len(cols[0])] * len(HISTORY_KEYS) + [k] * 2
+    kjt = KeyedJaggedTensor.from_lengths_sync(
+        keys=list(HISTORY_KEYS + TARGET_KEYS) + list(feats.sparse),
+        values=torch.from_numpy(np.concatenate(cols + tgt + [v for v, _ in feats.sparse.values()])),
+        lengths=torch.tensor(lengths + [int(n.sum()) for _, n in feats.sparse.values()]),
+    )
     return RequestBatch(
         sparse=kjt,
         num_targets=torch.tensor([k]),
         labels=torch.zeros(k, 0),
         request_ids=torch.tensor([request_id]),
         user_ids=torch.tensor([user_id]),
-        dense=torch.zeros(1, 0),
+        dense=torch.from_numpy(feats.dense),
+        tgt_dense=torch.from_numpy(feats.tgt_dense),
+        tgt_bags=torch.from_numpy(feats.tgt_bags),
     )
 
 
@@ -188,25 +212,45 @@ class Scorer:
         """The user state of request ``row`` of ``batch``.
 
         With a ``version`` (anything hashable naming the served history, e.g. its length and
-        last event time) the state is looked up in, and stored into, the cache under
-        ``(user_id, version)``: a hit skips the lookup and the tower's user side."""
+        last event time) the tower's state is looked up in, and stored into, the cache under
+        ``(user_id, version)``: a hit skips the history's lookup and the tower's user side.
+        The request's user/context features are not part of the key: they are looked up for
+        every request and put on the state (`longseq.serve.features.with_user_features`)."""
         key = None if version is None else (int(batch.user_ids[row]), version)
-        if key is not None and (hit := self.cache.get(key)) is not None:
-            return hit
+        hit = None if key is None else self.cache.get(key)
+        if hit is not None:
+            if not self.model.interaction.side.request_feats:
+                return hit.user
+            kjt = row_request_kjt(batch.sparse, row, self._request_keys)
+            self.check_ids(kjt)
+            emb = self.model.ec(kjt.to(self.device))
+            dense = batch.dense[row : row + 1].to(self.device)
+            return with_user_features(self.model, hit, user_features(self.model, emb, dense))
         self.check_ids(batch.sparse)
         batch = batch.to(self.device)
         emb = lookup(self.model, batch)
         x, lengths, ids = history_tokens(self.model, emb, batch.sparse)
-        user = self._encode_row(x, lengths, ids, row)
+        ufeats = user_features(self.model, emb, batch.dense)
+        entry = self._encode_row(x, lengths, ids, row, ufeats)
         if key is not None:
-            self.cache.put(key, user, user.nbytes())
-        return user
+            self.cache.put(key, entry, entry.nbytes())
+        return entry.user
 
-    def _encode_row(self, x, lengths, ids, row: int) -> UserSide:
+    @property
+    def _request_keys(self) -> list[str]:
+        """KJT keys of the user/context sparse features the model reads."""
+        return [f.key for f in self.model.features if f.per_request and f.sparse]
+
+    def _encode_row(self, x, lengths, ids, row: int, ufeats: dict) -> CachedUser:
+        """Request ``row``'s state (``ufeats``: the batch's `user_features`, ``[B, w]``)."""
         start = int(lengths[:row].sum())
         end = start + int(lengths[row])
         sub_ids = None if ids is None else ids[start:end]
-        return _own(encode_users(self.model, x[start:end], lengths[row : row + 1], sub_ids))
+        feats = {g: v[row : row + 1] for g, v in ufeats.items()}
+        xs, ls = x[start:end], lengths[row : row + 1]
+        user = encode_users(self.model, xs, ls, sub_ids, features=feats)
+        mean = history_mean(xs, ls) if needs_history_mean(self.model) else None
+        return _own(CachedUser(user, mean))
 
     @torch.no_grad()
     def score(
@@ -214,25 +258,32 @@ class Scorer:
         user: UserSide,
         item_ids: Sequence[int] | torch.Tensor,
         category_ids: Sequence[int] | torch.Tensor,
+        features: Mapping[str, Sequence[Any]] | None = None,
     ) -> torch.Tensor:
         """Probabilities ``[K, tasks]`` of ``K`` candidates (item and category ids) for the
-        request whose state is ``user`` (from `encode`)."""
+        request whose state is ``user`` (from `encode`). ``features``: the candidates' raw
+        candidate feature values by name, one per candidate (as in ``make_request``)."""
         item = torch.as_tensor(item_ids, dtype=torch.int64).reshape(-1)
         cat = torch.as_tensor(category_ids, dtype=torch.int64).reshape(-1)
         if item.shape != cat.shape:
             raise ValueError(f"{item.numel()} item ids but {cat.numel()} category ids")
         k = item.numel()
+        fa = raw_feature_arrays(self.model.features, features or {}, k, request=False)
+        sparse = [torch.from_numpy(v) for v, _ in fa.sparse.values()]
         kjt = KeyedJaggedTensor.from_lengths_sync(
-            keys=list(HISTORY_KEYS + TARGET_KEYS),
-            values=torch.cat([item, cat]),
-            lengths=torch.tensor([0] * len(HISTORY_KEYS) + [k, k]),
+            keys=list(HISTORY_KEYS + TARGET_KEYS) + list(fa.sparse),
+            values=torch.cat([item, cat, *sparse]),
+            lengths=torch.tensor(
+                [0] * len(HISTORY_KEYS) + [k, k] + [int(n.sum()) for _, n in fa.sparse.values()]
+            ),
         )
         self.check_ids(kjt)
         kjt = kjt.to(self.device)
         emb = self.model.ec(kjt)
         xt, tgt_ids = target_tokens(self.model, emb, kjt)
         nt = torch.tensor([k], device=self.device)
-        feats = target_features(self.model, emb)
+        tgt_dense, bags = (torch.from_numpy(a).to(self.device) for a in (fa.tgt_dense, fa.tgt_bags))
+        feats = target_features(self.model, emb, tgt_dense, bags)
         logits = score_targets(self.model, user, xt, nt, tgt_ids, feats=feats)
         return torch.sigmoid(logits).float().cpu()
 
@@ -241,8 +292,9 @@ class Scorer:
         self, batch: RequestBatch, versions: Sequence[Hashable] | None = None
     ) -> torch.Tensor:
         """Probabilities ``[N, tasks]`` of every target of ``batch``, request by request: each
-        request's user state from the cache under ``(user_id, versions[r])`` or encoded (and
-        stored), then its candidates scored against it. One lookup serves the whole batch."""
+        request's state from the cache under ``(user_id, versions[r])`` or encoded (and
+        stored), with the request's own user/context features, then its candidates (with
+        their candidate features) scored against it. One lookup serves the whole batch."""
         b = batch.batch_size
         if versions is not None and len(versions) != b:
             raise ValueError(f"{len(versions)} versions for {b} requests")
@@ -250,20 +302,31 @@ class Scorer:
         batch = batch.to(self.device)
         emb = lookup(self.model, batch)
         xt, tgt_ids = target_tokens(self.model, emb, batch.sparse)
-        feats = target_features(self.model, emb)
-        users: list[UserSide | None] = [None] * b
+        feats = target_features(self.model, emb, batch.tgt_dense, batch.tgt_bags)
+        ufeats = user_features(self.model, emb, batch.dense)
+        cached: list[CachedUser | None] = [None] * b
         keys = [None] * b
         if versions is not None:
             uids = batch.user_ids.tolist()
             keys = [(u, v) for u, v in zip(uids, versions, strict=True)]
-            users = [self.cache.get(k) for k in keys]
-        if any(u is None for u in users):
-            x, lengths, ids = history_tokens(self.model, emb, batch.sparse)
-            for r in range(b):
-                if users[r] is None:
-                    users[r] = self._encode_row(x, lengths, ids, r)
-                    if keys[r] is not None:
-                        self.cache.put(keys[r], users[r], users[r].nbytes())
+            cached = [self.cache.get(k) for k in keys]
+        users: list[UserSide] = []
+        x = lengths = ids = None
+        for r in range(b):
+            entry = cached[r]
+            if entry is None:
+                if x is None:
+                    x, lengths, ids = history_tokens(self.model, emb, batch.sparse)
+                entry = self._encode_row(x, lengths, ids, r, ufeats)
+                if keys[r] is not None:
+                    self.cache.put(keys[r], entry, entry.nbytes())
+                users.append(entry.user)
+            else:
+                users.append(
+                    with_user_features(
+                        self.model, entry, {g: v[r : r + 1] for g, v in ufeats.items()}
+                    )
+                )
         nt = batch.num_targets
         ends = torch.cumsum(nt, 0).tolist()
         out = []
