@@ -235,17 +235,37 @@ class SequenceInteraction(nn.Module):
             raise ValueError("the model reads user/context features: pass the batch's dense")
         return self.side.user(emb, dense)
 
-    def _user_extras(
-        self, x: torch.Tensor, lengths: torch.Tensor, feats: dict[str, torch.Tensor] | None
+    @property
+    def head_needs_history_mean(self) -> bool:
+        """Whether the head's user side reads the history mean (RankMixer's history token)."""
+        if self.head_kind != "rankmixer":
+            return False
+        return "history" in cast(RankMixerHead, self.head).user_features
+
+    def head_user_inputs(
+        self, hist_mean: torch.Tensor | None, feats: dict[str, torch.Tensor] | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The head's user-side tokens ``[B, U, D]`` (RankMixer) or user feature vector
-        ``[B, W]`` (MLP), computed once per request; None where there is none."""
+        """The head's user-side tokens ``[B, U, D]`` (RankMixer, from ``hist_mean [B, d]`` when
+        `head_needs_history_mean` and the `user_features`) or user feature vector ``[B, W]``
+        (MLP); None where there is none. Once per request; a serving cache that keeps the
+        history mean recomputes this part for a request's new user/context features."""
         feats = feats or {}
         if self.head_kind != "rankmixer":
             return None, (torch.cat(list(feats.values()), dim=-1) if feats else None)
         head = cast(RankMixerHead, self.head)
-        extra = {"history": history_mean(x, lengths)} if "history" in head.user_features else {}
+        extra: dict[str, torch.Tensor] = {}
+        if self.head_needs_history_mean:
+            if hist_mean is None:
+                raise ValueError("the RankMixer head's history token needs the history mean")
+            extra["history"] = hist_mean
         return head.user_tokens({**extra, **feats}), None
+
+    def _user_extras(
+        self, x: torch.Tensor, lengths: torch.Tensor, feats: dict[str, torch.Tensor] | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """`head_user_inputs` of history tokens ``x [E, d]`` (``lengths [B]``)."""
+        mean = history_mean(x, lengths) if self.head_needs_history_mean else None
+        return self.head_user_inputs(mean, feats)
 
     def _logits(
         self,

@@ -43,12 +43,8 @@ class CachedUser:
 def needs_history_mean(model: LongSeqModel) -> bool:
     """Whether a cached state must keep the history mean: the RankMixer head's user tokens mix
     the history token with user/context features, which change between requests."""
-    head = model.interaction.head
-    return (
-        model.cfg.head == "rankmixer"
-        and bool(model.interaction.side.request_feats)
-        and "history" in head.user_features
-    )
+    inter = model.interaction
+    return bool(inter.side.request_feats) and inter.head_needs_history_mean
 
 
 def with_user_features(
@@ -59,11 +55,8 @@ def with_user_features(
     head's user tokens (as `SequenceInteraction.encode_users` computes them)."""
     if not model.interaction.side.request_feats:
         return cached.user
-    if model.cfg.head != "rankmixer":
-        return replace(cached.user, features=torch.cat(list(feats.values()), dim=-1))
-    head = model.interaction.head
-    extra = {"history": cached.history_mean} if "history" in head.user_features else {}
-    return replace(cached.user, head_tokens=head.user_tokens({**extra, **feats}))
+    tokens, vec = model.interaction.head_user_inputs(cached.history_mean, feats)
+    return replace(cached.user, head_tokens=tokens, features=vec)
 
 
 def row_request_kjt(kjt: KeyedJaggedTensor, row: int, keys: Sequence[str]) -> KeyedJaggedTensor:
