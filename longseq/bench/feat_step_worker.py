@@ -1,0 +1,102 @@
+"""Rank side of the ``feat_step`` suite: the trainer's step of four model variants, interleaved.
+
+Run on one rank through `longseq.parallel.spawn.run_ranks` (gloo on CPU, NCCL on CUDA). The model
+config is ``experiment=long1k`` as ``python -m longseq.train`` composes it (``model: small``,
+STCA with the position bias), the sharding its default (item row-wise, other tables table-wise,
+fused row-wise Adagrad in backward, DDP). Each variant is a `LongSeqModel` sharded by
+`shard_model`, stepped as the trainer steps it (forward, loss, backward with the fused sparse
+update, then `longseq.train.optim.build_optimizer`'s step: dense gradients clipped, AdamW) on the same requests, collated once
+without and once with the side features (collation is timed apart, outside the step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from typing import Any
+
+import torch
+
+from longseq.bench.common import tune_malloc
+from longseq.bench.feat_data import FEATURE_SETS, with_features
+from longseq.bench.rlb_data import VOCAB, request_table
+from longseq.bench.timing import measure_interleaved
+from longseq.data.collate import collate
+from longseq.model.embeddings import TableSizes
+from longseq.model.model import LongSeqModel
+from longseq.parallel.wrap import shard_model
+
+TASKS = ["click"]
+#: variant -> (feature set, head)
+VARIANTS: dict[str, tuple[str, str]] = {
+    "none_mlp": ("none", "mlp"),
+    "feat_mlp": ("user+cand", "mlp"),
+    "feat_rankmixer": ("user+cand", "rankmixer"),
+    "none_rankmixer": ("none", "rankmixer"),
+}
+
+
+def compose_long1k() -> Any:
+    """The training job ``experiment=long1k`` (default sharding: planner off)."""
+    from longseq.train.plan_table import compose_job
+
+    job = compose_job("long1k")
+    job.sharding.planner = False  # compose_job plans with TorchRec's planner; the trainer doesn't
+    return job
+
+
+def _stepper(job: Any, feats: str, head: str, device: torch.device) -> tuple[Any, int]:
+    """A step function of one variant and its dense parameter count."""
+    from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+    from longseq.train.optim import build_optimizer
+
+    cfg = dataclasses.replace(job.model, head=head)
+    torch.manual_seed(0)
+    model = LongSeqModel(cfg, TableSizes(**VOCAB), TASKS, "meta", FEATURE_SETS[feats])
+    dmp = shard_model(model, job.sharding, device)
+    dmp.train()
+    opt = build_optimizer(dmp, job.trainer.dense)  # fused sparse + AdamW, dense grads clipped
+
+    def step(batch: Any) -> None:
+        logits = dmp(batch)
+        model.loss(logits.float(), batch).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    dense = [p for _, p in in_backward_optimizer_filter(dmp.named_parameters())]
+    return step, sum(p.numel() for p in dense)
+
+
+def worker(rank: int, world: int, spec: dict[str, Any]) -> dict[str, Any]:
+    """Time every variant of `VARIANTS` round-robin; return timings, collation and config."""
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torchrec's DDP deprecations
+    tune_malloc()
+    device = torch.device(spec["device"])
+    job = compose_long1k()
+    b = spec["requests"] or job.data.batch_size
+    table = request_table(b, spec["targets"], spec["length"], seed=rank)
+    table = with_features(table, FEATURE_SETS["user+cand"], seed=rank)
+    batches, collate_s = {}, {}
+    for fs in ("none", "user+cand"):
+        t0 = time.perf_counter()
+        batch = collate(table, TASKS, features=FEATURE_SETS[fs])
+        collate_s[fs] = time.perf_counter() - t0
+        batches[fs] = batch.to(device)
+    fns, params = {}, {}
+    for name, (fs, head) in VARIANTS.items():
+        step, params[name] = _stepper(job, fs, head, device)
+        fns[name] = lambda s=step, bt=batches[fs]: s(bt)
+    timings = measure_interleaved(fns, spec["reps"], spec["warmup"], device)
+    return {
+        "threads": torch.get_num_threads(),
+        "requests": b,
+        "targets": spec["targets"],
+        "length": spec["length"],
+        "model": dataclasses.asdict(job.model),
+        "sharding": dataclasses.asdict(job.sharding),
+        "dense_params": params,
+        "collate_s": collate_s,
+        "timings": {k: t.to_dict() for k, t in timings.items()},
+    }
