@@ -9,7 +9,8 @@ one process on the same requests:
 * ``feat_mlp``: 10 user/context + 5 candidate features (`longseq.bench.feat_data`), MLP head
   (``b``);
 * ``feat_rankmixer``: the same features, RankMixer head (``c``);
-* ``none_rankmixer``: no features, RankMixer head.
+* ``none_rankmixer``: no features, RankMixer head;
+* ``none_mlp_control``: a second copy of ``none_mlp``: its "share" is this run's noise floor.
 
 Reported: the share of the step the feature path takes, ``(b - a) / b``, and the feature path
 with RankMixer, ``(c - a) / c`` (target: at most 15 %), from the medians and as the median of
@@ -34,14 +35,16 @@ SHARES = {
     "features_mlp": ("feat_mlp", "none_mlp"),
     "features_rankmixer": ("feat_rankmixer", "none_mlp"),
     "rankmixer_no_features": ("none_rankmixer", "none_mlp"),
+    "control": ("none_mlp_control", "none_mlp"),
 }
 
 
 def grid(args: BenchArgs) -> dict[str, Any]:
     """Shapes of this mode (``requests=0``: long1k's ``data.batch_size``)."""
     if args.tiny:
-        return dict(length=32, targets=4, requests=2)
-    return dict(length=1024, targets=16, requests=0)
+        return dict(length=32, targets=4, requests=2, reps=args.reps)
+    # steps of ~0.4 s on a shared 2-core CPU vary up to 2x: at least 15 rounds
+    return dict(length=1024, targets=16, requests=0, reps=max(args.reps, 15))
 
 
 def shares(timings: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -51,9 +54,11 @@ def shares(timings: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     for name, (x, ref) in SHARES.items():
         mx, mr = timings[x]["median_s"], timings[ref]["median_s"]
         rounds = [(a - b) / a for a, b in zip(timings[x]["reps_s"], timings[ref]["reps_s"])]
+        lx, lr = min(timings[x]["reps_s"]), min(timings[ref]["reps_s"])
         out[name] = {
             "share": (mx - mr) / mx,
             "share_per_round_median": statistics.median(rounds),
+            "share_of_minima": (lx - lr) / lx,
             "ratio": mx / mr,
         }
     return out
@@ -65,7 +70,7 @@ def run(args: BenchArgs) -> dict[str, Any]:
     from longseq.parallel.spawn import run_ranks
 
     g = grid(args)
-    spec = {**g, "device": args.device, "reps": args.reps, "warmup": args.warmup}
+    spec = {**g, "device": args.device, "warmup": args.warmup}
     backend = "nccl" if args.device == "cuda" else "gloo"
     out = run_ranks(1, feat_step_worker.worker, spec, backend=backend, timeout=1800)[0]
     tm = out["timings"]
@@ -77,6 +82,8 @@ def run(args: BenchArgs) -> dict[str, Any]:
     ]  # fmt: skip
     sh = shares(tm)
     results += [{"part": "share", "name": k, **v} for k, v in sh.items()]
+    results += [{"part": "forward", "variant": k, **{f"{p}_ms": x for p, x in v.items()}}
+                for k, v in out["forward_ms"].items()]  # fmt: skip
     cs = out["collate_s"]
     results.append({"part": "collate", "none_s": cs["none"], "features_s": cs["user+cand"]})
     shape = (f"{out['requests']} requests x {out['targets']} targets, {out['length']}-event "
@@ -85,12 +92,16 @@ def run(args: BenchArgs) -> dict[str, Any]:
         f"1 rank ({backend}), {out['threads']} intra-op thread(s); {shape}; the step of "
         "longseq.train: sharded LongSeqModel (experiment=long1k, default sharding), fused "
         "row-wise Adagrad in backward, AdamW with clipping (build_optimizer); no pipeline",
-        f"timed round-robin, {args.reps} rounds after {args.warmup} warm-up round(s); share = "
+        f"timed round-robin, {g['reps']} rounds after {args.warmup} warm-up round(s); share = "
         "(variant - none_mlp) / variant from the medians; share_per_round_median: the median of "
-        "the same ratio within each round",
+        "the same ratio within each round; share_of_minima: from each variant's fastest round "
+        "(the least disturbed on a shared machine)",
         "features: 10 user/context (5 id, 2 multi_hot of 8 ids, 3 dense) + 5 candidate (2 id, 1 "
         "multi_hot of 3 ids, 2 dense); their 9 tables join the one EmbeddingCollection lookup",
-        "collate: one collation of the step's requests, outside the step (the data pipeline)",
+        "collate: the median of 5 collations of the step's requests, outside the step (the data "
+        "pipeline)",
+        "forward by part: the same rounds again, forward only under no_grad, timed by forward "
+        "hooks on the model's modules (CPU only); backward is not split",
     ]
     summary = {k: v["share"] for k, v in sh.items()}
     summary["share_target"] = SHARE_TARGET
@@ -109,14 +120,23 @@ def render(payload: dict[str, Any]) -> str:
         lines.append(f"| {r['variant']} | {r['features']} | {r['head']} | "
                      f"{r['median_s'] * 1e3:.1f} | {r['median_s'] / ref:.3f} | "
                      f"{r['dense_params']:,} |")  # fmt: skip
-    lines += ["", "| share of the step | from medians | median of per-round shares |",
-              "|---|---|---|"]  # fmt: skip
+    lines += ["", "| share of the step | from medians | median of per-round shares "
+              "| from the fastest rounds |", "|---|---|---|---|"]  # fmt: skip
     what = {"features_mlp": "feature path, MLP head: (b - a) / b",
             "features_rankmixer": "feature path + RankMixer: (c - a) / c",
-            "rankmixer_no_features": "RankMixer instead of MLP, no features"}  # fmt: skip
+            "rankmixer_no_features": "RankMixer instead of MLP, no features",
+            "control": "control: a second none_mlp model (the noise floor)"}  # fmt: skip
     for r in (r for r in payload["results"] if r["part"] == "share"):
         lines.append(f"| {what[r['name']]} | **{r['share']:.1%}** | "
-                     f"{r['share_per_round_median']:.1%} |")  # fmt: skip
+                     f"{r['share_per_round_median']:.1%} | {r['share_of_minima']:.1%} |")  # fmt: skip
+    fw = [r for r in payload["results"] if r["part"] == "forward"]
+    if fw:
+        parts = ("lookup", "tower", "head", "other", "total")
+        lines += ["", "Forward only, by part (median ms; forward hooks, no grad; `other`: tokens, "
+                  "side-feature pooling, RankMixer's user-token projection, padding):", "",
+                  "| variant | " + " | ".join(parts) + " |", "|---|" + "---|" * len(parts)]  # fmt: skip
+        lines += [f"| {r['variant']} | " + " | ".join(f"{r[f'{p}_ms']:.1f}" for p in parts) + " |"
+                  for r in fw]  # fmt: skip
     c = next((r for r in payload["results"] if r["part"] == "collate"), None)
     if c:
         lines += ["", f"Collation of the step's requests (outside the step): "

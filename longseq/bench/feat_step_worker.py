@@ -12,6 +12,7 @@ without and once with the side features (collation is timed apart, outside the s
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 import warnings
 from typing import Any
@@ -34,6 +35,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "feat_mlp": ("user+cand", "mlp"),
     "feat_rankmixer": ("user+cand", "rankmixer"),
     "none_rankmixer": ("none", "rankmixer"),
+    "none_mlp_control": ("none", "mlp"),  # a second copy of the reference: the noise floor
 }
 
 
@@ -46,8 +48,8 @@ def compose_long1k() -> Any:
     return job
 
 
-def _stepper(job: Any, feats: str, head: str, device: torch.device) -> tuple[Any, int]:
-    """A step function of one variant and its dense parameter count."""
+def _stepper(job: Any, feats: str, head: str, device: torch.device) -> tuple[Any, Any, int]:
+    """A step function of one variant, its DMP and its dense parameter count."""
     from torchrec.optim.optimizers import in_backward_optimizer_filter
 
     from longseq.train.optim import build_optimizer
@@ -66,7 +68,51 @@ def _stepper(job: Any, feats: str, head: str, device: torch.device) -> tuple[Any
         opt.zero_grad(set_to_none=True)
 
     dense = [p for _, p in in_backward_optimizer_filter(dmp.named_parameters())]
-    return step, sum(p.numel() for p in dense)
+    return step, dmp, sum(p.numel() for p in dense)
+
+
+#: forward-time parts: name -> the module (under the model) whose forward it times
+PARTS = {"lookup": "ec", "interaction": "interaction", "tower": "interaction.tower",
+         "head": "interaction.head"}  # fmt: skip
+
+
+def _time_forward(module: torch.nn.Module, part: str, spent: dict[str, float]) -> list[Any]:
+    """Hooks adding ``module``'s forward seconds to ``spent[part]``."""
+
+    def pre(*_: Any) -> None:
+        spent[part] = spent.get(part, 0.0) - time.perf_counter()
+
+    def post(*_: Any) -> None:
+        spent[part] += time.perf_counter()
+
+    return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+
+
+def forward_parts(
+    dmps: dict[str, Any], batches: dict[str, Any], reps: int
+) -> dict[str, dict[str, float]]:
+    """Median forward milliseconds of each variant's `PARTS` (forward hooks, no grad, rounds
+    round-robin): ``lookup`` (the sharded EC, all tables), ``tower``, ``head`` (RankMixer's
+    mixer or the MLP), ``other`` (tokens, side-feature pooling, RankMixer's user-token
+    projection, padding), ``total`` (the model's forward)."""
+    acc: dict[str, dict[str, list[float]]] = {v: {} for v in dmps}
+    for rep in range(reps + 1):  # the first round warms up
+        for name, dmp in dmps.items():
+            mods = dict(dmp.module.named_modules())
+            spent: dict[str, float] = {}
+            hooks = [h for part, path in PARTS.items()
+                     for h in _time_forward(mods.get(path) or mods[f"module.{path}"], part, spent)]  # fmt: skip
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                dmp(batches[name])
+            spent["total"] = time.perf_counter() - t0
+            for h in hooks:
+                h.remove()
+            spent["other"] = spent["interaction"] - spent["tower"] - spent["head"]
+            if rep:
+                for k, v in spent.items():
+                    acc[name].setdefault(k, []).append(v * 1e3)
+    return {v: {k: statistics.median(x) for k, x in d.items()} for v, d in acc.items()}
 
 
 def worker(rank: int, world: int, spec: dict[str, Any]) -> dict[str, Any]:
@@ -78,17 +124,18 @@ def worker(rank: int, world: int, spec: dict[str, Any]) -> dict[str, Any]:
     b = spec["requests"] or job.data.batch_size
     table = request_table(b, spec["targets"], spec["length"], seed=rank)
     table = with_features(table, FEATURE_SETS["user+cand"], seed=rank)
-    batches, collate_s = {}, {}
+    batches, collators = {}, {}
     for fs in ("none", "user+cand"):
-        t0 = time.perf_counter()
-        batch = collate(table, TASKS, features=FEATURE_SETS[fs])
-        collate_s[fs] = time.perf_counter() - t0
-        batches[fs] = batch.to(device)
-    fns, params = {}, {}
+        batches[fs] = collate(table, TASKS, features=FEATURE_SETS[fs]).to(device)
+        collators[fs] = lambda f=FEATURE_SETS[fs]: collate(table, TASKS, features=f)
+    collate_s = {k: t.median_s for k, t in measure_interleaved(collators, 5, 1, device).items()}
+    fns, params, dmps = {}, {}, {}
     for name, (fs, head) in VARIANTS.items():
-        step, params[name] = _stepper(job, fs, head, device)
+        step, dmps[name], params[name] = _stepper(job, fs, head, device)
         fns[name] = lambda s=step, bt=batches[fs]: s(bt)
     timings = measure_interleaved(fns, spec["reps"], spec["warmup"], device)
+    var_batches = {name: batches[fs] for name, (fs, _) in VARIANTS.items()}
+    parts = forward_parts(dmps, var_batches, spec["reps"]) if device.type == "cpu" else {}
     return {
         "threads": torch.get_num_threads(),
         "requests": b,
@@ -99,4 +146,5 @@ def worker(rank: int, world: int, spec: dict[str, Any]) -> dict[str, Any]:
         "dense_params": params,
         "collate_s": collate_s,
         "timings": {k: t.to_dict() for k, t in timings.items()},
+        "forward_ms": parts,
     }
