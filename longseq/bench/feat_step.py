@@ -64,6 +64,12 @@ def shares(timings: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def forward_shares(payload: dict[str, Any]) -> dict[str, float]:
+    """Per `SHARES` entry: ``(x - ref) / x`` of the forward-only totals (``part=forward``)."""
+    fw = {r["variant"]: r["total_ms"] for r in payload["results"] if r["part"] == "forward"}
+    return {k: (fw[x] - fw[r]) / fw[x] for k, (x, r) in SHARES.items() if x in fw and r in fw}
+
+
 def run(args: BenchArgs) -> dict[str, Any]:
     """Run the suite on one rank (gloo on CPU, NCCL on CUDA); return the JSON payload."""
     from longseq.bench import feat_step_worker
@@ -137,6 +143,9 @@ def render(payload: dict[str, Any]) -> str:
                   "| variant | " + " | ".join(parts) + " |", "|---|" + "---|" * len(parts)]  # fmt: skip
         lines += [f"| {r['variant']} | " + " | ".join(f"{r[f'{p}_ms']:.1f}" for p in parts) + " |"
                   for r in fw]  # fmt: skip
+        fs = forward_shares(payload)
+        lines += ["", "Shares of the forward alone (its totals above): " + ", ".join(
+            f"{k} {v:.1%}" for k, v in fs.items()) + "."]  # fmt: skip
     c = next((r for r in payload["results"] if r["part"] == "collate"), None)
     if c:
         lines += ["", f"Collation of the step's requests (outside the step): "
@@ -145,7 +154,8 @@ def render(payload: dict[str, Any]) -> str:
     s = payload["summary"]
     verdict = "met" if s["met"] else "**NOT met**"
     lines += ["", f"Feature path + RankMixer <= {s['share_target']:.0%} of the step: {verdict} "
-              f"({s['features_rankmixer']:.1%})."]  # fmt: skip
+              f"({s['features_rankmixer']:.1%}; this run's noise floor, the control's share: "
+              f"{s.get('control', float('nan')):.1%})."]  # fmt: skip
     return "\n".join(lines)
 
 
