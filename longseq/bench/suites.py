@@ -4,7 +4,7 @@ Read by ``python -m longseq.bench`` (the ``suite=`` choices and the order of ``s
 the report generator (`longseq.bench.report`: which result files exist, section order and
 titles) and by the plots (`longseq.bench.plots`). Every function is named as
 ``"module:function"`` and imported on first use, so importing this table loads nothing heavy
-(only ``rlb``, ``reader`` and ``trainer`` load torchrec or pyarrow, and only when they run).
+(only ``rlb``, ``reader``, ``trainer`` and the ``feat_*`` suites load torchrec or pyarrow, and only when they run).
 
 How to add one: write ``longseq/bench/<name>.py`` with ``run(args: BenchArgs) -> payload`` (build
 the payload with `longseq.bench.common.result_payload`), a markdown renderer and a plotter
@@ -98,6 +98,20 @@ SUITES: dict[str, Suite] = {
         "longseq.bench.eval_scale:run",
         "longseq.bench.eval_scale:render",
         "longseq.bench.eval_scale:plot",
+    ),
+    "feat_bytes": Suite(
+        "Side features: bytes per target with and without user features (RLB vs pointwise)",
+        1,
+        "longseq.bench.feat_bytes:run",
+        "longseq.bench.feat_bytes:render",
+        "longseq.bench.feat_bytes:plot",
+    ),
+    "feat_step": Suite(
+        "Side features and RankMixer: their share of the training step at long1k shapes",
+        2,
+        "longseq.bench.feat_step:run",
+        "longseq.bench.feat_step:render",
+        "longseq.bench.feat_step:plot",
     ),
 }
 

@@ -185,6 +185,35 @@ def _trainer_ids(p: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _feat_step(p: dict[str, Any]) -> dict[str, Any]:
+    s = p["summary"]
+    share = s["features_rankmixer"]
+    row = {
+        "target": "side features (10 user + 5 candidate) and RankMixer <= 15% of the training "
+        "step at long1k shapes",
+        "value": f"{share:.1%} (features with the MLP head {s['features_mlp']:.1%}; noise floor "
+        f"{s.get('control', float('nan')):.1%})",
+        "met": share <= s["share_target"],
+    }
+    if not row["met"]:
+        row["why"] = "see the feat_step section: forward split by part (RankMixer's head is most)"
+    return row
+
+
+def _feat_bytes(p: dict[str, Any]) -> dict[str, Any]:
+    per_req = p["summary"]["user_kjt_per_request"]
+    big = [k for k in per_req if not k.endswith("T=1")]
+    row = {"target": "user features cost per request, not per target (RLB input bytes)"}
+    if not big:
+        return {**row, "value": "not measured (T=1 only)", "met": None}
+    key = big[-1]
+    v = per_req[key]
+    row["value"] = (f"{v['rlb']:,.0f} B per request at every T (pointwise {v['pointwise']:,.0f} "
+                    f"at {key})")  # fmt: skip
+    row["met"] = all(x["rlb"] == per_req[big[0]]["rlb"] for x in per_req.values())
+    return row
+
+
 CHECKS = {
     "scaling": (_scaling_ratio, _scaling_exponent),
     "rlb": (_rlb,),
@@ -192,6 +221,8 @@ CHECKS = {
     "kernel": (_kernel,),
     "serve": (_serve,),
     "packed": (_packed,),
+    "feat_bytes": (_feat_bytes,),
+    "feat_step": (_feat_step,),
 }
 
 

@@ -3,47 +3,21 @@ torch-only import path and the argument errors. No timing value is asserted anyw
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from longseq.bench.common import BenchError
 from longseq.bench.config import parse_args
 from longseq.bench.suites import SUITES, run_order, suite_function
-
-REPO = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-REPS = 2
-
-
-def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "longseq.bench", *args],
-        capture_output=True, text=True, cwd=REPO, env=ENV, timeout=timeout,
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every suite through the real CLI, tiny shapes, into ``<tmp>/results/cpu``."""
-    out = tmp_path_factory.mktemp("bench") / "results" / "cpu"
-    proc = _cli("suite=all", "quick=true", "device=cpu", f"out={out}", "tiny=true",
-                f"reps={REPS}", "warmup=1")  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return out
-
-
-def _load(out: Path, suite: str) -> dict:
-    return json.loads((out / f"{suite}.json").read_text())
+from tests.bench.bench_cli import ENV, REPO, REPS, load
+from tests.bench.bench_cli import cli as _cli
 
 
 @pytest.mark.parametrize("suite", SUITES)
 def test_every_suite_writes_json_and_a_plot(tiny_run, suite):
-    p = _load(tiny_run, suite)
+    p = load(tiny_run, suite)
     assert p["suite"] == suite and p["schema"] == 1
     assert p["command"].startswith(f"python -m longseq.bench suite={suite} ")
     env = p["environment"]
@@ -59,7 +33,7 @@ def test_every_suite_writes_json_and_a_plot(tiny_run, suite):
 
 
 def test_scaling_structure(tiny_run):
-    p = _load(tiny_run, "scaling")
+    p = load(tiny_run, "scaling")
     towers = {"stca", "transformer", "din"}
     assert {r["tower"] for r in p["results"]} == towers
     assert {r["length"] for r in p["results"]} == set(p["config"]["lengths"])
@@ -71,7 +45,7 @@ def test_scaling_structure(tiny_run):
 
 
 def test_kernel_structure(tiny_run):
-    p = _load(tiny_run, "kernel")
+    p = load(tiny_run, "kernel")
     variants = {r["variant"] for r in p["results"]}
     assert {"step_kv", "step_kv_sdpa", "step_absorbed", "module_kv", "module_absorbed"} <= variants
     jagged = [r for r in p["results"] if r["variant"] == "module_jagged"]
@@ -85,7 +59,7 @@ def test_kernel_structure(tiny_run):
 
 
 def test_serve_structure(tiny_run):
-    p = _load(tiny_run, "serve")
+    p = load(tiny_run, "serve")
     assert set(p["summary"]) == {"absorbed", "kv", "sdpa", "flex"}
     ks = p["config"]["candidates"]
     for form in ("absorbed", "kv"):
@@ -98,7 +72,7 @@ def test_serve_structure(tiny_run):
 
 def test_packed_structure(tiny_run):
     """Every path on every (tower, candidate set), each path's output equal to padded's."""
-    p = _load(tiny_run, "packed")
+    p = load(tiny_run, "packed")
     got = {(r["variant"], r["candidates"], r["path"]) for r in p["results"]}
     sets = p["config"]["candidate_sets"]
     assert got == {
@@ -117,7 +91,7 @@ def test_packed_structure(tiny_run):
 
 
 def test_rlb_counts_bytes_exactly(tiny_run):
-    p = _load(tiny_run, "rlb")
+    p = load(tiny_run, "rlb")
     assert p["skipped"] == {}
     parts = {r["part"] for r in p["results"]}
     assert parts == {"stored", "h2d", "throughput", "a2a"}
@@ -221,7 +195,9 @@ def test_suite_table():
         "packed",
         "eval_scale",
         "reader",
+        "feat_bytes",
         "rlb",
+        "feat_step",
         "trainer",
     )
     assert set(run_order()) == set(SUITES)
