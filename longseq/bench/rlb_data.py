@@ -124,6 +124,8 @@ def batch_bytes(batch: Any) -> dict[str, int]:
         "request_ids": batch.request_ids.nbytes,
         "user_ids": batch.user_ids.nbytes,
         "dense": batch.dense.nbytes,
+        "tgt_dense": batch.tgt_dense.nbytes,
+        "tgt_bags": batch.tgt_bags.nbytes,
     }
     if kjt.weights_or_none() is not None:
         parts["kjt_weights"] = kjt.weights().nbytes
