@@ -35,14 +35,12 @@ target category's own counts.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.special import expit, logsumexp, xlog1py, xlogy
 
-from longseq.data.meta import DatasetMeta
 from longseq.metrics import auc, gauc
 
 #: Windows reported by default (those ``<=`` the maximum history length, plus that length).
@@ -287,48 +285,3 @@ def oracle_report(
         "p_true": table["p_true"],
         "params": dict(params),
     }
-
-
-def oracle_from_dataset(
-    path: str | Path, split: str = "test", prior: str = "target"
-) -> dict[str, Any]:
-    """Recompute the ``oracle.json`` document from a generated data set's files.
-
-    Reads ``meta.json`` (parameters), ``item_bias.npy`` and the split's Parquet files (their
-    category, item, label and ``p_true`` columns, the whole split at once).
-    """
-    import pyarrow.parquet as pq
-
-    root = Path(path)
-    meta = DatasetMeta.read(root)
-    cfg = meta.require_extra("config")
-    if cfg.get("features"):  # the generator's feature block: its effects enter every score
-        from longseq.datasets import oracle_features
-
-        return oracle_features.oracle_from_dataset(root, split, prior)
-    params = OracleParams.from_mapping(cfg)
-    item_bias = np.load(root / "item_bias.npy")
-    cols = ["user_id", "hist_category_id", "tgt_category_id", "tgt_item_id", "tgt_click"]
-    table = pq.read_table(root / split, columns=[*cols, "tgt_p_true"])
-
-    def flat(name: str) -> tuple[np.ndarray, np.ndarray]:
-        arr = table.column(name).combine_chunks()
-        off = arr.offsets.to_numpy().astype(np.int64)
-        return off - off[0], arr.values.to_numpy(zero_copy_only=False)[off[0] : off[-1]]
-
-    h_off, h_cat = flat("hist_category_id")
-    t_off, t_cat = flat("tgt_category_id")
-    _, t_item = flat("tgt_item_id")
-    windows = oracle_windows(meta.hist_len_max, cfg["oracle_windows"])
-    scores = oracle_scores(h_cat, h_off, t_cat, t_off, item_bias[t_item], params, windows, prior)
-    groups = np.repeat(table.column("user_id").to_numpy(), np.diff(t_off))
-    return oracle_report(
-        flat("tgt_click")[1],
-        flat("tgt_p_true")[1],
-        groups,
-        scores,
-        num_requests=table.num_rows,
-        hist_len_max=meta.hist_len_max,
-        params=asdict(params),
-        split=split,
-    )

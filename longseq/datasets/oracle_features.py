@@ -119,7 +119,7 @@ def summary_line(f: Mapping[str, Any]) -> str:
 def oracle_from_dataset(
     path: str | Path, split: str = "test", prior: str = "target"
 ) -> dict[str, Any]:
-    """`oracle.oracle_from_dataset` for a data set with the feature block: the effects are
+    """`oracle_files.oracle_from_dataset` for a data set with the feature block: the effects are
     recomputed from the written feature columns and the config."""
     import pyarrow.parquet as pq
 

@@ -18,7 +18,7 @@ from scipy.special import logit
 from longseq.config import CONFIG_DIR
 from longseq.data.format import REQUEST_SCHEMA, validate_dataset
 from longseq.data.manifest import split_layout
-from longseq.datasets import oracle
+from longseq.datasets import oracle, oracle_files
 from longseq.datasets.synth import SynthConfig, generate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -247,7 +247,7 @@ def test_oracle_json_matches_files(big_tiny):
     out, _ = big_tiny
     assert validate_dataset(out) == 3000
     saved = json.loads((out / "oracle.json").read_text())
-    again = oracle.oracle_from_dataset(out)
+    again = oracle_files.oracle_from_dataset(out)
     assert json.dumps(again, sort_keys=True) == json.dumps(saved, sort_keys=True)
 
 

@@ -19,7 +19,7 @@ from scipy.special import expit, logit
 from longseq.data.features import feature_problems, feature_schema_problem
 from longseq.data.format import REQUEST_SCHEMA, validate_dataset
 from longseq.data.meta import DatasetMeta
-from longseq.datasets import oracle, oracle_features, synth_features
+from longseq.datasets import oracle_features, oracle_files, synth_features
 from longseq.datasets.synth import format_summary, generate
 from longseq.datasets.synth_features import FeatureTables
 from tests.datasets.test_synth import REPO, make_config
@@ -173,7 +173,7 @@ def test_oracle_reports_with_and_without(pair):
     assert f["p_true_without"]["auc"] < rep["p_true"]["auc"]
     assert sum(f["lattice"]["pmf"]) == pytest.approx(1.0)
     assert "features" not in json.loads((off / "oracle.json").read_text())
-    again = oracle.oracle_from_dataset(on)  # dispatches to oracle_features
+    again = oracle_files.oracle_from_dataset(on)  # dispatches to oracle_features
     assert json.dumps(again, sort_keys=True) == json.dumps(rep, sort_keys=True)
     assert "features (full window" in format_summary(summary)
 

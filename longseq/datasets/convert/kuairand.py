@@ -146,7 +146,11 @@ class KuaiRandConverter(Converter):
         if self.opts.features:
             from longseq.datasets.convert.kuairand_features import side_features
 
-            self.side_features = side_features(self, src)
+            o = self.opts
+            self.side_features = side_features(
+                src, o.user_features, o.video_features, o.context_hour, o.tz_offset_s,
+                int(self.cfg.block_mb * 2**20), self.note,
+            )  # fmt: skip
         files = find_files(src, "video_features_basic_*.csv")
         vids, tags = [], []
         for p in files:

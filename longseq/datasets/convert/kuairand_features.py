@@ -4,8 +4,8 @@ local hour as a context feature. A file that is absent gives no features of its 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -13,9 +13,6 @@ import pyarrow as pa
 from longseq.datasets.convert.base import find_files
 from longseq.datasets.convert.csvsource import CsvSpec, iter_blocks
 from longseq.datasets.convert.features import FieldFeature, SideFeature, from_text, hour_feature
-
-if TYPE_CHECKING:
-    from longseq.datasets.convert.kuairand import KuaiRandConverter
 
 #: ``user_features_*.csv`` columns made ``id`` features (their text values, sorted)
 KUAIRAND_USER_FEATURES = [
@@ -54,25 +51,32 @@ def _read(files: list[Path], key: str, columns: list[str], block: int):
     return np.concatenate(keys), text, np.concatenate(lines)
 
 
-def side_features(conv: KuaiRandConverter, src: Path) -> list[SideFeature]:
-    """The features the options name, from the files found under ``src``."""
-    o = conv.opts
-    block = int(conv.cfg.block_mb * 2**20)
+def side_features(
+    src: Path,
+    user_features: list[str],
+    video_features: list[FieldFeature],
+    context_hour: bool,
+    tz_offset_s: int,
+    block: int,
+    note: Callable[[str], None],
+) -> list[SideFeature]:
+    """The features the ``kuairand`` options name (``user_features`` ... ``tz_offset_s``), from
+    the files found under ``src`` (read in blocks of ``block`` bytes); a missing side file is a
+    ``note``."""
     out: list[SideFeature] = []
-    if o.context_hour:  # type: ignore[attr-defined]
-        out.append(hour_feature("hour", o.tz_offset_s))  # type: ignore[attr-defined]
+    if context_hour:
+        out.append(hour_feature("hour", tz_offset_s))
     sides = (
         ("user", "user", "user_features_*.csv", "user_id",
-         [FieldFeature(c, "id") for c in o.user_features]),  # type: ignore[attr-defined]
-        ("candidate", "item", "video_features_basic_*.csv", "video_id",
-         list(o.video_features)),  # type: ignore[attr-defined]
+         [FieldFeature(c, "id") for c in user_features]),
+        ("candidate", "item", "video_features_basic_*.csv", "video_id", list(video_features)),
     )  # fmt: skip
     for side, by, pattern, key, fields in sides:
         if not fields:
             continue
         files = find_files(src, pattern)
         if not files:
-            conv.note(f"src={src}: no {pattern}, so no {side} features")
+            note(f"src={src}: no {pattern}, so no {side} features")
             continue
         keys, text, lines = _read(files, key, [f.field for f in fields], block)
         source = str(files[0]) if len(files) == 1 else f"{files[0].parent}/{pattern}"

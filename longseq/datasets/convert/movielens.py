@@ -119,7 +119,7 @@ class MovieLensConverter(Converter):
         if self.opts.features:
             from longseq.datasets.convert.movielens_features import side_features
 
-            self.side_features = side_features(self, src, ML100K_GENRES)
+            self.side_features = side_features(src, ML100K_GENRES, self.note)
 
     def _category(self, movie: np.ndarray) -> np.ndarray:
         """Genre index of each movie's first genre (sorted genre names); -1 if unknown."""

@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from longseq.datasets.convert.base import find_files
 from longseq.datasets.convert.features import FieldFeature, SideFeature, from_text
-
-if TYPE_CHECKING:
-    from longseq.datasets.convert.movielens import MovieLensConverter
 
 #: MovieLens-1M's age groups (``users.dat`` stores the group's lower bound); 100K's exact ages
 #: are put in the same groups
@@ -85,8 +82,10 @@ def _movie(r: tuple) -> tuple[int, int, dict[str, str]]:
                       "year": m.group(1) if m else ""}  # fmt: skip
 
 
-def side_features(conv: MovieLensConverter, src: Path, genre_names: list[str]) -> list[SideFeature]:
-    """User and movie features from the files found under ``src`` (none: a note)."""
+def side_features(
+    src: Path, genre_names: list[str], note: Callable[[str], None]
+) -> list[SideFeature]:
+    """User and movie features from the files found under ``src`` (none: a ``note``)."""
     out: list[SideFeature] = []
     for side, by, found, fields, what in (
         ("user", "user", _users(src), USER_FIELDS, "users.dat or u.user"),
@@ -94,7 +93,7 @@ def side_features(conv: MovieLensConverter, src: Path, genre_names: list[str]) -
          "movies.dat, u.item or movies.csv"),
     ):  # fmt: skip
         if found is None:
-            conv.note(f"src={src}: no {what}, so no {side} features")
+            note(f"src={src}: no {what}, so no {side} features")
             continue
         path, rows = found
         keys = np.array([r[1] for r in rows], np.int64)

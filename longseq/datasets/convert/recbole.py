@@ -189,7 +189,10 @@ class RecBoleConverter(Converter):
         if o.features:
             from longseq.datasets.convert.recbole_features import side_features
 
-            self.side_features = side_features(self, item, user)
+            self.side_features = side_features(
+                item, user, self.item_table, self.user_table, o.item_features, o.user_features,
+                o.field_separator, self.note,
+            )  # fmt: skip
 
     def _categories(self, items: SideTable, name: str, rule: str) -> None:
         col = items.columns[name]

@@ -4,36 +4,44 @@ side tables already parsed by their declared types (`atomic_tables.SideTable`)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from longseq.datasets.convert.atomic import read_header
-from longseq.datasets.convert.features import SideFeature, from_codes, from_values
-
-if TYPE_CHECKING:
-    from longseq.datasets.convert.recbole import RecBoleConverter
+from longseq.datasets.convert.atomic_tables import SideTable
+from longseq.datasets.convert.features import FieldFeature, SideFeature, from_codes, from_values
 
 #: the atomic types each kind reads
 TYPES = {"id": ("token",), "multi_hot": ("token", "token_seq"), "dense": ("token", "float")}
 
 
-def side_features(conv: RecBoleConverter, item: Path, user: Path) -> list[SideFeature]:
-    """The declared features; a side file that is absent gives none (and a note)."""
-    o = conv._o
+def side_features(
+    item: Path,
+    user: Path,
+    item_table: SideTable | None,
+    user_table: SideTable | None,
+    item_features: list[FieldFeature],
+    user_features: list[FieldFeature],
+    field_separator: str,
+    note: Callable[[str], None],
+) -> list[SideFeature]:
+    """The features ``recbole.user_features`` / ``recbole.item_features`` declare, from the
+    parsed side tables of ``user`` / ``item``; a side file that is absent gives none (and a
+    ``note``)."""
     out: list[SideFeature] = []
     sides = (
-        ("user", "user", user, conv.user_table, o.user_features, "user_features"),
-        ("candidate", "item", item, conv.item_table, o.item_features, "item_features"),
+        ("user", "user", user, user_table, user_features, "user_features"),
+        ("candidate", "item", item, item_table, item_features, "item_features"),
     )
     for side, by, path, table, fields, key in sides:
         if not fields:
             continue
         if table is None:
-            conv.note(f"{path}: file not found, so no {side} features (recbole.{key})")
+            note(f"{path}: file not found, so no {side} features (recbole.{key})")
             continue
-        header = read_header(path, o.field_separator)
+        header = read_header(path, field_separator)
         lines = np.arange(len(table), dtype=np.int64) + 2
         for i, ff in enumerate(fields):
             option = f"recbole.{key}[{i}].field"
