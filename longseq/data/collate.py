@@ -15,7 +15,8 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from longseq.data.batch import HISTORY_KEYS, NUM_DT_BUCKETS, TARGET_KEYS, RequestBatch
-from longseq.data.features import FeatureSpec, feature_arrays
+from longseq.data.feature_arrays import feature_arrays
+from longseq.data.features import FeatureSpec
 
 
 def dt_buckets(dt_seconds: np.ndarray) -> np.ndarray:
