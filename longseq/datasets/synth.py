@@ -369,7 +369,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     meta, rep = summary["meta"], summary["oracle"]
     n = meta["num_requests"]
     lines = [
-        f"wrote {summary['out']}: {n['train']} train + {n['test']} test requests, "
+        f"wrote {summary['out']}: {n['train']} train + "
+        + (f"{n['valid']} valid + " if n.get("valid") else "")
+        + f"{n['test']} test requests, "
         f"{summary['hist_events']:,} history events, {summary['seconds']:.1f}s",
         "oracle on test (AUC / GAUC): "
         + ", ".join(f"w={r['window']}: {r['auc']:.4f}/{r['gauc']:.4f}" for r in rep["windows"])
