@@ -20,7 +20,8 @@ import pyarrow as pa
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from longseq.data.features import FeatureArrays, FeatureSpec, feature_arrays
+from longseq.data.feature_arrays import FeatureArrays, feature_arrays
+from longseq.data.features import FeatureSpec
 from longseq.model.interaction import UserSide
 from longseq.model.model import LongSeqModel
 
