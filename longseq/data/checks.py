@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from longseq.data.features import FeatureSpec, feature_problems, feature_schema_problem
+from longseq.data.feature_checks import feature_problems, feature_schema_problem
+from longseq.data.features import FeatureSpec
 from longseq.data.format import (
     CORE_TYPES,
     HIST_COLUMNS,
@@ -61,7 +62,7 @@ def row_problems(
     """Every ``(row, column, problem)`` of a table whose schema is valid, sorted by row.
 
     The row-level checks of ``validate_table`` plus the id ranges and the declared
-    ``features`` (`longseq.data.features.feature_problems`), vectorized, so that all problems
+    ``features`` (`longseq.data.feature_checks.feature_problems`), vectorized, so that all problems
     can be counted (``validate_table`` stops at the first).
     """
     out = format_problems(table) + id_problems(table, limits) + feature_problems(table, features)

@@ -14,7 +14,8 @@ A data set declares its features in ``meta.json`` under ``features`` (a list; se
 
 Columns: ``feat_<name>`` for a request-level feature (``int64``, ``list<int64>``, ``double`` or
 ``float`` by kind) and ``tgt_feat_<name>`` for a candidate feature (the same types inside one
-more list level). Plain data code: numpy and pyarrow only.
+more list level). The checks of the columns are `longseq.data.feature_checks`. Plain data code,
+importable without pyarrow (the model reads the declarations; serving loads no Parquet stack).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+
+if TYPE_CHECKING:  # pyarrow is imported where types are checked: the model never loads it
+    import pyarrow as pa
 
 SIDES: tuple[str, ...] = ("user", "context", "candidate")
 KINDS: tuple[str, ...] = ("id", "multi_hot", "dense")
@@ -38,8 +40,6 @@ REQUEST_PREFIX, CANDIDATE_PREFIX = "feat_", "tgt_feat_"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _KEYS = ("name", "side", "kind", "cardinality", "pooling", "transform", "mean", "std", "group")
-_I64, _L64 = pa.int64(), pa.list_(pa.int64())
-_FLOATS = (pa.float64(), pa.float32())
 
 
 @dataclass(frozen=True)
@@ -117,16 +117,22 @@ class FeatureSpec:
 
     def value_type(self) -> pa.DataType:
         """The Arrow type of one value (``dense``: ``double``; ``float`` is accepted too)."""
-        return {"id": _I64, "multi_hot": _L64, "dense": pa.float64()}[self.kind]
+        import pyarrow as pa
+
+        return {"id": pa.int64(), "multi_hot": pa.list_(pa.int64()), "dense": pa.float64()}[
+            self.kind
+        ]
 
     def accepts(self, typ: pa.DataType) -> bool:
         """Whether ``typ`` is a valid type of this feature's column."""
+        import pyarrow as pa
+
         if not self.per_request:
             if not pa.types.is_list(typ):
                 return False
             typ = typ.value_type
         if self.kind == "dense":
-            return typ in _FLOATS
+            return typ in (pa.float64(), pa.float32())
         return typ == self.value_type()
 
     def expected_type(self) -> str:
@@ -214,78 +220,3 @@ def request_features(features: Sequence[FeatureSpec]) -> list[FeatureSpec]:
 def candidate_features(features: Sequence[FeatureSpec]) -> list[FeatureSpec]:
     """The per-target (candidate) features, in declaration order."""
     return [f for f in features if not f.per_request]
-
-
-# -- checks ---------------------------------------------------------------------------------
-
-
-def feature_schema_problem(
-    schema: pa.Schema, features: Sequence[FeatureSpec], source: str
-) -> str | None:
-    """A missing feature column or a column of the wrong type, or None."""
-    for f in features:
-        if f.column not in schema.names:
-            return f"{source}: column {f.column!r}: missing column (feature declared in meta.json)"
-        typ = schema.field(f.column).type
-        if not f.accepts(typ):
-            return f"{source}: column {f.column!r}: type {typ}, expected {f.expected_type()}"
-    return None
-
-
-def _flat(arr: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """(offsets relative to the values, values) of a list array."""
-    a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-    off = a.offsets.to_numpy().astype(np.int64)
-    return off - off[0], a.values.slice(int(off[0]), int(off[-1] - off[0]))
-
-
-def _np(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    return a.to_numpy(zero_copy_only=False)
-
-
-def feature_problems(
-    table: pa.Table, features: Sequence[FeatureSpec]
-) -> list[tuple[int, str, str]]:
-    """Every ``(row, column, problem)`` of the feature columns of a table whose schema passed
-    `feature_schema_problem`: nulls, ids < 0 or >= ``cardinality``, NaN/inf dense values, a
-    candidate list whose length differs from ``tgt_item_id``'s."""
-    out: list[tuple[int, str, str]] = []
-    n_tgt = pc.list_value_length(table.column("tgt_item_id")).fill_null(0)
-    n_tgt = _np(n_tgt)
-    for f in features:
-        col = table.column(f.column)
-        arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        if arr.null_count:
-            out += [(int(r), f.column, "null value") for r in np.flatnonzero(_np(arr.is_null()))]
-            continue
-        # row_of: the request of each innermost value
-        values: pa.Array = arr
-        row_of = np.arange(table.num_rows)
-        if not f.per_request:
-            lens = _np(pc.list_value_length(arr))
-            for r in np.flatnonzero(lens != n_tgt):
-                what = f"length {lens[r]} differs from 'tgt_item_id' length {n_tgt[r]}"
-                out.append((int(r), f.column, what))
-            off, values = _flat(arr)
-            row_of = np.repeat(row_of, np.diff(off))
-        if f.kind == "multi_hot":
-            if values.null_count:
-                bad = np.unique(row_of[np.flatnonzero(_np(values.is_null()))])
-                out += [(int(r), f.column, "null list") for r in bad]
-                continue
-            off, values = _flat(values)
-            row_of = np.repeat(row_of, np.diff(off))
-        if values.null_count:
-            bad = np.unique(row_of[np.flatnonzero(_np(values.is_null()))])
-            out += [(int(r), f.column, "null element") for r in bad]
-            continue
-        v = _np(values)
-        if f.kind == "dense":
-            checks = [(~np.isfinite(v), "NaN or inf value")]
-        else:
-            checks = [(v < 0, "negative id"),
-                      (v >= f.cardinality, f"id >= cardinality {f.cardinality} (meta.json)")]  # fmt: skip
-        for bad, what in checks:
-            out += [(int(r), f.column, what) for r in np.unique(row_of[bad])]
-    out.sort(key=lambda p: p[0])
-    return out

@@ -34,7 +34,8 @@ from longseq.data.checks import (
     row_problems,
     schema_problem,
 )
-from longseq.data.features import FeatureSpec, feature_problems
+from longseq.data.feature_checks import feature_problems
+from longseq.data.features import FeatureSpec
 from longseq.data.format import dataset_files, validate_table
 from longseq.data.manifest import MANIFEST_NAME, manifest_problems
 from longseq.data.meta import META_NAME, SIZE_KEYS, DatasetMeta

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from longseq.data.features import FeatureSpec, feature_problems
+from longseq.data.feature_checks import feature_problems
+from longseq.data.features import FeatureSpec
 from longseq.data.meta import DatasetMeta
 from longseq.data.reader import RequestReader
 from longseq.datasets.validate import validate_path

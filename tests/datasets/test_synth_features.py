@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.special import expit, logit
 
-from longseq.data.features import feature_problems, feature_schema_problem
+from longseq.data.feature_checks import feature_problems, feature_schema_problem
 from longseq.data.format import REQUEST_SCHEMA, validate_dataset
 from longseq.data.meta import DatasetMeta
 from longseq.datasets import oracle_features, oracle_files, synth_features
@@ -221,7 +221,7 @@ def test_feature_off_tiny_is_unchanged(tmp_path):
 def test_features_preset_is_cheap_and_has_a_gap(tmp_path):
     cfg = make_config("features", tmp_path)
     cfg.validate()
-    assert cfg.features and cfg.hist_len <= 200 and cfg.num_users <= 16000
+    assert cfg.features and cfg.hist_len <= 200 and cfg.num_users <= 24000
     assert (cfg.targets_per_request, cfg.valid_fraction) == (16, 0.1)
     cfg.num_users = 3000
     rep = generate(cfg)["oracle"]

@@ -15,7 +15,8 @@ from convert_ref import convert, read_csv_rows, read_rows
 from raw_fixtures import write_kuairand, write_ml_users, write_movielens
 from recbole_fixtures import item_genres, write_atomic
 
-from longseq.data.features import feature_problems, feature_schema_problem, parse_features
+from longseq.data.feature_checks import feature_problems, feature_schema_problem
+from longseq.data.features import parse_features
 from longseq.datasets.convert.features import FieldFeature
 
 SPLITS = ("train", "valid", "test", "test_random")
