@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from longseq.model.attention import Projected, TargetAttention, reference_attention
-from longseq.model.layers import FFNStack, maybe_dropout
+from longseq.model.cooccur import attach_loss, cooccur_loss
+from longseq.model.layers import FFNStack, jagged_to_padded, maybe_dropout
 from longseq.model.match import AttentionBias
 from longseq.model.ops.dispatch import packed_history
 from longseq.model.ops.history import PaddedHistory, match_padded, positions_padded
@@ -226,6 +227,15 @@ class STCATower(SequenceTower[STCAState]):
         """The events' relatedness vectors (soft match; None without it)."""
         return None if self.soft is None else self.soft.embed(hist)
 
+    def _cooccur(self, z: torch.Tensor, rel, lengths: torch.Tensor, padded: bool) -> torch.Tensor:
+        """``z``, with the co-occurrence loss of ``rel`` attached in training (`cooccur`)."""
+        w = self.cfg.soft_match_cooccur
+        if rel is None or not w or not (self.training and torch.is_grad_enabled()):
+            return z
+        if not padded:
+            rel = jagged_to_padded(rel, lengths, int(lengths.max()) if lengths.numel() else 0)
+        return attach_loss(z, w * cooccur_loss(rel, lengths))
+
     def _history(self, hist_mask, positions, hist_ids, tgt_ids, hist_rel, tgt) -> PaddedHistory:
         hist_ids, tgt_ids = self._match_ids(hist_ids, tgt_ids)
         match = None if hist_ids is None else match_padded(hist_ids, tgt_ids)
@@ -290,7 +300,8 @@ class STCATower(SequenceTower[STCAState]):
         """
         pos, rel = self._positions(hist_mask), self._rel(hist)
         history = self._history(hist_mask, pos, hist_ids, tgt_ids, rel, tgt)
-        return self._layers(self.encode_history(hist), tgt, history, None, True)
+        z = self._layers(self.encode_history(hist), tgt, history, None, True)
+        return self._cooccur(z, rel, hist_mask.sum(1), padded=True)
 
     def encode_user_packed(
         self,
@@ -347,6 +358,7 @@ class STCATower(SequenceTower[STCAState]):
         pos = self._positions(hist_lengths=hist_lengths)
         lengths = hist_lengths
         rel = self._rel(hist)
-        return self._packed(
+        z = self._packed(
             encoded, tgt, lengths, num_targets, hist_ids, tgt_ids, pos, True, None, rel
         )
+        return self._cooccur(z, rel, lengths, padded=False)

@@ -41,6 +41,9 @@ class STCAConfig:
             the count channel (needs ``match_bias``). For categories coarser than the topics a
             user's interests follow; packed calls run the ``pairs`` kernel.
         soft_match_dim: width of the relatedness vectors of ``soft_match``.
+        soft_match_cooccur: weight of a self-supervised loss that makes consecutive history
+            events related (`longseq.model.cooccur`), added in training (0: none; needs
+            ``soft_match``).
         dropout: dropout rate in training on every FFN block's output (history, target, query
             fusion and output FFNs) and on every layer's attention output; 0 = none (exactly
             the tower without the option). Off in ``eval()``.
@@ -62,6 +65,7 @@ class STCAConfig:
     count_channel: bool = False
     soft_match: bool = False
     soft_match_dim: int = 16
+    soft_match_cooccur: float = 0.0
     dropout: float = 0.0
 
     def validate(self, prefix: str = "model.stca") -> None:
@@ -86,6 +90,8 @@ class STCAConfig:
             raise ValueError(f"{prefix}.count_channel counts id matches: set {prefix}.match_bias")
         if self.soft_match and not self.match_bias:
             raise ValueError(f"{prefix}.soft_match is a match feature: set {prefix}.match_bias")
+        if self.soft_match_cooccur < 0.0 or (self.soft_match_cooccur and not self.soft_match):
+            raise ValueError(f"{prefix}.soft_match_cooccur must be >= 0 and needs soft_match")
         if self.soft_match_dim < 1:
             raise ValueError(f"{prefix}.soft_match_dim must be >= 1, got {self.soft_match_dim}")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from longseq.model.cooccur import cooccur_loss, cooccur_reference
 from longseq.model.layers import jagged_to_padded, padded_to_jagged
 from longseq.model.ops.history import match_padded, positions_padded
 from longseq.model.soft_match import SoftMatch, soft_match_reference
@@ -94,3 +95,39 @@ def test_off_is_the_tower_of_before():
     assert not any("soft" in n for n, _ in tower.named_parameters())
     with pytest.raises(ValueError, match="soft_match"):
         STCATower(_cfg(match_bias=False, count_channel=False))
+
+
+# -- the co-occurrence loss ------------------------------------------------------------------
+
+
+def test_cooccur_loss_matches_the_loop():
+    torch.manual_seed(2)
+    lens = torch.tensor([5, 0, 3, 7, 1])
+    rel = torch.nn.functional.normalize(torch.randn(5, 7, 4, dtype=torch.float64), dim=-1)
+    rel = rel * (torch.arange(7)[None, :] < lens[:, None])[..., None]
+    torch.testing.assert_close(cooccur_loss(rel, lens), cooccur_reference(rel, lens))
+    assert cooccur_loss(rel[:1], lens[:1]).item() == 0.0  # no negatives: nothing to learn
+
+
+def test_cooccur_joins_the_gradient_only_in_training():
+    tower = _tower(soft_match_cooccur=0.5)
+    x, mask, q, tmask, hid, tid = _inputs(LENS, N_TGT, 8, 5)
+    z = tower(x, mask, q, hid, tid)
+    torch.testing.assert_close(z, _tower()(x, mask, q, hid, tid))  # the output is unchanged
+    z[tmask].sum().backward()
+    with_aux = tower.soft.proj.weight.grad.clone()
+    tower.zero_grad()
+    plain = _tower()
+    plain(x, mask, q, hid, tid)[tmask].sum().backward()
+    aux = 0.5 * cooccur_loss(tower.soft.embed(x), mask.sum(1))
+    (want,) = torch.autograd.grad(aux, tower.soft.proj.weight)
+    torch.testing.assert_close(with_aux, plain.soft.proj.weight.grad + want)
+    lens, n_tgt = torch.tensor(LENS), torch.tensor(N_TGT)
+    flat_x, flat_q = padded_to_jagged(x, lens), padded_to_jagged(q, n_tgt)
+    flat_h, flat_t = padded_to_jagged(hid, lens), padded_to_jagged(tid, n_tgt)
+    tower.zero_grad()
+    tower.forward_packed(flat_x, lens, flat_q, n_tgt, flat_h, flat_t).sum().backward()
+    torch.testing.assert_close(tower.soft.proj.weight.grad, with_aux)  # packed: the same
+    tower.eval()
+    with torch.no_grad():
+        tower(x, mask, q, hid, tid)  # no loss attached in eval / no_grad
