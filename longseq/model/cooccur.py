@@ -1,16 +1,16 @@
 """A self-supervised co-occurrence loss on the soft match's relatedness vectors (pure torch).
 
 The click labels teach relatedness only through a weak, second-order signal (docs/results.md,
-"Coarse categories: learning relatedness"). Histories say more: consecutive events of a user
-come from the same interest far more often than two random events do, so "which event follows
-this one" reveals which items belong together, with one example per event and no label.
+"Coarse categories: learning relatedness"). Co-occurrence says more: a request's targets and its
+history events come from the user's interests far more often than from a random user's, so
+"whose history does this target belong to" reveals which items belong together, with no label.
 
-`cooccur_loss` is an in-batch InfoNCE over *consecutive* events: the event at distance ``d + 1``
-from the newest (the anchor) should be closer, in the relatedness space, to its own request's
-event at distance ``d`` than to the other requests' events at the same distance ``d``. Aligning
-the candidates by distance from the newest means the position part of the tokens cannot tell the
-positive apart (every candidate of an anchor sits at the same position). All distances are used
-at once, so nothing is sampled (the RNG is not touched): ``[L, B, B]`` scores of width ``r``.
+`user_target_loss` is an in-batch InfoNCE: each target's relatedness vector should be closer to
+its own request's mean event vector than to the other requests' (the batch's requests are the
+candidates). The anchor is a target token (item and category only), so the events' side
+information (position, time delta, action) cannot identify the positive: an InfoNCE between
+consecutive *events* learns the shared time-delta bucket instead of the topic (measured). Cost:
+one ``[N, B]`` product of width ``r``; nothing is sampled (the RNG is not touched).
 
 `attach_loss` adds such a loss to the training objective without the trainer knowing: the
 tower's output passes through unchanged, and in backward the auxiliary scalar receives the
@@ -27,45 +27,34 @@ import torch.nn.functional as F
 SCALE = 10.0
 
 
-def by_distance(rel: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded events ``rel [B, L, r]`` (oldest first) -> the same indexed by distance from the
-    newest ``[B, L, r]`` and its validity ``[B, L]``."""
-    b, n = rel.shape[:2]
-    d = torch.arange(n, device=rel.device)
-    idx = lengths[:, None] - 1 - d[None, :]  # [B, L]
-    valid = idx >= 0
-    gathered = rel.gather(1, idx.clamp(min=0)[..., None].expand(b, n, rel.shape[-1]))
-    return gathered, valid
+def user_target_loss(
+    tgt_rel: torch.Tensor, user_rel: torch.Tensor, request: torch.Tensor
+) -> torch.Tensor:
+    """In-batch InfoNCE: each target's relatedness vector ``tgt_rel [N, r]`` against every
+    request's mean event vector ``user_rel [B, r]`` (normalised here); ``request [N]`` is the
+    target's own request. A scalar (0 with fewer than two requests)."""
+    if user_rel.shape[0] < 2 or tgt_rel.shape[0] == 0:
+        return tgt_rel.sum() * 0.0
+    scores = SCALE * tgt_rel @ F.normalize(user_rel, dim=-1).T  # [N, B]
+    return F.cross_entropy(scores, request)
 
 
-def cooccur_loss(rel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """In-batch InfoNCE of consecutive events (module doc); ``rel [B, L, r]`` unit vectors,
-    padded oldest first, ``lengths [B]`` -> a scalar (0 without a usable pair)."""
-    r, valid = by_distance(rel, lengths)
-    anchor, cand = r[:, 1:], r[:, :-1]  # anchor at distance d + 1, candidates at d
-    ok = valid[:, 1:]  # the anchor (and so its candidate) exists
-    scores = SCALE * torch.einsum("adr,cdr->dac", anchor, cand)  # [L-1, B, B]
-    scores = scores.masked_fill(~ok.T[:, None, :], float("-inf"))  # candidates that exist
-    target = torch.arange(rel.shape[0], device=rel.device).expand(scores.shape[:2])
-    use = ok.T & (ok.sum(0) > 1)[:, None]  # anchors with at least one negative
-    if not bool(use.any()):
-        return rel.sum() * 0.0
-    return F.cross_entropy(scores[use], target[use])
-
-
-def cooccur_reference(rel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """The readable loop of `cooccur_loss` (for the parity test)."""
-    terms = []
-    for d in range(rel.shape[1] - 1):
-        rows = [b for b in range(rel.shape[0]) if lengths[b] >= d + 2]
-        if len(rows) < 2:
-            continue
-        for a in rows:
-            anchor = rel[a, int(lengths[a]) - 2 - d]
-            cands = torch.stack([rel[c, int(lengths[c]) - 1 - d] for c in rows])
-            logp = torch.log_softmax(SCALE * cands @ anchor, 0)
-            terms.append(-logp[rows.index(a)])
-    return torch.stack(terms).mean() if terms else rel.sum() * 0.0
+def user_target_reference(
+    tgt_rel: torch.Tensor, hist_rel: torch.Tensor, lengths: torch.Tensor, num_targets: torch.Tensor
+) -> torch.Tensor:
+    """The readable loop of `user_target_loss` from packed ``hist_rel [E, r]`` (``lengths``) and
+    ``tgt_rel [N, r]`` (``num_targets``)."""
+    users = [
+        hist_rel[int(a) : int(a + n)].sum(0) for a, n in zip(lengths.cumsum(0) - lengths, lengths)
+    ]
+    users = [u / u.norm().clamp(min=1e-12) for u in users]
+    terms, t = [], 0
+    for b, n in enumerate(num_targets.tolist()):
+        for _ in range(n):
+            logits = torch.stack([SCALE * tgt_rel[t] @ u for u in users])
+            terms.append(-torch.log_softmax(logits, 0)[b])
+            t += 1
+    return torch.stack(terms).mean()
 
 
 class _Attach(torch.autograd.Function):

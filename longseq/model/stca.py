@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from longseq.model.attention import Projected, TargetAttention, reference_attention
-from longseq.model.cooccur import attach_loss, cooccur_loss
-from longseq.model.layers import FFNStack, jagged_to_padded, maybe_dropout
+from longseq.model.cooccur import attach_loss, user_target_loss
+from longseq.model.layers import FFNStack, maybe_dropout, padded_to_jagged
 from longseq.model.match import AttentionBias
 from longseq.model.ops.dispatch import packed_history
 from longseq.model.ops.history import PaddedHistory, match_padded, positions_padded
@@ -227,14 +227,18 @@ class STCATower(SequenceTower[STCAState]):
         """The events' relatedness vectors (soft match; None without it)."""
         return None if self.soft is None else self.soft.embed(hist)
 
-    def _cooccur(self, z: torch.Tensor, rel, lengths: torch.Tensor, padded: bool) -> torch.Tensor:
-        """``z``, with the co-occurrence loss of ``rel`` attached in training (`cooccur`)."""
+    def _cooccur(self, z, rel, tgt, lengths, num_targets) -> torch.Tensor:
+        """``z``, with the co-occurrence loss attached in training (`longseq.model.cooccur`):
+        packed ``rel [E, r]`` (``lengths``) and target tokens ``tgt [N, d]`` (``num_targets``)."""
         w = self.cfg.soft_match_cooccur
         if rel is None or not w or not (self.training and torch.is_grad_enabled()):
             return z
-        if not padded:
-            rel = jagged_to_padded(rel, lengths, int(lengths.max()) if lengths.numel() else 0)
-        return attach_loss(z, w * cooccur_loss(rel, lengths))
+        assert self.soft is not None  # rel is the soft match's
+        b = lengths.numel()
+        req_e = torch.repeat_interleave(torch.arange(b, device=rel.device), lengths)
+        user = rel.new_zeros(b, rel.shape[-1]).index_add(0, req_e, rel)
+        request = torch.repeat_interleave(torch.arange(b, device=rel.device), num_targets)
+        return attach_loss(z, w * user_target_loss(self.soft.embed(tgt), user, request))
 
     def _history(self, hist_mask, positions, hist_ids, tgt_ids, hist_rel, tgt) -> PaddedHistory:
         hist_ids, tgt_ids = self._match_ids(hist_ids, tgt_ids)
@@ -301,7 +305,11 @@ class STCATower(SequenceTower[STCAState]):
         pos, rel = self._positions(hist_mask), self._rel(hist)
         history = self._history(hist_mask, pos, hist_ids, tgt_ids, rel, tgt)
         z = self._layers(self.encode_history(hist), tgt, history, None, True)
-        return self._cooccur(z, rel, hist_mask.sum(1), padded=True)
+        if rel is not None and self.cfg.soft_match_cooccur:  # real events and targets only
+            n_tgt = (tgt != 0).any(-1).sum(1)  # padded targets are zero tokens
+            flat_t = padded_to_jagged(tgt, n_tgt)
+            z = self._cooccur(z, rel[hist_mask], flat_t, hist_mask.sum(1), n_tgt)
+        return z
 
     def encode_user_packed(
         self,
@@ -361,4 +369,4 @@ class STCATower(SequenceTower[STCAState]):
         z = self._packed(
             encoded, tgt, lengths, num_targets, hist_ids, tgt_ids, pos, True, None, rel
         )
-        return self._cooccur(z, rel, lengths, padded=False)
+        return self._cooccur(z, rel, tgt, lengths, num_targets)

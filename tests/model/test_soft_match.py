@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from longseq.model.cooccur import cooccur_loss, cooccur_reference
+from longseq.model.cooccur import user_target_loss, user_target_reference
 from longseq.model.layers import jagged_to_padded, padded_to_jagged
 from longseq.model.ops.history import match_padded, positions_padded
 from longseq.model.soft_match import SoftMatch, soft_match_reference
@@ -100,18 +100,22 @@ def test_off_is_the_tower_of_before():
 # -- the co-occurrence loss ------------------------------------------------------------------
 
 
-def test_cooccur_loss_matches_the_loop():
+def test_user_target_loss_matches_the_loop():
     torch.manual_seed(2)
-    lens = torch.tensor([5, 0, 3, 7, 1])
-    rel = torch.nn.functional.normalize(torch.randn(5, 7, 4, dtype=torch.float64), dim=-1)
-    rel = rel * (torch.arange(7)[None, :] < lens[:, None])[..., None]
-    torch.testing.assert_close(cooccur_loss(rel, lens), cooccur_reference(rel, lens))
-    assert cooccur_loss(rel[:1], lens[:1]).item() == 0.0  # no negatives: nothing to learn
+    lens, n_tgt = torch.tensor([5, 0, 3, 7]), torch.tensor([2, 1, 0, 3])
+    rel = torch.nn.functional.normalize(torch.randn(15, 4, dtype=torch.float64), dim=-1)
+    tgt = torch.nn.functional.normalize(torch.randn(6, 4, dtype=torch.float64), dim=-1)
+    b = torch.arange(4)
+    user = rel.new_zeros(4, 4).index_add(0, torch.repeat_interleave(b, lens), rel)
+    got = user_target_loss(tgt, user, torch.repeat_interleave(b, n_tgt))
+    torch.testing.assert_close(got, user_target_reference(tgt, rel, lens, n_tgt))
+    assert user_target_loss(tgt, user[:1], torch.zeros(6, dtype=torch.long)).item() == 0.0
 
 
 def test_cooccur_joins_the_gradient_only_in_training():
     tower = _tower(soft_match_cooccur=0.5)
     x, mask, q, tmask, hid, tid = _inputs(LENS, N_TGT, 8, 5)
+    q = q * tmask[..., None]  # padded targets are zero tokens (as `jagged_to_padded` makes them)
     z = tower(x, mask, q, hid, tid)
     torch.testing.assert_close(z, _tower()(x, mask, q, hid, tid))  # the output is unchanged
     z[tmask].sum().backward()
@@ -119,10 +123,12 @@ def test_cooccur_joins_the_gradient_only_in_training():
     tower.zero_grad()
     plain = _tower()
     plain(x, mask, q, hid, tid)[tmask].sum().backward()
-    aux = 0.5 * cooccur_loss(tower.soft.embed(x), mask.sum(1))
+    lens, n_tgt = torch.tensor(LENS), torch.tensor(N_TGT)
+    rel = tower.soft.embed(padded_to_jagged(x, lens))
+    tgt = tower.soft.embed(padded_to_jagged(q, n_tgt))
+    aux = 0.5 * user_target_reference(tgt, rel, lens, n_tgt)
     (want,) = torch.autograd.grad(aux, tower.soft.proj.weight)
     torch.testing.assert_close(with_aux, plain.soft.proj.weight.grad + want)
-    lens, n_tgt = torch.tensor(LENS), torch.tensor(N_TGT)
     flat_x, flat_q = padded_to_jagged(x, lens), padded_to_jagged(q, n_tgt)
     flat_h, flat_t = padded_to_jagged(hid, lens), padded_to_jagged(tid, n_tgt)
     tower.zero_grad()
