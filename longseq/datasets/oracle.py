@@ -79,12 +79,22 @@ class OracleParams:
         """Pick the oracle's fields from a mapping or an object with attributes (a config).
 
         Fields with a default (``far``) may be absent (data sets written before they existed).
+        With ``topics_per_category`` k > 1 the oracle's ``num_categories`` is the number of
+        hidden topics, ``num_categories * k`` (the story runs on the topics).
         """
         if isinstance(cfg, Mapping):
             has, get = cfg.__contains__, cfg.__getitem__
         else:
             has, get = (lambda k: hasattr(cfg, k)), (lambda k: getattr(cfg, k))
-        return cls(**{f.name: get(f.name) for f in fields(cls) if has(f.name)})
+        values = {f.name: get(f.name) for f in fields(cls) if has(f.name)}
+        values["num_categories"] *= topics_per_category(cfg)
+        return cls(**values)
+
+
+def topics_per_category(cfg: Mapping[str, Any] | Any) -> int:
+    """A generator config's hidden topics per written category (1 for data sets before it)."""
+    k = cfg.get("topics_per_category", 1) if isinstance(cfg, Mapping) else cfg.topics_per_category
+    return int(k)
 
 
 class WindowCounts(NamedTuple):

@@ -12,7 +12,13 @@ import numpy as np
 
 from longseq.data.meta import DatasetMeta
 from longseq.datasets import oracle_features
-from longseq.datasets.oracle import OracleParams, oracle_report, oracle_scores, oracle_windows
+from longseq.datasets.oracle import (
+    OracleParams,
+    oracle_report,
+    oracle_scores,
+    oracle_windows,
+    topics_per_category,
+)
 
 
 def oracle_from_dataset(
@@ -21,7 +27,9 @@ def oracle_from_dataset(
     """Recompute the ``oracle.json`` document from a generated data set's files.
 
     Reads ``meta.json`` (parameters), ``item_bias.npy`` and the split's Parquet files (their
-    category, item, label and ``p_true`` columns, the whole split at once).
+    category, item, label and ``p_true`` columns, the whole split at once). With hidden topics
+    (``topics_per_category`` > 1) the topic of an event or target is its item id //
+    ``items_per_category``.
     """
     import pyarrow.parquet as pq
 
@@ -33,6 +41,7 @@ def oracle_from_dataset(
     params = OracleParams.from_mapping(cfg)
     item_bias = np.load(root / "item_bias.npy")
     cols = ["user_id", "hist_category_id", "tgt_category_id", "tgt_item_id", "tgt_click"]
+    cols += ["hist_item_id"] if topics_per_category(cfg) > 1 else []
     table = pq.read_table(root / split, columns=[*cols, "tgt_p_true"])
 
     def flat(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +52,11 @@ def oracle_from_dataset(
     h_off, h_cat = flat("hist_category_id")
     t_off, t_cat = flat("tgt_category_id")
     _, t_item = flat("tgt_item_id")
+    if topics_per_category(cfg) > 1:  # the hidden topics the story (and the oracle) runs on
+        h_cat, t_cat = (
+            flat("hist_item_id")[1] // cfg["items_per_category"],
+            t_item // cfg["items_per_category"],
+        )
     windows = oracle_windows(meta.hist_len_max, cfg["oracle_windows"])
     scores = oracle_scores(h_cat, h_off, t_cat, t_off, item_bias[t_item], params, windows, prior)
     groups = np.repeat(table.column("user_id").to_numpy(), np.diff(t_off))

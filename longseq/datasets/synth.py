@@ -46,8 +46,11 @@ class SynthConfig:
     hist_len_median: int = 300  #: lognormal median (before capping)
     hist_len_sigma: float = 1.0  #: lognormal sigma
     hist_len_min: int = 1  #: lognormal lower clip
-    num_categories: int = 100  #: C
-    items_per_category: int = 50  #: item_id = category * items_per_category + rank
+    num_categories: int = 100  #: C (the written category ids; coarse groups when k > 1)
+    items_per_category: int = 50  #: item_id = topic * items_per_category + rank
+    #: k hidden topics per written category: the story runs on C * k topics, the written
+    #: category is topic // k (only item ids reveal the topic); 1: category = topic
+    topics_per_category: int = 1
     zipf: float = 1.0  #: Zipf exponent of item ranks within a category
     m: int = 2  #: long-term interests |S_u|
     R: int = 2  #: short-term interests |R_u|
@@ -78,20 +81,27 @@ class SynthConfig:
     progress: bool = True  #: tqdm progress bar on stderr
 
     @property
+    def num_topics(self) -> int:
+        """Hidden topics the generative story (and the oracle) runs on."""
+        return self.num_categories * self.topics_per_category
+
+    @property
     def num_items(self) -> int:
         """Size of the global item vocabulary."""
-        return self.num_categories * self.items_per_category
+        return self.num_topics * self.items_per_category
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the offending config key."""
         positive = ("num_users", "targets_per_request", "hist_len", "num_categories")
         positive += ("items_per_category", "m", "R", "w_s", "num_actions", "chunk_users")
         positive += ("rows_per_file", "row_group_size", "hist_len_median", "hist_len_min")
+        positive += ("topics_per_category",)
         checks: list[tuple[str, bool, str]] = [(k, getattr(self, k) >= 1, ">= 1") for k in positive]
         checks += [
             ("hist_len_dist", self.hist_len_dist in ("fixed", "lognormal"), "fixed|lognormal"),
-            ("m", self.m <= self.num_categories, "<= num_categories"),
-            ("R", self.R <= self.num_categories, "<= num_categories"),
+            ("m", self.m <= self.num_topics, "<= num_categories * topics_per_category"),
+            ("R", self.R <= self.num_topics, "<= num_categories * topics_per_category"),
+            ("features", not (self.features and self.topics_per_category > 1), "off with topics"),
             ("hist_len_min", self.hist_len_min <= self.hist_len, "<= hist_len"),
             ("rho", 0.0 <= self.rho < 1.0, "in [0, 1)"),
             (
@@ -175,7 +185,7 @@ def _subsets(rng: np.random.Generator, n: int, k: int, c: int) -> np.ndarray:
 def _chunk(cfg: SynthConfig, g: _Globals, c0: int, c1: int) -> dict[str, Any]:
     """Generate users ``c0:c1``: the columns as flat arrays plus offsets."""
     rng = np.random.default_rng([cfg.seed, 2, c0])
-    n, C, T = c1 - c0, cfg.num_categories, cfg.targets_per_request
+    n, C, T = c1 - c0, cfg.num_topics, cfg.targets_per_request
     if cfg.hist_len_dist == "fixed":
         lens = np.full(n, cfg.hist_len, np.int64)
     else:
@@ -224,9 +234,10 @@ def _chunk(cfg: SynthConfig, g: _Globals, c0: int, c1: int) -> dict[str, Any]:
         logit = logit + g.feat.step * feat["effect"].reshape(n, T)
     p_true = expit(logit)
     click = (rng.random((n, T)) < p_true).astype(np.int8)
-    return {"feat": feat,
-        "lens": lens, "item": item, "cat": cat, "action": action, "ts": hist_ts,
-        "tcat": tcat.reshape(-1), "titem": titem.reshape(-1), "bias": bias.reshape(-1),
+    k = cfg.topics_per_category  # the written category: the topic's coarse group
+    return {"feat": feat, "topic": cat, "ttopic": tcat.reshape(-1),
+        "lens": lens, "item": item, "cat": cat // k, "action": action, "ts": hist_ts,
+        "tcat": tcat.reshape(-1) // k, "titem": titem.reshape(-1), "bias": bias.reshape(-1),
         "click": click.reshape(-1), "p_true": p_true.reshape(-1),
     }  # fmt: skip
 
@@ -235,9 +246,13 @@ def _select(ch: dict[str, Any], mask: np.ndarray, T: int) -> dict[str, Any]:
     """The rows of a chunk selected by the per-user ``mask``."""
     ev = np.repeat(mask, ch["lens"])
     tg = np.repeat(mask, T)
-    out = {k: v[ev] for k, v in ch.items() if k in ("item", "cat", "action", "ts")}
+    out = {k: v[ev] for k, v in ch.items() if k in ("item", "cat", "topic", "action", "ts")}
     out.update(
-        {k: v[tg] for k, v in ch.items() if k in ("tcat", "titem", "bias", "click", "p_true")}
+        {
+            k: v[tg]
+            for k, v in ch.items()
+            if k in ("tcat", "ttopic", "titem", "bias", "click", "p_true")
+        }
     )
     out["lens"] = ch["lens"][mask]
     out["feat"] = synth_features.select(ch["feat"], mask, T) if ch["feat"] else {}
@@ -310,7 +325,7 @@ def generate(cfg: SynthConfig, preset: str | None = None) -> dict[str, Any]:
             if split == "test":
                 hoff = np.concatenate(([0], np.cumsum(sub["lens"])))
                 toff = np.arange(u.size + 1) * T
-                args = (sub["cat"], hoff, sub["tcat"], toff, sub["bias"])
+                args = (sub["topic"], hoff, sub["ttopic"], toff, sub["bias"])  # hidden topics
                 if g.feat is None:
                     sc = oracle.oracle_scores(*args, params, windows)
                 else:

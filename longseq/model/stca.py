@@ -13,7 +13,8 @@ same function with the same weights, so a model trained with one is scored with 
 (`STCATower.padded_equivalent`, ``score_packed(kernel=...)``).
 
 Optional target-aware signals (`longseq.model.match`): id-match and position biases in the
-logits and a count channel (``match_bias``, ``position_bias``, ``count_channel``).
+logits and a count channel (``match_bias``, ``position_bias``, ``count_channel``), and a learned
+soft match next to the id matches (``soft_match``, `longseq.model.soft_match`).
 
 Each layer's attention is a `TargetAttention` (`longseq.model.attention`), which runs the
 kernel; the batch's history value (`longseq.model.ops.history`) is built once and shared by the
@@ -31,11 +32,13 @@ import torch
 from torch import nn
 
 from longseq.model.attention import Projected, TargetAttention, reference_attention
-from longseq.model.layers import FFNStack, maybe_dropout
+from longseq.model.cooccur import attach_loss, user_target_loss
+from longseq.model.layers import FFNStack, maybe_dropout, padded_to_jagged
 from longseq.model.match import AttentionBias
 from longseq.model.ops.dispatch import packed_history
 from longseq.model.ops.history import PaddedHistory, match_padded, positions_padded
 from longseq.model.ops.kernels import Kernel
+from longseq.model.soft_match import SoftMatch
 from longseq.model.stca_config import STCAConfig
 from longseq.model.tokens import positions_from_most_recent
 from longseq.model.tower import ID_FEATURES, SequenceTower, UserState
@@ -64,6 +67,7 @@ class STCAState(UserState):
         hist_lengths: ``[B]`` (packed layout; ``None`` in the padded one).
         positions: each event's distance from the newest (position bias / count channel).
         hist_ids: the events' (item, category) ids (match bias).
+        hist_rel: the events' relatedness vectors (soft match).
     """
 
     layers: list[Projected]
@@ -71,6 +75,7 @@ class STCAState(UserState):
     hist_lengths: torch.Tensor | None = None
     positions: torch.Tensor | None = None
     hist_ids: torch.Tensor | None = None
+    hist_rel: torch.Tensor | None = None
 
 
 class STCATower(SequenceTower[STCAState]):
@@ -123,6 +128,9 @@ class STCATower(SequenceTower[STCAState]):
         self.out_proj = nn.Linear((m + 1) * d, d, bias=False)
         self.out_ffn = FFNStack(d, d, cfg.ffn_ratio, 1, cfg.ffn_residual, p)
         self.attn_drop = maybe_dropout(p)  # on each layer's attention output o_i
+        self.soft = SoftMatch(d, cfg.soft_match_dim) if cfg.soft_match else None
+        if self.soft is not None:  # a learned per-pair term: FlexAttention's id tables cannot
+            self.default_packed = Kernel.PAIRS
 
     @staticmethod
     def _bias(cfg: STCAConfig) -> AttentionBias | None:
@@ -131,7 +139,7 @@ class STCATower(SequenceTower[STCAState]):
         return AttentionBias(
             cfg.num_heads,
             cfg.d_model,
-            NUM_MATCH_FEATURES if cfg.match_bias else 0,
+            (NUM_MATCH_FEATURES + cfg.soft_match) if cfg.match_bias else 0,
             cfg.position_dim,
             cfg.position_bias,
             cfg.count_channel,
@@ -182,6 +190,8 @@ class STCATower(SequenceTower[STCAState]):
             names.append("positions")
         if cfg.match_bias:
             names.append("hist_ids")
+        if cfg.soft_match:
+            names.append("hist_rel")
         return names
 
     def export_info(self) -> dict[str, Any]:
@@ -213,18 +223,45 @@ class STCATower(SequenceTower[STCAState]):
 
         return self._stack(per_layer, tgt, attend)
 
-    def _history(self, hist_mask, positions, hist_ids, tgt_ids) -> PaddedHistory:
+    def _rel(self, hist: torch.Tensor) -> torch.Tensor | None:
+        """The events' relatedness vectors (soft match; None without it)."""
+        return None if self.soft is None else self.soft.embed(hist)
+
+    def _cooccur(self, z, rel, tgt, lengths, num_targets) -> torch.Tensor:
+        """``z``, with the co-occurrence loss attached in training (`longseq.model.cooccur`):
+        packed ``rel [E, r]`` (``lengths``) and target tokens ``tgt [N, d]`` (``num_targets``)."""
+        w = self.cfg.soft_match_cooccur
+        if rel is None or not w or not (self.training and torch.is_grad_enabled()):
+            return z
+        assert self.soft is not None  # rel is the soft match's
+        b = lengths.numel()
+        req_e = torch.repeat_interleave(torch.arange(b, device=rel.device), lengths)
+        user = rel.new_zeros(b, rel.shape[-1]).index_add(0, req_e, rel)
+        request = torch.repeat_interleave(torch.arange(b, device=rel.device), num_targets)
+        return attach_loss(z, w * user_target_loss(self.soft.embed(tgt), user, request))
+
+    def _history(self, hist_mask, positions, hist_ids, tgt_ids, hist_rel, tgt) -> PaddedHistory:
         hist_ids, tgt_ids = self._match_ids(hist_ids, tgt_ids)
         match = None if hist_ids is None else match_padded(hist_ids, tgt_ids)
+        if self.soft is not None and match is not None:
+            assert hist_rel is not None  # the state of a soft-match tower carries it
+            match = torch.cat([match, self.soft.padded(hist_rel, self.soft.embed(tgt))], -1)
         return PaddedHistory(hist_mask, match, positions)
 
-    def _packed(self, per_layer, tgt, lengths, num_targets, ids, tgt_ids, positions, fused, kernel):
-        """The stack, packed; ``fused`` as in `_layers`; ``kernel``: ``pairs`` or ``flex``."""
+    def _packed(self, per_layer, tgt, lengths, num_targets, ids, tgt_ids, positions, fused, kernel,
+                hist_rel=None):  # fmt: skip
+        """The stack, packed; ``fused`` as in `_layers`; ``kernel``: ``pairs`` or ``flex``
+        (``pairs`` with the soft match)."""
         ids, tgt_ids = self._match_ids(ids, tgt_ids)
+        kernel = Kernel.PAIRS if self.soft is not None else kernel or self.default_packed
         kernel, history = packed_history(
-            kernel or self.default_packed, lengths, num_targets, tgt, positions, ids, tgt_ids,
+            kernel, lengths, num_targets, tgt, positions, ids, tgt_ids,
             count=self.cfg.count_channel,
         )  # fmt: skip
+        if self.soft is not None and history.match is not None and history.pairs is not None:
+            assert hist_rel is not None  # the state of a soft-match tower carries it
+            soft = self.soft.pairs(hist_rel, self.soft.embed(tgt), *history.pairs)
+            history.match = torch.cat([history.match, soft], -1)
         return self._layers(per_layer, tgt, history, kernel, fused)
 
     def _attns(self) -> list[TargetAttention]:
@@ -241,13 +278,16 @@ class STCATower(SequenceTower[STCAState]):
             hist_mask=hist_mask,
             positions=self._positions(hist_mask),
             hist_ids=hist_ids if self.cfg.match_bias else None,
+            hist_rel=self._rel(hist),
         )
 
     def score(
         self, state: STCAState, tgt: torch.Tensor, tgt_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``tgt [B,T,d]`` (``tgt_ids [B,T,2]``) against a padded `STCAState` -> ``[B,T,d]``."""
-        history = self._history(state.hist_mask, state.positions, state.hist_ids, tgt_ids)
+        history = self._history(
+            state.hist_mask, state.positions, state.hist_ids, tgt_ids, state.hist_rel, tgt
+        )
         return self._layers(state.layers, tgt, history, None, False)
 
     def forward(
@@ -262,8 +302,14 @@ class STCATower(SequenceTower[STCAState]):
 
         ``hist_ids [B,L,2]`` / ``tgt_ids [B,T,2]``: (item, category) ids, for ``match_bias``.
         """
-        history = self._history(hist_mask, self._positions(hist_mask), hist_ids, tgt_ids)
-        return self._layers(self.encode_history(hist), tgt, history, None, True)
+        pos, rel = self._positions(hist_mask), self._rel(hist)
+        history = self._history(hist_mask, pos, hist_ids, tgt_ids, rel, tgt)
+        z = self._layers(self.encode_history(hist), tgt, history, None, True)
+        if rel is not None and self.cfg.soft_match_cooccur:  # real events and targets only
+            n_tgt = (tgt != 0).any(-1).sum(1)  # padded targets are zero tokens
+            flat_t = padded_to_jagged(tgt, n_tgt)
+            z = self._cooccur(z, rel[hist_mask], flat_t, hist_mask.sum(1), n_tgt)
+        return z
 
     def encode_user_packed(
         self,
@@ -280,6 +326,7 @@ class STCATower(SequenceTower[STCAState]):
             hist_lengths=hist_lengths,
             positions=self._positions(hist_lengths=hist_lengths),
             hist_ids=hist_ids if self.cfg.match_bias else None,
+            hist_rel=self._rel(hist),
         )
 
     def score_packed(
@@ -298,8 +345,9 @@ class STCATower(SequenceTower[STCAState]):
         """
         lengths, ids, pos = state.hist_lengths, state.hist_ids, state.positions
         return self._packed(
-            state.layers, tgt, lengths, num_targets, ids, tgt_ids, pos, False, kernel
-        )
+            state.layers, tgt, lengths, num_targets, ids, tgt_ids, pos, False, kernel,
+            state.hist_rel,
+        )  # fmt: skip
 
     def forward_packed(
         self,
@@ -317,4 +365,8 @@ class STCATower(SequenceTower[STCAState]):
         encoded = self.encode_history(hist)  # FFN + LN are per event: no padding to skip
         pos = self._positions(hist_lengths=hist_lengths)
         lengths = hist_lengths
-        return self._packed(encoded, tgt, lengths, num_targets, hist_ids, tgt_ids, pos, True, None)
+        rel = self._rel(hist)
+        z = self._packed(
+            encoded, tgt, lengths, num_targets, hist_ids, tgt_ids, pos, True, None, rel
+        )
+        return self._cooccur(z, rel, tgt, lengths, num_targets)

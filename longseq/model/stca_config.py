@@ -36,6 +36,14 @@ class STCAConfig:
         count_channel: add per-head counts of the events that share the target's item /
             category, in a learned position window, to each layer's output (needs
             ``match_bias``): evidence a softmax average cannot carry.
+        soft_match: add a learned relatedness of target and event (`longseq.model.soft_match`)
+            as one more match feature: a per-head weight in the match bias and a soft count in
+            the count channel (needs ``match_bias``). For categories coarser than the topics a
+            user's interests follow; packed calls run the ``pairs`` kernel.
+        soft_match_dim: width of the relatedness vectors of ``soft_match``.
+        soft_match_cooccur: weight of a self-supervised loss that makes consecutive history
+            events related (`longseq.model.cooccur`), added in training (0: none; needs
+            ``soft_match``).
         dropout: dropout rate in training on every FFN block's output (history, target, query
             fusion and output FFNs) and on every layer's attention output; 0 = none (exactly
             the tower without the option). Off in ``eval()``.
@@ -55,6 +63,9 @@ class STCAConfig:
     position_bias: bool = False
     position_dim: int = 16
     count_channel: bool = False
+    soft_match: bool = False
+    soft_match_dim: int = 16
+    soft_match_cooccur: float = 0.0
     dropout: float = 0.0
 
     def validate(self, prefix: str = "model.stca") -> None:
@@ -77,6 +88,12 @@ class STCAConfig:
             raise ValueError(f"{prefix}.dropout must be in [0, 1), got {self.dropout}")
         if self.count_channel and not self.match_bias:
             raise ValueError(f"{prefix}.count_channel counts id matches: set {prefix}.match_bias")
+        if self.soft_match and not self.match_bias:
+            raise ValueError(f"{prefix}.soft_match is a match feature: set {prefix}.match_bias")
+        if self.soft_match_cooccur < 0.0 or (self.soft_match_cooccur and not self.soft_match):
+            raise ValueError(f"{prefix}.soft_match_cooccur must be >= 0 and needs soft_match")
+        if self.soft_match_dim < 1:
+            raise ValueError(f"{prefix}.soft_match_dim must be >= 1, got {self.soft_match_dim}")
 
     @property
     def biased(self) -> bool:

@@ -24,6 +24,7 @@ CONFIGS: dict[str, tuple[str, dict]] = {
         )
     },
     "stca_paper": ("stca", {"match_bias": False, "count_channel": False}),
+    "stca_soft": ("stca", {"soft_match": True, "soft_match_cooccur": 0.1}),
     "pooling": ("pooling", {}),
     "din": ("din", {"att_hidden": [8]}),
     "transformer": ("transformer", {"num_heads": 2}),

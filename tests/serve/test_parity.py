@@ -64,7 +64,7 @@ def test_serve_scores_equal_eval_scores(name: str, checkpoints, tiny_data: Path,
     assert diff <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["stca_kv_padded", "stca_pairs_packed", "stca_paper"])
+@pytest.mark.parametrize("name", ["stca_kv_padded", "stca_pairs_packed", "stca_paper", "stca_soft"])
 def test_packed_serve_scores_equal_eval_scores(name: str, checkpoints, tiny_data: Path, tmp_path):
     """``packed=true``: each batch scored at once through FlexAttention, whatever layout the
     model was trained in, equals the evaluation's scores."""
