@@ -171,6 +171,8 @@ TOWER_FILES = [
     "stca_config.py",
     "attention.py",
     "match.py",
+    "soft_match.py",
+    "cooccur.py",
     "layers.py",
     "tokens.py",
     "rankmixer.py",
