@@ -13,14 +13,15 @@ import pyarrow as pa
 from longseq.data.features import FeatureSpec
 
 
-def _flat(arr: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """(offsets relative to the values, values) of a list array."""
+def list_parts(arr: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(offsets relative to the values, values) of a list array (shared with
+    `longseq.data.feature_checks`)."""
     a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     off = a.offsets.to_numpy().astype(np.int64)
     return off - off[0], a.values.slice(int(off[0]), int(off[-1] - off[0]))
 
 
-def _np(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def to_numpy(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return a.to_numpy(zero_copy_only=False)
 
 
@@ -68,29 +69,29 @@ def feature_arrays(
         arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         if f.per_request:
             if f.kind == "dense":
-                dense.append(f.transform_values(_np(arr))[row_req])
+                dense.append(f.transform_values(to_numpy(arr))[row_req])
             elif f.kind == "id":
                 sparse[f.key] = (
-                    _np(arr).astype(np.int64)[row_req],
+                    to_numpy(arr).astype(np.int64)[row_req],
                     np.ones(len(row_req), np.int64),
                 )
             else:
-                off, vals = _flat(arr)
+                off, vals = list_parts(arr)
                 idx, lens = _gather_lists(off, row_req)
-                sparse[f.key] = (_np(vals).astype(np.int64)[idx], lens)
+                sparse[f.key] = (to_numpy(vals).astype(np.int64)[idx], lens)
             continue
-        _, vals = _flat(arr)  # one value per target, in table order = batch order
+        _, vals = list_parts(arr)  # one value per target, in table order = batch order
         if f.kind == "dense":
-            tgt_dense.append(f.transform_values(_np(vals)))
+            tgt_dense.append(f.transform_values(to_numpy(vals)))
         elif f.kind == "id":
-            sparse[f.key] = (_np(vals).astype(np.int64), tgt_lengths.astype(np.int64))
+            sparse[f.key] = (to_numpy(vals).astype(np.int64), tgt_lengths.astype(np.int64))
         else:
-            boff, ids = _flat(vals)
+            boff, ids = list_parts(vals)
             bags = np.diff(boff)
             tgt_bags.append(bags)
             row_end = np.cumsum(tgt_lengths)
             per_row = np.diff(np.concatenate(([0], boff[row_end]))) if len(row_end) else bags[:0]
-            sparse[f.key] = (_np(ids).astype(np.int64), per_row.astype(np.int64))
+            sparse[f.key] = (to_numpy(ids).astype(np.int64), per_row.astype(np.int64))
     n_rows, n_tgt = len(row_req), int(np.sum(tgt_lengths))
     return FeatureArrays(
         sparse=sparse,

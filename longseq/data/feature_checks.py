@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from longseq.data.feature_arrays import list_parts, to_numpy
 from longseq.data.features import FeatureSpec
 
 
@@ -26,17 +27,6 @@ def feature_schema_problem(
     return None
 
 
-def _flat(arr: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """(offsets relative to the values, values) of a list array."""
-    a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-    off = a.offsets.to_numpy().astype(np.int64)
-    return off - off[0], a.values.slice(int(off[0]), int(off[-1] - off[0]))
-
-
-def _np(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    return a.to_numpy(zero_copy_only=False)
-
-
 def feature_problems(
     table: pa.Table, features: Sequence[FeatureSpec]
 ) -> list[tuple[int, str, str]]:
@@ -45,35 +35,37 @@ def feature_problems(
     candidate list whose length differs from ``tgt_item_id``'s."""
     out: list[tuple[int, str, str]] = []
     n_tgt = pc.list_value_length(table.column("tgt_item_id")).fill_null(0)
-    n_tgt = _np(n_tgt)
+    n_tgt = to_numpy(n_tgt)
     for f in features:
         col = table.column(f.column)
         arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         if arr.null_count:
-            out += [(int(r), f.column, "null value") for r in np.flatnonzero(_np(arr.is_null()))]
+            out += [
+                (int(r), f.column, "null value") for r in np.flatnonzero(to_numpy(arr.is_null()))
+            ]
             continue
         # row_of: the request of each innermost value
         values: pa.Array = arr
         row_of = np.arange(table.num_rows)
         if not f.per_request:
-            lens = _np(pc.list_value_length(arr))
+            lens = to_numpy(pc.list_value_length(arr))
             for r in np.flatnonzero(lens != n_tgt):
                 what = f"length {lens[r]} differs from 'tgt_item_id' length {n_tgt[r]}"
                 out.append((int(r), f.column, what))
-            off, values = _flat(arr)
+            off, values = list_parts(arr)
             row_of = np.repeat(row_of, np.diff(off))
         if f.kind == "multi_hot":
             if values.null_count:
-                bad = np.unique(row_of[np.flatnonzero(_np(values.is_null()))])
+                bad = np.unique(row_of[np.flatnonzero(to_numpy(values.is_null()))])
                 out += [(int(r), f.column, "null list") for r in bad]
                 continue
-            off, values = _flat(values)
+            off, values = list_parts(values)
             row_of = np.repeat(row_of, np.diff(off))
         if values.null_count:
-            bad = np.unique(row_of[np.flatnonzero(_np(values.is_null()))])
+            bad = np.unique(row_of[np.flatnonzero(to_numpy(values.is_null()))])
             out += [(int(r), f.column, "null element") for r in bad]
             continue
-        v = _np(values)
+        v = to_numpy(values)
         if f.kind == "dense":
             checks = [(~np.isfinite(v), "NaN or inf value")]
         else:
