@@ -12,6 +12,15 @@ information (position, time delta, action) cannot identify the positive: an Info
 consecutive *events* learns the shared time-delta bucket instead of the topic (measured). Cost:
 one ``[N, B]`` product of width ``r``; nothing is sampled (the RNG is not touched).
 
+`category_target_loss` is the same contrast with *harder* negatives: a target is compared with
+each request's events **of the target's own category** only (``u_{b,c}``, the normalised sum of
+request ``b``'s events of category ``c``). When the given category is coarse (a genre holding
+several finer topics), "which request is this target's" is mostly answered by the category
+alone among in-batch requests; restricted to one category, only the finer topic (which items of
+the genre this user picks) tells the requests apart. It uses only the category id every data
+set has; targets whose request holds no event of their category, or whose category no other
+request holds, do not take part.
+
 `attach_loss` adds such a loss to the training objective without the trainer knowing: the
 tower's output passes through unchanged, and in backward the auxiliary scalar receives the
 gradient 1 (it is simply added to whatever loss the output feeds). Its value is not logged; with
@@ -55,6 +64,68 @@ def user_target_reference(
             terms.append(-torch.log_softmax(logits, 0)[b])
             t += 1
     return torch.stack(terms).mean()
+
+
+def category_target_loss(
+    tgt_rel: torch.Tensor,
+    tgt_cat: torch.Tensor,
+    request: torch.Tensor,
+    hist_rel: torch.Tensor,
+    hist_cat: torch.Tensor,
+    hist_req: torch.Tensor,
+) -> torch.Tensor:
+    """In-batch InfoNCE with same-category negatives (see the module doc).
+
+    ``tgt_rel [N, r]`` (category ``tgt_cat [N]``, request ``request [N]``) against the
+    normalised sums of the events ``hist_rel [E, r]`` grouped by (request ``hist_req [E]``,
+    category ``hist_cat [E]``); a target's candidates are the groups of its own category, its
+    positive its own request's. A scalar (0 when no target has a positive and a negative)."""
+    zero = tgt_rel.sum() * 0.0
+    if tgt_rel.shape[0] == 0 or hist_rel.shape[0] == 0:
+        return zero
+    span = int(torch.maximum(hist_cat.max(), tgt_cat.max())) + 1
+    keys, group = torch.unique(hist_req * span + hist_cat, return_inverse=True)  # [G], [E]
+    users = hist_rel.new_zeros(keys.numel(), hist_rel.shape[1]).index_add(0, group, hist_rel)
+    g_cat = keys % span
+    tgt_key = request * span + tgt_cat
+    pos = torch.searchsorted(keys, tgt_key).clamp(max=keys.numel() - 1)  # [N]
+    same = g_cat[None, :] == tgt_cat[:, None]  # [N, G]: the candidates
+    keep = (keys[pos] == tgt_key) & (same.sum(1) > 1)
+    if not bool(keep.any()):
+        return zero
+    scores = SCALE * tgt_rel[keep] @ F.normalize(users, dim=-1).T
+    scores = scores.masked_fill(~same[keep], float("-inf"))
+    return F.cross_entropy(scores, pos[keep])
+
+
+def category_target_reference(
+    tgt_rel: torch.Tensor,
+    tgt_cat: torch.Tensor,
+    num_targets: torch.Tensor,
+    hist_rel: torch.Tensor,
+    hist_cat: torch.Tensor,
+    lengths: torch.Tensor,
+) -> torch.Tensor:
+    """The readable loop of `category_target_loss` from packed events (``lengths``) and
+    targets (``num_targets``)."""
+    starts = (lengths.cumsum(0) - lengths).tolist()
+    users: dict[tuple[int, int], torch.Tensor] = {}
+    for b, (a, n) in enumerate(zip(starts, lengths.tolist())):
+        for e in range(a, a + n):
+            key = (b, int(hist_cat[e]))
+            users[key] = users.get(key, 0) + hist_rel[e]
+    terms, t = [], 0
+    for b, n in enumerate(num_targets.tolist()):
+        for _ in range(n):
+            c = int(tgt_cat[t])
+            cands = sorted(k for k in users if k[1] == c)
+            if (b, c) in users and len(cands) > 1:
+                logits = torch.stack(
+                    [SCALE * tgt_rel[t] @ (users[k] / users[k].norm().clamp(min=1e-12)) for k in cands]
+                )
+                terms.append(-torch.log_softmax(logits, 0)[cands.index((b, c))])
+            t += 1
+    return torch.stack(terms).mean() if terms else tgt_rel.sum() * 0.0
 
 
 class _Attach(torch.autograd.Function):

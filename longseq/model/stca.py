@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from longseq.model.attention import Projected, TargetAttention, reference_attention
-from longseq.model.cooccur import attach_loss, user_target_loss
+from longseq.model.cooccur import attach_loss, category_target_loss, user_target_loss
 from longseq.model.layers import FFNStack, maybe_dropout, padded_to_jagged
 from longseq.model.match import AttentionBias
 from longseq.model.ops.dispatch import packed_history
@@ -227,18 +227,28 @@ class STCATower(SequenceTower[STCAState]):
         """The events' relatedness vectors (soft match; None without it)."""
         return None if self.soft is None else self.soft.embed(hist)
 
-    def _cooccur(self, z, rel, tgt, lengths, num_targets) -> torch.Tensor:
+    def _cooccur(self, z, rel, tgt, lengths, num_targets, hist_ids, tgt_ids) -> torch.Tensor:
         """``z``, with the co-occurrence loss attached in training (`longseq.model.cooccur`):
-        packed ``rel [E, r]`` (``lengths``) and target tokens ``tgt [N, d]`` (``num_targets``)."""
+        packed ``rel [E, r]`` (``lengths``, ids ``hist_ids [E, 2]``) and target tokens
+        ``tgt [N, d]`` (``num_targets``, ids ``tgt_ids [N, 2]``)."""
         w = self.cfg.soft_match_cooccur
         if rel is None or not w or not (self.training and torch.is_grad_enabled()):
             return z
         assert self.soft is not None  # rel is the soft match's
         b = lengths.numel()
         req_e = torch.repeat_interleave(torch.arange(b, device=rel.device), lengths)
-        user = rel.new_zeros(b, rel.shape[-1]).index_add(0, req_e, rel)
         request = torch.repeat_interleave(torch.arange(b, device=rel.device), num_targets)
-        return attach_loss(z, w * user_target_loss(self.soft.embed(tgt), user, request))
+        tgt_rel = self.soft.embed(tgt)
+        if self.cfg.soft_match_negatives == "category":
+            hist_ids, tgt_ids = self._match_ids(hist_ids, tgt_ids)
+            cat = ID_FEATURES.index("category_id")
+            loss = category_target_loss(
+                tgt_rel, tgt_ids[:, cat], request, rel, hist_ids[:, cat], req_e
+            )
+        else:
+            user = rel.new_zeros(b, rel.shape[-1]).index_add(0, req_e, rel)
+            loss = user_target_loss(tgt_rel, user, request)
+        return attach_loss(z, w * loss)
 
     def _history(self, hist_mask, positions, hist_ids, tgt_ids, hist_rel, tgt) -> PaddedHistory:
         hist_ids, tgt_ids = self._match_ids(hist_ids, tgt_ids)
@@ -308,7 +318,9 @@ class STCATower(SequenceTower[STCAState]):
         if rel is not None and self.cfg.soft_match_cooccur:  # real events and targets only
             n_tgt = (tgt != 0).any(-1).sum(1)  # padded targets are zero tokens
             flat_t = padded_to_jagged(tgt, n_tgt)
-            z = self._cooccur(z, rel[hist_mask], flat_t, hist_mask.sum(1), n_tgt)
+            flat_ids = None if tgt_ids is None else padded_to_jagged(tgt_ids, n_tgt)
+            hid = None if hist_ids is None else hist_ids[hist_mask]
+            z = self._cooccur(z, rel[hist_mask], flat_t, hist_mask.sum(1), n_tgt, hid, flat_ids)
         return z
 
     def encode_user_packed(
@@ -369,4 +381,4 @@ class STCATower(SequenceTower[STCAState]):
         z = self._packed(
             encoded, tgt, lengths, num_targets, hist_ids, tgt_ids, pos, True, None, rel
         )
-        return self._cooccur(z, rel, tgt, lengths, num_targets)
+        return self._cooccur(z, rel, tgt, lengths, num_targets, hist_ids, tgt_ids)

@@ -41,9 +41,14 @@ class STCAConfig:
             the count channel (needs ``match_bias``). For categories coarser than the topics a
             user's interests follow; packed calls run the ``pairs`` kernel.
         soft_match_dim: width of the relatedness vectors of ``soft_match``.
-        soft_match_cooccur: weight of a self-supervised loss that makes consecutive history
-            events related (`longseq.model.cooccur`), added in training (0: none; needs
-            ``soft_match``).
+        soft_match_cooccur: weight of a self-supervised co-occurrence loss on the soft
+            match's vectors: a request's targets should be related to its own history more
+            than to other requests' (`longseq.model.cooccur`), added in training (0: none;
+            needs ``soft_match``).
+        soft_match_negatives: what the co-occurrence loss contrasts a target with:
+            ``request`` (every request's whole history) or ``category`` (every request's events
+            of the target's own category: harder negatives, for categories coarser than the
+            interests).
         dropout: dropout rate in training on every FFN block's output (history, target, query
             fusion and output FFNs) and on every layer's attention output; 0 = none (exactly
             the tower without the option). Off in ``eval()``.
@@ -66,6 +71,7 @@ class STCAConfig:
     soft_match: bool = False
     soft_match_dim: int = 16
     soft_match_cooccur: float = 0.0
+    soft_match_negatives: str = "request"
     dropout: float = 0.0
 
     def validate(self, prefix: str = "model.stca") -> None:
@@ -92,6 +98,11 @@ class STCAConfig:
             raise ValueError(f"{prefix}.soft_match is a match feature: set {prefix}.match_bias")
         if self.soft_match_cooccur < 0.0 or (self.soft_match_cooccur and not self.soft_match):
             raise ValueError(f"{prefix}.soft_match_cooccur must be >= 0 and needs soft_match")
+        if self.soft_match_negatives not in ("request", "category"):
+            raise ValueError(
+                f"{prefix}.soft_match_negatives must be 'request' or 'category', "
+                f"got {self.soft_match_negatives!r}"
+            )
         if self.soft_match_dim < 1:
             raise ValueError(f"{prefix}.soft_match_dim must be >= 1, got {self.soft_match_dim}")
 

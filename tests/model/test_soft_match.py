@@ -7,7 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from longseq.model.cooccur import user_target_loss, user_target_reference
+from longseq.model.cooccur import (
+    category_target_loss,
+    category_target_reference,
+    user_target_loss,
+    user_target_reference,
+)
 from longseq.model.layers import jagged_to_padded, padded_to_jagged
 from longseq.model.ops.history import match_padded, positions_padded
 from longseq.model.soft_match import SoftMatch, soft_match_reference
@@ -137,3 +142,51 @@ def test_cooccur_joins_the_gradient_only_in_training():
     tower.eval()
     with torch.no_grad():
         tower(x, mask, q, hid, tid)  # no loss attached in eval / no_grad
+
+
+def test_category_target_loss_matches_the_loop():
+    torch.manual_seed(3)
+    lens, n_tgt = torch.tensor([5, 0, 3, 7]), torch.tensor([2, 1, 0, 4])
+    rel = torch.nn.functional.normalize(torch.randn(15, 4, dtype=torch.float64), dim=-1)
+    tgt = torch.nn.functional.normalize(torch.randn(7, 4, dtype=torch.float64), dim=-1)
+    hist_cat = torch.tensor([0, 1, 1, 2, 0, 1, 2, 2, 0, 0, 1, 3, 3, 2, 1])
+    # targets: own category present + others have it; request 1 has no events; category 3 is
+    # request 3's only (no negative); category 4 nobody's
+    tgt_cat = torch.tensor([1, 2, 0, 1, 3, 4, 0])
+    b = torch.arange(4)
+    req_e, req_t = torch.repeat_interleave(b, lens), torch.repeat_interleave(b, n_tgt)
+    got = category_target_loss(tgt, tgt_cat, req_t, rel, hist_cat, req_e)
+    want = category_target_reference(tgt, tgt_cat, n_tgt, rel, hist_cat, lens)
+    torch.testing.assert_close(got, want)
+    # only 4 of the 7 targets take part: the loss is their mean, not over all 7
+    assert want.item() > 0
+    none = category_target_loss(tgt[4:6], tgt_cat[4:6], req_t[4:6], rel, hist_cat, req_e)
+    assert none.item() == 0.0 and none.requires_grad is False
+
+
+def test_category_negatives_reach_the_gradient_in_every_layout():
+    over = {"soft_match_cooccur": 0.5, "soft_match_negatives": "category"}
+    tower = _tower(**over)
+    x, mask, q, tmask, hid, tid = _inputs(LENS, N_TGT, 8, 5)
+    q = q * tmask[..., None]
+    tower(x, mask, q, hid, tid)[tmask].sum().backward()
+    with_aux = tower.soft.proj.weight.grad.clone()
+    plain = _tower()
+    plain(x, mask, q, hid, tid)[tmask].sum().backward()
+    lens, n_tgt = torch.tensor(LENS), torch.tensor(N_TGT)
+    flat_h, flat_t = padded_to_jagged(hid, lens), padded_to_jagged(tid, n_tgt)
+    rel = tower.soft.embed(padded_to_jagged(x, lens))
+    tgt = tower.soft.embed(padded_to_jagged(q, n_tgt))
+    aux = 0.5 * category_target_reference(tgt, flat_t[:, 1], n_tgt, rel, flat_h[:, 1], lens)
+    (want,) = torch.autograd.grad(aux, tower.soft.proj.weight)
+    assert want.abs().sum() > 0  # the inputs give the loss something to do
+    torch.testing.assert_close(with_aux, plain.soft.proj.weight.grad + want)
+    tower.zero_grad()
+    flat_x, flat_q = padded_to_jagged(x, lens), padded_to_jagged(q, n_tgt)
+    tower.forward_packed(flat_x, lens, flat_q, n_tgt, flat_h, flat_t).sum().backward()
+    torch.testing.assert_close(tower.soft.proj.weight.grad, with_aux)
+
+
+def test_negatives_key_is_checked():
+    with pytest.raises(ValueError, match="soft_match_negatives"):
+        _cfg(soft_match_negatives="users").validate()
