@@ -121,7 +121,10 @@ def category_target_reference(
             cands = sorted(k for k in users if k[1] == c)
             if (b, c) in users and len(cands) > 1:
                 logits = torch.stack(
-                    [SCALE * tgt_rel[t] @ (users[k] / users[k].norm().clamp(min=1e-12)) for k in cands]
+                    [
+                        SCALE * tgt_rel[t] @ (users[k] / users[k].norm().clamp(min=1e-12))
+                        for k in cands
+                    ]
                 )
                 terms.append(-torch.log_softmax(logits, 0)[cands.index((b, c))])
             t += 1

@@ -159,7 +159,8 @@ class SequenceInteraction(nn.Module):
     ) -> None:
         super().__init__()
         d = cfg.tower_config.d_model
-        self.tokens = Tokenizer(cfg.embedding_dim, cfg.pos_dim, d)
+        time_in_tokens = not getattr(cfg.tower_config, "time_bias", False)
+        self.tokens = Tokenizer(cfg.embedding_dim, cfg.pos_dim, d, time_in_tokens)
         self.tower: SequenceTower = cfg.build_tower()
         self.side = SideFeatures(features if cfg.use_features else (), cfg.embedding_dim)
         self.head_kind = cfg.head
@@ -183,12 +184,14 @@ class SequenceInteraction(nn.Module):
 
     def _ids(self, ids: KeyedJaggedTensor | None, side: str) -> torch.Tensor | None:
         """``[E or N, F]`` raw ids of the tower's ``id_features`` (None: it needs none)."""
-        feats = self.tower.id_features
+        tower = self.tower
+        feats = (*tower.id_features, *(tower.event_features if side == "hist" else ()))
         if not feats:
             return None
         if ids is None:
-            raise ValueError(f"{type(self.tower).__name__} needs the batch's ids")
-        return self.tower.ids({f: ids[f"{side}_{f}"].values() for f in feats})
+            raise ValueError(f"{type(tower).__name__} needs the batch's ids")
+        by_feature = {f: ids[f"{side}_{f}"].values() for f in feats}
+        return tower.history_ids(by_feature) if side == "hist" else tower.ids(by_feature)
 
     def history_tokens(
         self, emb: dict[str, JaggedTensor], ids: KeyedJaggedTensor | None = None

@@ -31,6 +31,8 @@ All are off by default in `AttentionBias` and switched on by ``STCAConfig``. Pur
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -38,6 +40,10 @@ from longseq.model.tokens import LogPositionEncoding
 
 #: scale of the learned biases (see the module doc)
 GAIN = 8.0
+
+#: time-delta buckets run 0..63 (`longseq.data.collate.dt_buckets`; not imported: this module
+#: stays free of torchrec, which the data package needs)
+DT_BUCKETS = 64
 
 
 def count_tables(
@@ -67,28 +73,45 @@ class AttentionBias(nn.Module):
         pos_dim: width of the log-position encoding (position bias and count window).
         position_bias: add the position bias to the logits.
         count: add the count channel (needs ``num_match > 0``).
+        time: the events' "positions" are ``[..., 2]`` pairs (position, time-delta bucket) and
+            both are encoded (``STCAConfig.time_bias``): the position bias and the count window
+            are functions of the event's age as well as its rank.
     """
 
     def __init__(
-        self, heads: int, d: int, num_match: int, pos_dim: int, position_bias: bool, count: bool
+        self,
+        heads: int,
+        d: int,
+        num_match: int,
+        pos_dim: int,
+        position_bias: bool,
+        count: bool,
+        time: bool = False,
     ) -> None:
         super().__init__()
+        self.time = time
+        enc = 2 * pos_dim if time else pos_dim
         if count and not num_match:
             raise ValueError("the count channel counts id matches: it needs the match bias")
         self.num_match, self.position_bias, self.count = num_match, position_bias, count
         self.match_w = nn.Parameter(torch.zeros(num_match, heads)) if num_match else None
         if position_bias or count:
             self.pos = LogPositionEncoding(pos_dim)
+        if time:  # buckets are logarithmic already: the frequencies span the bucket range
+            self.dt = LogPositionEncoding(pos_dim, max_log=math.log1p(DT_BUCKETS))
         if position_bias:
-            self.pos_w = nn.Linear(pos_dim, heads, bias=False)
+            self.pos_w = nn.Linear(enc, heads, bias=False)
             nn.init.zeros_(self.pos_w.weight)  # starts as plain attention
         if count:
-            self.count_pos_w = nn.Linear(pos_dim, heads, bias=False)
+            self.count_pos_w = nn.Linear(enc, heads, bias=False)
             nn.init.zeros_(self.count_pos_w.weight)  # g = 1/2: the plain match count
             self.count_tau = nn.Parameter(torch.zeros(heads))
             self.count_proj = nn.Linear(heads * num_match, d, bias=False)
 
     def _pe(self, positions: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        if self.time:  # [..., 2]: (position, time-delta bucket)
+            pe = torch.cat([self.pos(positions[..., 0]), self.dt(positions[..., 1])], -1)
+            return pe.to(like.dtype)
         return self.pos(positions).to(like.dtype)
 
     def logit_bias(

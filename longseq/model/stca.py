@@ -105,6 +105,7 @@ class STCATower(SequenceTower[STCAState]):
         #: the kernel of a packed call that names none: the config's, else ``pairs``
         self.default_packed = self.kernel if self.kernel.layout == "packed" else Kernel.PAIRS
         self.id_features = ID_FEATURES if cfg.match_bias else ()
+        self.event_features = ("dt_bucket",) if cfg.time_bias else ()
         d, m = cfg.d_model, cfg.num_layers
         n_hist = 1 if cfg.shared_hist_ffn else m
         p = cfg.dropout
@@ -143,6 +144,7 @@ class STCATower(SequenceTower[STCAState]):
             cfg.position_dim,
             cfg.position_bias,
             cfg.count_channel,
+            cfg.time_bias,
         )
 
     def checkpoint_layers(self) -> list[nn.Module]:
@@ -198,12 +200,27 @@ class STCATower(SequenceTower[STCAState]):
         """The kernel and the number of layers."""
         return {"kernel": self.kernel.value, "num_layers": self.cfg.num_layers}
 
-    def _positions(self, hist_mask=None, hist_lengths=None) -> torch.Tensor | None:
+    def _positions(self, hist_mask=None, hist_lengths=None, dt=None) -> torch.Tensor | None:
+        """Each event's distance from the newest (``[B, L]`` / ``[E]``); with ``time_bias``
+        paired with its time-delta bucket ``dt`` (``[..., 2]``)."""
         if not (self.cfg.position_bias or self.cfg.count_channel):
             return None
         if hist_lengths is not None:
-            return positions_from_most_recent(hist_lengths)
-        return positions_padded(hist_mask)
+            pos = positions_from_most_recent(hist_lengths)
+        else:
+            pos = positions_padded(hist_mask)
+        return torch.stack([pos, dt.to(pos.dtype)], -1) if self.cfg.time_bias else pos
+
+    def _split(self, hist_ids: torch.Tensor | None):
+        """``hist_ids [..., F (+1)]`` -> (the match ids ``[..., F]`` or None, the time-delta
+        buckets ``[...]`` or None): with ``time_bias`` the last column is the event's
+        ``dt_bucket`` (`event_features`)."""
+        if not self.cfg.time_bias:
+            return hist_ids, None
+        if hist_ids is None:
+            raise ValueError("model.stca.time_bias needs the events' dt_bucket ids (hist_ids)")
+        match = hist_ids[..., :-1] if self.cfg.match_bias else None
+        return match, hist_ids[..., -1]
 
     def _match_ids(self, hist_ids, tgt_ids):
         """The ids the match bias compares (None without it); an error when they are missing."""
@@ -281,12 +298,14 @@ class STCATower(SequenceTower[STCAState]):
     def encode_user(
         self, hist: torch.Tensor, hist_mask: torch.Tensor, hist_ids: torch.Tensor | None = None
     ) -> STCAState:
-        """``hist [B,L,d]``, ``hist_mask [B,L]``, ``hist_ids [B,L,2]`` -> `STCAState`."""
+        """``hist [B,L,d]``, ``hist_mask [B,L]``, ``hist_ids [B,L,2]`` (``[B,L,3]`` with
+        ``time_bias``: the dt buckets last) -> `STCAState`."""
+        hist_ids, dt = self._split(hist_ids)
         encoded = self.encode_history(hist)
         return STCAState(
             layers=[attn.project(x) for attn, x in zip(self._attns(), encoded)],
             hist_mask=hist_mask,
-            positions=self._positions(hist_mask),
+            positions=self._positions(hist_mask, dt=dt),
             hist_ids=hist_ids if self.cfg.match_bias else None,
             hist_rel=self._rel(hist),
         )
@@ -312,7 +331,8 @@ class STCATower(SequenceTower[STCAState]):
 
         ``hist_ids [B,L,2]`` / ``tgt_ids [B,T,2]``: (item, category) ids, for ``match_bias``.
         """
-        pos, rel = self._positions(hist_mask), self._rel(hist)
+        hist_ids, dt = self._split(hist_ids)
+        pos, rel = self._positions(hist_mask, dt=dt), self._rel(hist)
         history = self._history(hist_mask, pos, hist_ids, tgt_ids, rel, tgt)
         z = self._layers(self.encode_history(hist), tgt, history, None, True)
         if rel is not None and self.cfg.soft_match_cooccur:  # real events and targets only
@@ -329,14 +349,16 @@ class STCATower(SequenceTower[STCAState]):
         hist_lengths: torch.Tensor,
         hist_ids: torch.Tensor | None = None,
     ) -> STCAState:
-        """Packed: ``hist [E,d]``, ``hist_lengths [B]``, ``hist_ids [E,2]`` -> `STCAState`."""
+        """Packed: ``hist [E,d]``, ``hist_lengths [B]``, ``hist_ids [E,2]`` (``[E,3]`` with
+        ``time_bias``) -> `STCAState`."""
+        hist_ids, dt = self._split(hist_ids)
         encoded = self.encode_history(hist)  # FFN + LN are per event: no padding to skip
         return STCAState(
             layers=[
                 attn.project(x, self.default_packed) for attn, x in zip(self._attns(), encoded)
             ],
             hist_lengths=hist_lengths,
-            positions=self._positions(hist_lengths=hist_lengths),
+            positions=self._positions(hist_lengths=hist_lengths, dt=dt),
             hist_ids=hist_ids if self.cfg.match_bias else None,
             hist_rel=self._rel(hist),
         )
@@ -374,8 +396,9 @@ class STCATower(SequenceTower[STCAState]):
 
         ``hist_ids [E,2]`` / ``tgt_ids [N,2]``: (item, category) ids, for ``match_bias``.
         """
+        hist_ids, dt = self._split(hist_ids)
         encoded = self.encode_history(hist)  # FFN + LN are per event: no padding to skip
-        pos = self._positions(hist_lengths=hist_lengths)
+        pos = self._positions(hist_lengths=hist_lengths, dt=dt)
         lengths = hist_lengths
         rel = self._rel(hist)
         z = self._packed(

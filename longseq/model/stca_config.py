@@ -49,6 +49,13 @@ class STCAConfig:
             ``request`` (every request's whole history) or ``category`` (every request's events
             of the target's own category: harder negatives, for categories coarser than the
             interests).
+        time_bias: the events' time delta (``request_ts - ts``, log-bucketed) and position
+            enter each layer only through the logit biases and the count window (per head:
+            ``w_h . [PE(log1p p) | PE(log1p dt_bucket)]``), not the history tokens. Every
+            per-event term of the user side (tokens, history FFNs, keys, values) then depends
+            on the event alone, not on the request time, so a cached state extends with new
+            events and the same user's next request reuses it
+            (`longseq.serve.incremental`). Needs ``position_bias``.
         dropout: dropout rate in training on every FFN block's output (history, target, query
             fusion and output FFNs) and on every layer's attention output; 0 = none (exactly
             the tower without the option). Off in ``eval()``.
@@ -72,6 +79,7 @@ class STCAConfig:
     soft_match_dim: int = 16
     soft_match_cooccur: float = 0.0
     soft_match_negatives: str = "request"
+    time_bias: bool = False
     dropout: float = 0.0
 
     def validate(self, prefix: str = "model.stca") -> None:
@@ -98,6 +106,11 @@ class STCAConfig:
             raise ValueError(f"{prefix}.soft_match is a match feature: set {prefix}.match_bias")
         if self.soft_match_cooccur < 0.0 or (self.soft_match_cooccur and not self.soft_match):
             raise ValueError(f"{prefix}.soft_match_cooccur must be >= 0 and needs soft_match")
+        if self.time_bias and not self.position_bias:
+            raise ValueError(
+                f"{prefix}.time_bias brings time and position in through the position bias: "
+                f"set {prefix}.position_bias"
+            )
         if self.soft_match_negatives not in ("request", "category"):
             raise ValueError(
                 f"{prefix}.soft_match_negatives must be 'request' or 'category', "

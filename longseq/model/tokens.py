@@ -50,22 +50,45 @@ class Tokenizer(nn.Module):
     is shared, so a history event and a target of the same item start as nearby tokens and the
     target-to-history match is easy to learn; action, time delta and position are side
     information added to the event's item token.
+
+    ``time_in_tokens=False`` (STCA's ``time_bias``): ``x_j = LN(P [item | category] + S
+    [action])``, a function of the event alone; the tower takes time delta and position in its
+    attention biases instead.
     """
 
-    def __init__(self, emb_dim: int, pos_dim: int, d_model: int) -> None:
+    def __init__(
+        self, emb_dim: int, pos_dim: int, d_model: int, time_in_tokens: bool = True
+    ) -> None:
         super().__init__()
+        self.time_in_tokens = time_in_tokens
         self.pos = LogPositionEncoding(pos_dim)
         self.item_proj = nn.Linear(2 * emb_dim, d_model, bias=False)
-        self.side_proj = nn.Linear(2 * emb_dim + pos_dim, d_model, bias=False)
+        side = 2 * emb_dim + pos_dim if time_in_tokens else emb_dim
+        self.side_proj = nn.Linear(side, d_model, bias=False)
         self.hist_norm = nn.LayerNorm(d_model)
         self.tgt_norm = nn.LayerNorm(d_model)
 
     def history(self, parts: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
         """``parts`` = [item, category, action, dt] ``[E, emb_dim]`` values -> ``[E, d]``."""
-        item, category, action, dt = parts
-        pos = self.pos(positions_from_most_recent(lengths))
+        pos = positions_from_most_recent(lengths) if self.time_in_tokens else None
+        return self.events(*parts, pos)
+
+    def events(
+        self,
+        item: torch.Tensor,
+        category: torch.Tensor,
+        action: torch.Tensor,
+        dt: torch.Tensor,
+        positions: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """History tokens from ``[..., emb_dim]`` embeddings and the events' ``positions``
+        (distance from the newest, ``[...]``; unused, and may be None, when
+        ``time_in_tokens`` is False) -> ``[..., d]``."""
         x = self.item_proj(torch.cat([item, category], -1))
-        return self.hist_norm(x + self.side_proj(torch.cat([action, dt, pos], -1)))
+        if not self.time_in_tokens:
+            return self.hist_norm(x + self.side_proj(action))
+        assert positions is not None, "time_in_tokens needs the events' positions"
+        return self.hist_norm(x + self.side_proj(torch.cat([action, dt, self.pos(positions)], -1)))
 
     def target(self, item: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
         """``[N, emb_dim]`` item and category embeddings -> ``[N, d]``."""

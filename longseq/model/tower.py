@@ -68,6 +68,9 @@ class SequenceTower(nn.Module, Generic[S], metaclass=ABCMeta):
     Attributes:
         id_features: the `ID_FEATURES` the tower needs, in the order of the last dim of
             ``hist_ids`` / ``tgt_ids`` (empty: tokens only).
+        event_features: raw history-only features the tower reads besides its tokens
+            (``dt_bucket``: STCA's ``time_bias``), appended after the ``id_features`` in the
+            last dim of ``hist_ids`` only.
         layout: ``padded``, or ``packed`` for a tower whose model path is the packed one
             (``forward_packed``).
         packed_kernel: the attention kernel a packed batch is scored with when a caller asks
@@ -76,6 +79,7 @@ class SequenceTower(nn.Module, Generic[S], metaclass=ABCMeta):
     """
 
     id_features: tuple[str, ...] = ()
+    event_features: tuple[str, ...] = ()
     layout: str = "padded"
     packed_kernel: str | None = None
 
@@ -85,6 +89,12 @@ class SequenceTower(nn.Module, Generic[S], metaclass=ABCMeta):
         if not self.id_features:
             return None
         return torch.stack([by_feature[f] for f in self.id_features], -1)
+
+    def history_ids(self, by_feature: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """The history side's raw inputs: the `ids` of its ``id_features`` followed by its
+        ``event_features``, stacked on a new last dim (``[..., F + E]``), or None."""
+        cols = [by_feature[f] for f in (*self.id_features, *self.event_features)]
+        return torch.stack(cols, -1) if cols else None
 
     @abstractmethod
     def encode_user(

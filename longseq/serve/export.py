@@ -47,7 +47,6 @@ from longseq.serve.export_graphs import (
     UserEncoder,
     feature_inputs,
     flatten_user,
-    ids_of,
     tower_of,
     user_extra,
     user_extra_width,
@@ -85,10 +84,11 @@ def _example_state(model: LongSeqModel, b: int = _B, length: int = _L, seed: int
     gen = torch.Generator().manual_seed(seed)
     hist = torch.randn(b, length, model.cfg.tower_config.d_model, generator=gen)
     mask = torch.ones(b, length, dtype=torch.bool)
-    ids = torch.randint(0, 3, (b, length, 2), generator=gen)
+    ids = torch.randint(0, 3, (b, length, 3), generator=gen)
+    by_feature = {"item_id": ids[..., 0], "category_id": ids[..., 1], "dt_bucket": ids[..., 2]}
     tower = tower_of(model)
     with torch.no_grad():
-        return tower.encode_user(hist, mask, ids_of(tower, ids[..., 0], ids[..., 1]))
+        return tower.encode_user(hist, mask, tower.history_ids(by_feature))
 
 
 def _example_features(model: LongSeqModel, request: bool, lead: tuple[int, ...]):

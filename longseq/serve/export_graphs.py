@@ -212,11 +212,10 @@ class UserEncoder(nn.Module):
         item, category, action, dt = (t(i) for t, i in zip(self.tables, ids, strict=True))
         b, length = ids[0].shape
         pos = torch.arange(length - 1, -1, -1, device=ids[0].device).expand(b, length)
-        tok = self.tokens
-        side = tok.side_proj(torch.cat([action, dt, tok.pos(pos)], -1))
-        hist = tok.hist_norm(tok.item_proj(torch.cat([item, category], -1)) + side)
+        hist = self.tokens.events(item, category, action, dt, pos)
         mask = torch.ones(b, length, dtype=torch.bool, device=hist.device)
-        hist_ids = ids_of(self.tower, ids[0], ids[1])
+        by_feature = {"item_id": ids[0], "category_id": ids[1], "dt_bucket": ids[3]}
+        hist_ids = self.tower.history_ids(by_feature)
         flat = flatten_state(self.tower.encode_user(hist, mask, hist_ids))
         groups = self.features(feat_inputs)
         if self.extra == USER_FEATURES:

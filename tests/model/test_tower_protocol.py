@@ -46,6 +46,10 @@ def _stca(kernel: str, **kw) -> STCATower:
 PADDED: dict[str, Callable[[], SequenceTower]] = {
     **{f"stca_{k}": (lambda k=k: _stca(k)) for k in kernels_of("padded")},
     **{f"stca_{k}_recipe": (lambda k=k: _stca(k, **RECIPE)) for k in kernels_of("padded")},
+    **{
+        f"stca_{k}_time": (lambda k=k: _stca(k, **RECIPE, time_bias=True))
+        for k in kernels_of("padded")
+    },
     "stca_shared_hist_ffn": lambda: _stca("kv", shared_hist_ffn=True, ffn_depth=2),
     "pooling": lambda: MeanPoolingTower(MeanPoolingConfig(d_model=D)),
     "din": lambda: DINTower(DINConfig(d_model=D, att_hidden=[6, 4])),
@@ -60,6 +64,10 @@ PADDED: dict[str, Callable[[], SequenceTower]] = {
 PACKED: dict[str, Callable[[], SequenceTower]] = {
     **{f"stca_{k}": (lambda k=k: _stca(k)) for k in kernels_of("packed")},
     **{f"stca_{k}_recipe": (lambda k=k: _stca(k, **RECIPE)) for k in kernels_of("packed")},
+    **{
+        f"stca_{k}_time": (lambda k=k: _stca(k, **RECIPE, time_bias=True))
+        for k in kernels_of("packed")
+    },
 }
 
 
@@ -76,9 +84,12 @@ def _inputs(tower: SequenceTower, seed: int = 0):
     mask = torch.arange(L)[None, :] < torch.tensor(HIST_LENS)[:, None]
     hist = torch.randn(b, L, D, generator=g, dtype=torch.float64)
     tgt = torch.randn(b, T, D, generator=g, dtype=torch.float64)
-    f = len(tower.id_features)
+    f, e = len(tower.id_features), len(tower.event_features)
     hist_ids = torch.randint(0, 3, (b, L, f), generator=g) if f else None
     tgt_ids = torch.randint(0, 3, (b, T, f), generator=g) if f else None
+    if e:  # event features (STCA's dt buckets) follow the ids, on the history side only
+        dt = torch.randint(0, 64, (b, L, e), generator=g)
+        hist_ids = dt if hist_ids is None else torch.cat([hist_ids, dt], -1)
     return hist, mask, tgt, hist_ids, tgt_ids
 
 

@@ -25,6 +25,7 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     },
     "stca_paper": ("stca", {"match_bias": False, "count_channel": False}),
     "stca_soft": ("stca", {"soft_match": True, "soft_match_cooccur": 0.1}),
+    "stca_time": ("stca", {"time_bias": True, "position_bias": True}),
     "pooling": ("pooling", {}),
     "din": ("din", {"att_hidden": [8]}),
     "transformer": ("transformer", {"num_heads": 2}),

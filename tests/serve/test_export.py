@@ -21,7 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 
 #: STCA with each padded kernel and the recipe (match bias, count channel), the paper's tower,
 #: and every baseline
-NAMES = ["stca_kv_padded", "stca_absorbed_padded", "stca_sdpa_padded", "stca_paper", "posbias",
+NAMES = ["stca_kv_padded", "stca_absorbed_padded", "stca_sdpa_padded", "stca_paper", "posbias", "stca_time",
          "pooling", "din", "transformer", "sim", "rankmixer"]  # fmt: skip
 
 #: largest |exported - eager| per config (printed with -s)
