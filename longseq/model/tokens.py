@@ -70,8 +70,9 @@ class Tokenizer(nn.Module):
 
     def history(self, parts: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
         """``parts`` = [item, category, action, dt] ``[E, emb_dim]`` values -> ``[E, d]``."""
+        item, category, action, dt = parts
         pos = positions_from_most_recent(lengths) if self.time_in_tokens else None
-        return self.events(*parts, pos)
+        return self.events(item, category, action, dt, pos)
 
     def events(
         self,
