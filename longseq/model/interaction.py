@@ -183,7 +183,8 @@ class SequenceInteraction(nn.Module):
         return self.tower.layout == "packed"
 
     def _ids(self, ids: KeyedJaggedTensor | None, side: str) -> torch.Tensor | None:
-        """``[E or N, F]`` raw ids of the tower's ``id_features`` (None: it needs none)."""
+        """``[E or N, F]`` raw ids of the tower's ``id_features``, on the history side followed
+        by its ``event_features`` (None: it needs none)."""
         tower = self.tower
         feats = (*tower.id_features, *(tower.event_features if side == "hist" else ()))
         if not feats:

@@ -53,9 +53,9 @@ class STCAConfig:
             enter each layer only through the logit biases and the count window (per head:
             ``w_h . [PE(log1p p) | PE(log1p dt_bucket)]``), not the history tokens. Every
             per-event term of the user side (tokens, history FFNs, keys, values) then depends
-            on the event alone, not on the request time, so a cached state extends with new
-            events and the same user's next request reuses it
-            (`longseq.serve.incremental`). Needs ``position_bias``.
+            on the event alone, not on the request time: a cached state holds at a later
+            request once its positions and time-delta buckets are recomputed (docs/serving.md).
+            Needs ``position_bias``.
         dropout: dropout rate in training on every FFN block's output (history, target, query
             fusion and output FFNs) and on every layer's attention output; 0 = none (exactly
             the tower without the option). Off in ``eval()``.
