@@ -21,10 +21,9 @@ the genre this user picks) tells the requests apart. It uses only the category i
 set has; targets whose request holds no event of their category, or whose category no other
 request holds, do not take part.
 
-`attach_loss` adds such a loss to the training objective without the trainer knowing: the
-tower's output passes through unchanged, and in backward the auxiliary scalar receives the
-gradient 1 (it is simply added to whatever loss the output feeds). Its value is not logged; with
-gradient accumulation it is counted once per micro-batch.
+The tower keeps the weighted loss of its last training forward (`SequenceTower.pop_aux_loss`);
+the training step adds it to the labels' loss (`longseq.train.task.TrainTask`) and logs it as
+``aux_loss``.
 """
 
 from __future__ import annotations
@@ -129,20 +128,3 @@ def category_target_reference(
                 terms.append(-torch.log_softmax(logits, 0)[cands.index((b, c))])
             t += 1
     return torch.stack(terms).mean() if terms else tgt_rel.sum() * 0.0
-
-
-class _Attach(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        ctx.aux_like = (aux.shape, aux.dtype, aux.device)
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
-        shape, dtype, device = ctx.aux_like
-        return grad, torch.ones(shape, dtype=dtype, device=device)
-
-
-def attach_loss(x: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-    """``x`` unchanged; in backward the scalar ``aux`` gets gradient 1 (it joins the loss)."""
-    return _Attach.apply(x, aux)

@@ -75,6 +75,12 @@ class LongSeqModel(nn.Module):
             batch.tgt_bags,
         )  # fmt: skip
 
+    def aux_loss(self) -> torch.Tensor | None:
+        """The weighted auxiliary loss of the last training forward (STCA's co-occurrence loss,
+        ``model.stca.soft_match_cooccur``), or None; each forward's is returned once. The
+        training objective is ``loss(...) + aux_loss()`` (`longseq.train.task.TrainTask`)."""
+        return self.interaction.tower.pop_aux_loss()
+
     def loss(self, logits: torch.Tensor, batch: RequestBatch) -> torch.Tensor:
         """BCE per task, their ``cfg.task_weights``-weighted mean, then the mean over targets
         per impression or per request (``cfg.loss_weighting``)."""

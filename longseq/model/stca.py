@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from longseq.model.attention import Projected, TargetAttention, reference_attention
-from longseq.model.cooccur import attach_loss, category_target_loss, user_target_loss
+from longseq.model.cooccur import category_target_loss, user_target_loss
 from longseq.model.layers import FFNStack, maybe_dropout, padded_to_jagged
 from longseq.model.match import AttentionBias
 from longseq.model.ops.dispatch import packed_history
@@ -245,9 +245,9 @@ class STCATower(SequenceTower[STCAState]):
         return None if self.soft is None else self.soft.embed(hist)
 
     def _cooccur(self, z, rel, tgt, lengths, num_targets, hist_ids, tgt_ids) -> torch.Tensor:
-        """``z``, with the co-occurrence loss attached in training (`longseq.model.cooccur`):
-        packed ``rel [E, r]`` (``lengths``, ids ``hist_ids [E, 2]``) and target tokens
-        ``tgt [N, d]`` (``num_targets``, ids ``tgt_ids [N, 2]``)."""
+        """``z`` unchanged; in training, keeps the co-occurrence loss (`longseq.model.cooccur`)
+        of packed ``rel [E, r]`` (``lengths``, ids ``hist_ids [E, 2]``) and target tokens
+        ``tgt [N, d]`` (``num_targets``, ids ``tgt_ids [N, 2]``) for `pop_aux_loss`."""
         w = self.cfg.soft_match_cooccur
         if rel is None or not w or not (self.training and torch.is_grad_enabled()):
             return z
@@ -265,7 +265,8 @@ class STCATower(SequenceTower[STCAState]):
         else:
             user = rel.new_zeros(b, rel.shape[-1]).index_add(0, req_e, rel)
             loss = user_target_loss(tgt_rel, user, request)
-        return attach_loss(z, w * loss)
+        self._aux_loss = w * loss
+        return z
 
     def _history(self, hist_mask, positions, hist_ids, tgt_ids, hist_rel, tgt) -> PaddedHistory:
         hist_ids, tgt_ids = self._match_ids(hist_ids, tgt_ids)

@@ -82,6 +82,15 @@ class SequenceTower(nn.Module, Generic[S], metaclass=ABCMeta):
     event_features: tuple[str, ...] = ()
     layout: str = "padded"
     packed_kernel: str | None = None
+    #: a training-only auxiliary loss the last forward computed (`pop_aux_loss`)
+    _aux_loss: torch.Tensor | None = None
+
+    def pop_aux_loss(self) -> torch.Tensor | None:
+        """The auxiliary loss of the last training forward (already weighted; None: none), then
+        forgets it: the training step adds it to the model's loss once (`LongSeqModel.aux_loss`).
+        """
+        aux, self._aux_loss = self._aux_loss, None
+        return aux
 
     def ids(self, by_feature: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         """The raw ids this tower compares, ``by_feature[f]`` for each of its ``id_features``

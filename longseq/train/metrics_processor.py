@@ -24,12 +24,12 @@ from longseq.train.train_metrics import peak_memory_mib
 if TYPE_CHECKING:
     from longseq.train.setup import TrainState
 
-#: Step counters summed as they are (the loss is summed weighted by the step's targets).
-_SUMMED = tuple(n for n in STEP_COUNTERS if n != "loss")
+#: Step counters summed as they are (the losses are summed weighted by the step's targets).
+_SUMMED = tuple(n for n in STEP_COUNTERS if n not in ("loss", "aux_loss"))
 #: The window's counters: the step counters' sums over the window's steps, this rank's requests
 #: read since the start of the run (at the log step) and its preemption flag. All are summed
 #: over the ranks at a log step.
-WINDOW_COUNTERS = ("loss_sum", *_SUMMED, "requests_seen", "preempted")
+WINDOW_COUNTERS = ("loss_sum", "aux_loss_sum", *_SUMMED, "requests_seen", "preempted")
 
 
 class MetricsProcessor:
@@ -60,6 +60,7 @@ class MetricsProcessor:
         """Add one trained step: its `STEP_COUNTERS` tensor and its ``(probs, labels)``."""
         c = step_counters(counters)
         self.counters.add("loss_sum", c["loss"] * c["targets"])
+        self.counters.add("aux_loss_sum", c["aux_loss"] * c["targets"])
         for name in _SUMMED:
             self.counters.add(name, c[name])
         if self.s.rec_metrics is not None and predictions is not None:
@@ -105,6 +106,8 @@ class MetricsProcessor:
             "hist_ids_per_target": c["hist_ids"] / targets,
             "requests_seen": int(c["requests_seen"]),
         }
+        if c["aux_loss_sum"]:  # the model's auxiliary loss (STCA's co-occurrence loss)
+            values["aux_loss"] = c["aux_loss_sum"] / targets
         grad_norm = s.optimizer.pop_grad_norm()
         if grad_norm is not None:
             values["grad_norm"] = grad_norm

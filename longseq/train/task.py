@@ -20,7 +20,7 @@ from longseq.model.model import LongSeqModel
 
 PRECISIONS = ("fp32", "bf16")
 #: The names of the per-step counters `TrainTask` returns, in their order in its tensor.
-STEP_COUNTERS = ("loss", "targets", "requests", "hist_ids", "input_ids")
+STEP_COUNTERS = ("loss", "targets", "requests", "hist_ids", "input_ids", "aux_loss")
 
 
 def validate_precision(precision: str, device_type: str, key: str = "trainer.precision") -> None:
@@ -32,9 +32,10 @@ def validate_precision(precision: str, device_type: str, key: str = "trainer.pre
 
 
 class TrainTask(nn.Module):
-    """``forward(batch) -> (loss, (counters, probs, labels))``: ``counters`` is a float64 tensor
-    of the batch's `STEP_COUNTERS` (loss, targets, requests, history ids, input ids; read it by
-    name with `step_counters`), for throughput and all-to-all accounting; ``probs`` (sigmoid of
+    """``forward(batch) -> (loss, (counters, probs, labels))``: ``loss`` is the labels' loss plus
+    the model's auxiliary loss (`LongSeqModel.aux_loss`, if any); ``counters`` is a float64 tensor
+    of the batch's `STEP_COUNTERS` (labels' loss, targets, requests, history ids, input ids,
+    auxiliary loss; read it by name with `step_counters`), for throughput and all-to-all accounting; ``probs`` (sigmoid of
     the logits, detached, float32) and ``labels`` are ``[targets, tasks]``, for the training
     AUC/NE (`longseq.train.train_metrics`).
 
@@ -61,17 +62,20 @@ class TrainTask(nn.Module):
             self.device_type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
         ):
             logits = self.model(batch)
-        loss = self.model.loss(logits.float(), batch)  # float32, outside autocast
-        counters = torch.stack(  # STEP_COUNTERS after the loss, in their order
+        bce = self.model.loss(logits.float(), batch)  # float32, outside autocast
+        aux = self.model.aux_loss()
+        aux = bce.new_zeros(()) if aux is None else aux.float()
+        counters = torch.stack(  # STEP_COUNTERS, in their order
             [
+                bce.detach(),
                 batch.num_targets.sum(),
-                torch.tensor(batch.num_targets.numel(), device=loss.device),
+                torch.tensor(batch.num_targets.numel(), device=bce.device),
                 batch.sparse["hist_item_id"].lengths().sum(),
-                torch.tensor(batch.sparse.values().numel(), device=loss.device),
+                torch.tensor(batch.sparse.values().numel(), device=bce.device),
+                aux.detach(),
             ]
         ).to(torch.float64)
-        counters = torch.cat([loss.detach().to(torch.float64).reshape(1), counters])
-        return loss, (counters, torch.sigmoid(logits.detach().float()), batch.labels)
+        return bce + aux, (counters, torch.sigmoid(logits.detach().float()), batch.labels)
 
 
 def step_counters(counters: torch.Tensor) -> dict[str, float]:

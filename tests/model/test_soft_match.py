@@ -117,31 +117,42 @@ def test_user_target_loss_matches_the_loop():
     assert user_target_loss(tgt, user[:1], torch.zeros(6, dtype=torch.long)).item() == 0.0
 
 
-def test_cooccur_joins_the_gradient_only_in_training():
+def _objective(tower: STCATower, z: torch.Tensor) -> torch.Tensor:
+    """What the training step backpropagates: the output's loss plus the tower's aux loss."""
+    aux = tower.pop_aux_loss()
+    return z if aux is None else z + aux
+
+
+def test_cooccur_joins_the_objective_only_in_training():
     tower = _tower(soft_match_cooccur=0.5)
     x, mask, q, tmask, hid, tid = _inputs(LENS, N_TGT, 8, 5)
     q = q * tmask[..., None]  # padded targets are zero tokens (as `jagged_to_padded` makes them)
     z = tower(x, mask, q, hid, tid)
     torch.testing.assert_close(z, _tower()(x, mask, q, hid, tid))  # the output is unchanged
-    z[tmask].sum().backward()
+    aux = tower.pop_aux_loss()
+    assert tower.pop_aux_loss() is None  # returned once
+    lens, n_tgt = torch.tensor(LENS), torch.tensor(N_TGT)
+    rel = tower.soft.embed(padded_to_jagged(x, lens))
+    tgt = tower.soft.embed(padded_to_jagged(q, n_tgt))
+    want_aux = 0.5 * user_target_reference(tgt, rel, lens, n_tgt)
+    torch.testing.assert_close(aux, want_aux)
+    (z[tmask].sum() + aux).backward()
     with_aux = tower.soft.proj.weight.grad.clone()
     tower.zero_grad()
     plain = _tower()
     plain(x, mask, q, hid, tid)[tmask].sum().backward()
-    lens, n_tgt = torch.tensor(LENS), torch.tensor(N_TGT)
-    rel = tower.soft.embed(padded_to_jagged(x, lens))
-    tgt = tower.soft.embed(padded_to_jagged(q, n_tgt))
-    aux = 0.5 * user_target_reference(tgt, rel, lens, n_tgt)
-    (want,) = torch.autograd.grad(aux, tower.soft.proj.weight)
+    (want,) = torch.autograd.grad(want_aux, tower.soft.proj.weight)
     torch.testing.assert_close(with_aux, plain.soft.proj.weight.grad + want)
     flat_x, flat_q = padded_to_jagged(x, lens), padded_to_jagged(q, n_tgt)
     flat_h, flat_t = padded_to_jagged(hid, lens), padded_to_jagged(tid, n_tgt)
     tower.zero_grad()
-    tower.forward_packed(flat_x, lens, flat_q, n_tgt, flat_h, flat_t).sum().backward()
+    z = tower.forward_packed(flat_x, lens, flat_q, n_tgt, flat_h, flat_t)
+    _objective(tower, z.sum()).backward()
     torch.testing.assert_close(tower.soft.proj.weight.grad, with_aux)  # packed: the same
     tower.eval()
     with torch.no_grad():
-        tower(x, mask, q, hid, tid)  # no loss attached in eval / no_grad
+        tower(x, mask, q, hid, tid)
+    assert tower.pop_aux_loss() is None  # no loss in eval / no_grad
 
 
 def test_category_target_loss_matches_the_loop():
@@ -169,7 +180,7 @@ def test_category_negatives_reach_the_gradient_in_every_layout():
     tower = _tower(**over)
     x, mask, q, tmask, hid, tid = _inputs(LENS, N_TGT, 8, 5)
     q = q * tmask[..., None]
-    tower(x, mask, q, hid, tid)[tmask].sum().backward()
+    _objective(tower, tower(x, mask, q, hid, tid)[tmask].sum()).backward()
     with_aux = tower.soft.proj.weight.grad.clone()
     plain = _tower()
     plain(x, mask, q, hid, tid)[tmask].sum().backward()
@@ -183,7 +194,8 @@ def test_category_negatives_reach_the_gradient_in_every_layout():
     torch.testing.assert_close(with_aux, plain.soft.proj.weight.grad + want)
     tower.zero_grad()
     flat_x, flat_q = padded_to_jagged(x, lens), padded_to_jagged(q, n_tgt)
-    tower.forward_packed(flat_x, lens, flat_q, n_tgt, flat_h, flat_t).sum().backward()
+    z = tower.forward_packed(flat_x, lens, flat_q, n_tgt, flat_h, flat_t)
+    _objective(tower, z.sum()).backward()
     torch.testing.assert_close(tower.soft.proj.weight.grad, with_aux)
 
 

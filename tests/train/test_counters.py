@@ -48,8 +48,8 @@ def test_reduce_without_a_process_group_keeps_the_values():
 
 
 def test_step_counters_reads_the_task_tensor_by_name():
-    t = torch.tensor([0.5, 16, 2, 100, 140], dtype=torch.float64)
-    assert step_counters(t) == dict(zip(STEP_COUNTERS, [0.5, 16.0, 2.0, 100.0, 140.0]))
+    t = torch.tensor([0.5, 16, 2, 100, 140, 0.25], dtype=torch.float64)
+    assert step_counters(t) == dict(zip(STEP_COUNTERS, [0.5, 16.0, 2.0, 100.0, 140.0, 0.25]))
     with pytest.raises(ValueError, match="step counters"):
         step_counters(t[:4])
 
