@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
 # Long-history experiments of docs/results.md ("Make it long"), one training run after another.
 #
-#   benchmarks/quality_long.sh <queue>        queue: diag1k | recipe1k | long2k | ci
+#   benchmarks/quality_long.sh <queue>   queue: diag1k | recipe1k | long2k | ci | seeds1k |
+#                                        related1k | coarse1k
+#
+# SEEDS="0 1 2" (the seeds1k, related1k and coarse1k queues: one training run per seed, same
+# data), RUNS (where runs go), DATA_ROOT (where the generated presets go), NPROC (ranks).
 #
 # Every run: `torchrun --nproc-per-node 2 -m longseq.train experiment=<exp> ...` on the preset's
 # data (seed 0), then `python -m longseq.eval` at the preset's served windows. Runs that already
 # have eval/eval.json are skipped, so a queue can be resumed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-QUEUE=${1:?usage: benchmarks/quality_long.sh diag1k|recipe1k|long2k|ci}
+QUEUE=${1:?usage: benchmarks/quality_long.sh diag1k|recipe1k|long2k|ci|seeds1k|related1k|coarse1k}
 RUNS=${RUNS:-runs/long}
+DATA_ROOT=${DATA_ROOT:-data}
+SEEDS=${SEEDS:-0 1 2}
+# STCA's learned relatedness (docs/results.md, "Coarse categories"): soft match, co-occurrence
+# loss, same-category negatives
+RELATED=(model.stca.soft_match=true model.stca.soft_match_cooccur=0.1
+  model.stca.soft_match_negatives=category)
 NPROC=${NPROC:-2}
 PY=.venv/bin/python
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 data() {  # data <preset> <seed>
-  local out=data/$1_s$2
+  local out=$DATA_ROOT/$1_s$2
   [ -f "$out/oracle.json" ] || $PY -m longseq.datasets.synth preset="$1" out="$out" seed="$2" progress=false >&2
   echo "$out"
 }
@@ -56,6 +66,21 @@ case $QUEUE in
   ci)  # the demo's preset with the recipe's defaults (docs/results.md keeps the first table)
     D=$(data ci 0)
     run ci_recipe ci "$D" "[50,125,250]"
+    ;;
+  seeds1k)  # the default recipe on long1k, one run per training seed
+    D=$(data long1k 0)
+    for s in $SEEDS; do run recipe1k_s"$s" long1k "$D" "$W1K" seed="$s"; done
+    ;;
+  related1k)  # the same with the relatedness switches on: no regression on exact categories?
+    D=$(data long1k 0)
+    for s in $SEEDS; do run related1k_s"$s" long1k "$D" "$W1K" seed="$s" "${RELATED[@]}"; done
+    ;;
+  coarse1k)  # coarse categories over finer hidden topics (run with NPROC=1 for the table's layout)
+    D=$(data coarse1k 0)
+    for s in $SEEDS; do
+      run coarse_recipe1k_s"$s" long1k "$D" "$W1K" seed="$s"
+      run coarse_related1k_s"$s" long1k "$D" "$W1K" seed="$s" "${RELATED[@]}"
+    done
     ;;
   *) echo "unknown queue $QUEUE" >&2; exit 2 ;;
 esac
