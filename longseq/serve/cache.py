@@ -46,6 +46,12 @@ class UserStateCache:
         self.hits += 1
         return entry[0]
 
+    def peek(self, key: Hashable) -> Any | None:
+        """The state stored under ``key`` or None, without counting a hit or miss and without
+        making it the most recently used."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
     def put(self, key: Hashable, state: Any, nbytes: int) -> bool:
         """Store ``state`` (``nbytes`` large) under ``key``, evicting least recently used
         entries until it fits. Returns False (and stores nothing) when it alone exceeds the
