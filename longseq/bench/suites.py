@@ -113,6 +113,13 @@ SUITES: dict[str, Suite] = {
         "longseq.bench.feat_step:render",
         "longseq.bench.feat_step:plot",
     ),
+    "replay": Suite(
+        "Returning users: the incremental user-state cache against re-encoding every request",
+        2,
+        "longseq.bench.replay:run",
+        "longseq.bench.replay:render",
+        "longseq.bench.replay:plot",
+    ),
 }
 
 

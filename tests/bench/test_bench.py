@@ -198,6 +198,7 @@ def test_suite_table():
         "feat_bytes",
         "rlb",
         "feat_step",
+        "replay",
         "trainer",
     )
     assert set(run_order()) == set(SUITES)
@@ -224,3 +225,17 @@ def test_defaults_and_dtype_resolution():
     assert (args.suite, args.quick, args.device, args.reps) == ("all", True, "cpu", 5)
     assert args.resolved_dtype == "fp32" and args.mode == "quick"
     assert parse_args(["dtype=bf16", "quick=false"]).mode == "full"
+
+
+def test_replay_serves_every_request_alike_on_both_paths(tiny_run):
+    """The incremental cache and the full re-encode score every request of the stream alike;
+    a returning user is a partial hit, a first request a miss."""
+    p = load(tiny_run, "replay")
+    cfg = p["config"]
+    for k in cfg["candidates"]:
+        e = p["summary"][f"K={k}"]
+        assert e["hits"] + e["partial_hits"] + e["misses"] == cfg["requests"]
+        assert 0 < e["misses"] <= cfg["users"] and e["partial_hits"] > 0
+        assert e["max_abs_diff"] < 1e-5 and e["bytes_per_user"] > 0
+        assert 0 < e["partial_user_fraction_of_full"]
+    assert {r["kind"] for r in p["results"]} <= {"hit", "partial", "miss"}
