@@ -8,7 +8,7 @@ must be exact; docs/serving.md). A new version is a miss; the old entry ages out
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 
@@ -17,15 +17,21 @@ class UserStateCache:
 
     Args:
         max_bytes: the bound on the sum of the entries' sizes (``0``: cache nothing).
+        on_evict: called as ``on_evict(key, state, nbytes)`` for each entry evicted to make
+            room (e.g. to move it to a second tier), once the new entry is stored; not for
+            ``rejected`` states, replaced entries or `clear`.
 
     Counters: ``hits``, ``misses`` (`get`), ``evictions`` (entries dropped to make room) and
     ``rejected`` (states larger than the whole bound, never stored).
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(
+        self, max_bytes: int, on_evict: Callable[[Hashable, Any, int], object] | None = None
+    ) -> None:
         if max_bytes < 0:
             raise ValueError(f"cache max_bytes must be >= 0, got {max_bytes}")
         self.max_bytes = int(max_bytes)
+        self.on_evict = on_evict
         self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self.bytes = 0
         self.hits = self.misses = self.evictions = self.rejected = 0
@@ -61,12 +67,17 @@ class UserStateCache:
         if nbytes > self.max_bytes:
             self.rejected += 1
             return False
+        evicted = []
         while self.bytes + nbytes > self.max_bytes:
-            _, (_, size) = self._entries.popitem(last=False)
+            old, (old_state, size) = self._entries.popitem(last=False)
             self.bytes -= size
             self.evictions += 1
+            evicted.append((old, old_state, size))
         self._entries[key] = (state, int(nbytes))
         self.bytes += int(nbytes)
+        if self.on_evict is not None:  # the cache is consistent while the callback runs
+            for entry in evicted:
+                self.on_evict(*entry)
         return True
 
     def clear(self) -> None:

@@ -16,13 +16,14 @@ Each equals what `Scorer.encode` computes from the whole (windowed) history at t
 time, to float rounding (tests/serve/test_incremental.py). `UserHistoryCache` keeps the states
 of many users in a byte-bounded LRU and tells a returning user's request apart: a **hit** (no
 new event), a **partial hit** (new events appended) or a **miss** (a new user, an evicted one,
-or a history that is not the cached one plus new events).
+or a history that is not the cached one plus new events). The states its LRU evicts may go to a
+second tier (``second_tier``: `longseq.serve.spill.FileTier`, files) and come back from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,51 +36,19 @@ from longseq.model.stca_events import (
     check_incremental,
     drop_oldest,
     encode_events,
-    events_nbytes,
     request_state,
-    storage_nbytes,
 )
 from longseq.model.user_side import UserSide, user_features
 from longseq.serve.cache import UserStateCache
 from longseq.serve.features import row_request_kjt
+from longseq.serve.incremental_state import IncrementalUser
 from longseq.serve.scorer import Scorer, make_request
+
+if TYPE_CHECKING:
+    from longseq.serve.spill import FileTier
 
 #: the history tables a token reads, in `Tokenizer.events` order
 EVENT_TABLES = ("item", "category", "action")
-
-
-@dataclass
-class IncrementalUser:
-    """One user's cached history state (`longseq.model.stca_events.STCAEvents`) and the raw
-    event columns the per-request part is rebuilt from.
-
-    Attributes:
-        events: the tower's per-event state of the (windowed) history.
-        item, category, action, ts: ``[L]`` int64, the events' ids and timestamps (oldest ->
-            newest); ``ts`` gives each request's time-delta buckets.
-        token_sum: ``[d]`` float64 sum of the history tokens (the RankMixer head's history
-            token is their mean), or None when the head does not read it.
-        seen: how many events this user's state has taken in since it was first encoded
-            (the first request's whole history and every event appended since, evicted ones
-            included).
-    """
-
-    events: STCAEvents
-    item: torch.Tensor
-    category: torch.Tensor
-    action: torch.Tensor
-    ts: torch.Tensor
-    token_sum: torch.Tensor | None
-    seen: int
-
-    def __len__(self) -> int:
-        return int(self.ts.numel())
-
-    def nbytes(self) -> int:
-        """Bytes of its tensors: what a cache of such states pays per user."""
-        raw = sum(storage_nbytes(t) for t in (self.item, self.category, self.action, self.ts))
-        extra = 0 if self.token_sum is None else storage_nbytes(self.token_sum)
-        return events_nbytes(self.events) + raw + extra
 
 
 def _columns(item, category, action, ts) -> list[torch.Tensor]:  # noqa: ANN001
@@ -236,18 +205,28 @@ class UserHistoryCache:
     user's log only grows at its end). The request may carry the whole log or only its most
     recent part: a cached state keeps its older events (up to ``window``), so the state is
     then that of the cached events plus the new ones, not of the request's shorter history.
-    Counters: ``hits``, ``partial_hits``, ``misses`` (and the LRU's ``evictions``).
+    Counters: ``hits``, ``partial_hits``, ``misses`` (and the LRU's ``evictions``);
+    ``tier2_hits``: the hits and partial hits served by a state taken from the second tier.
 
     Args:
         encoder: the `IncrementalEncoder` (its model and window).
         max_bytes: the cache's bound.
         version: the model version of the keys.
+        second_tier: where the states the LRU evicts go (`longseq.serve.spill.FileTier`); a
+            request missing the LRU takes its state from there back into the LRU.
     """
 
-    def __init__(self, encoder: IncrementalEncoder, max_bytes: int, version: Hashable = 0) -> None:
-        self.encoder, self.version = encoder, version
-        self.lru = UserStateCache(max_bytes)
-        self.hits = self.partial_hits = self.misses = 0
+    def __init__(
+        self,
+        encoder: IncrementalEncoder,
+        max_bytes: int,
+        version: Hashable = 0,
+        second_tier: FileTier | None = None,
+    ) -> None:
+        self.encoder, self.version, self.second_tier = encoder, version, second_tier
+        spill = None if second_tier is None else (lambda key, state, _: second_tier.put(key, state))
+        self.lru = UserStateCache(max_bytes, on_evict=spill)
+        self.hits = self.partial_hits = self.misses = self.tier2_hits = 0
 
     @staticmethod
     def _fresh(user: IncrementalUser | None, cols: list[torch.Tensor]) -> int | None:
@@ -279,10 +258,16 @@ class UserHistoryCache:
         enc = self.encoder
         cols = _columns(item, category, action, ts)
         key = (int(user_id), self.version)
-        cached = self.lru.peek(key)
+        cached, tier2 = self.lru.peek(key), False
+        if cached is None and self.second_tier is not None:
+            cached = self.second_tier.take(key)
+            tier2 = cached is not None
         start = self._fresh(cached, cols)
         if cached is not None and start is not None:
-            self.lru.get(key)  # most recently used now
+            if tier2:
+                self.tier2_hits += 1
+            else:
+                self.lru.get(key)  # most recently used now
             if start == len(cols[0]):
                 self.hits += 1
                 state = cached
@@ -292,6 +277,6 @@ class UserHistoryCache:
         else:
             self.misses += 1
             state = enc.encode(*cols)
-        if state is not cached:
+        if state is not cached or tier2:  # a state from the second tier is promoted
             self.lru.put(key, state, state.nbytes())
         return enc.user_side(state, request_ts, request)
