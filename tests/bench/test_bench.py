@@ -239,3 +239,24 @@ def test_replay_serves_every_request_alike_on_both_paths(tiny_run):
         assert e["max_abs_diff"] < 1e-5 and e["bytes_per_user"] > 0
         assert 0 < e["partial_user_fraction_of_full"]
     assert {r["kind"] for r in p["results"]} <= {"hit", "partial", "miss"}
+
+
+def test_trainer_suite_measures_both_layouts_and_renders(tiny_run):
+    """The trainer suite (two real 2-process trainer runs, RLB and pointwise), numbers read
+    back from their metrics.jsonl."""
+    from longseq.bench.trainer import IDS_RATIO_TARGET, render
+
+    payload = load(tiny_run, "trainer")
+    (row,) = payload["results"]
+    assert "skipped" not in row, row.get("skipped")
+    assert row["length"] == 64 and row["targets"] == 16 and row["world"] == 2
+    assert row["rlb_targets_per_s"] > 0 and row["pointwise_targets_per_s"] > 0
+    # ids per target from the trainer's own log: 4 history features once per request (RLB)
+    # or once per target (pointwise), plus 2 target features per target
+    assert row["rlb_input_ids_per_target"] == pytest.approx(4 * 64 / 16 + 2)
+    assert row["pointwise_input_ids_per_target"] == pytest.approx(4 * 64 + 2)
+    assert row["ids_ratio"] <= IDS_RATIO_TARGET
+    assert payload["summary"]["ids_ratio_met"] == {"L=64": True}
+    md = render(payload)
+    assert md.splitlines()[0].startswith("| L | T | RLB targets/s")
+    assert "| 64 | 16 |" in md and "(yes)" in md

@@ -79,7 +79,7 @@ def _attention(which: str, d: int = 16, heads: int = 4, seed: int = 0) -> Target
     return attn
 
 
-@pytest.mark.parametrize("which", sorted(BIASES))
+@pytest.mark.parametrize("which", ["plain", "recipe", "all"])  # "match" is inside "recipe"
 def test_flex_attention_equals_the_reference_and_the_pairs_kernel(which: str):
     attn, d = _attention(which), 16
     g = torch.Generator().manual_seed(1)
