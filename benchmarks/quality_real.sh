@@ -42,7 +42,7 @@ overrides() {  # the model's overrides (same head, same budget; only the tower d
     nofeat) echo "model.use_features=false" ;;  # the default model told to ignore side features
     rankmixer) echo "model.head=rankmixer" ;;
     rankmixer_nofeat) echo "model.head=rankmixer model.use_features=false" ;;
-    stca_time) echo "model.stca.time_bias=true" ;;  # time and position out of the tokens
+    stca_time) echo "model.stca.position_bias=true model.stca.time_bias=true" ;;  # time and position out of the tokens (needs the position bias)
     stca_related) echo "model.stca.soft_match=true model.stca.soft_match_cooccur=0.1 model.stca.soft_match_negatives=category" ;;
     *) echo "quality_real: unknown model '$1' (stca paper din_last50 din pooling sim transformer nofeat rankmixer rankmixer_nofeat stca_time stca_related)" >&2
        return 2 ;;
