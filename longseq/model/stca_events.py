@@ -26,6 +26,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from longseq.model.ops.dispatch import Projected
+from longseq.model.ops.kernels import Kernel
 from longseq.model.stca import STCAState, STCATower
 from longseq.model.tokens import positions_from_most_recent
 
@@ -131,6 +132,38 @@ def request_state(tower: STCATower, events: STCAEvents, dt_bucket: torch.Tensor)
         positions=torch.stack([pos, dt_bucket.to(pos.dtype)], -1),
         hist_ids=events.hist_ids,
         hist_rel=events.hist_rel,
+    )
+
+
+def padded_state(tower: STCATower, state: STCAState) -> STCAState | None:
+    """The one-request padded form (``[1, L, ...]``, no padding) of the packed ``state`` that
+    `request_state` returns, for a padded tower whose kernel reads keys and values (``kv``,
+    ``sdpa``, ``reference``): what its ``encode_user`` returns for the same request, so that the
+    candidates are scored by the tower's own kernel rather than the packed ``pairs`` one (which
+    gathers the keys and values per (candidate, event) pair: about 200x slower per candidate at
+    L = 10k on CPU). None for a packed tower and for ``absorbed`` (its state is ``X̃``)."""
+    attns = tower._attns()
+    if tower.layout != "padded" or any(a.kernel is Kernel.ABSORBED for a in attns):
+        return None
+    layers: list[Projected] = []
+    for attn, kv in zip(attns, state.layers, strict=True):
+        assert isinstance(kv, tuple)  # the packed kernels' (K, V)
+        k, v = kv[0][None], kv[1][None]
+        layers.append(
+            (k.transpose(1, 2), v.transpose(1, 2)) if attn.kernel is Kernel.SDPA else (k, v)
+        )
+
+    def one(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t[None]
+
+    assert state.positions is not None  # request_state sets them
+    mask = torch.ones(1, state.positions.shape[0], dtype=torch.bool, device=state.positions.device)
+    return STCAState(
+        layers=layers,
+        hist_mask=mask,
+        positions=one(state.positions),
+        hist_ids=one(state.hist_ids),
+        hist_rel=one(state.hist_rel),
     )
 
 

@@ -36,6 +36,7 @@ from longseq.model.stca_events import (
     check_incremental,
     drop_oldest,
     encode_events,
+    padded_state,
     request_state,
 )
 from longseq.model.user_side import UserSide, user_features
@@ -188,6 +189,9 @@ class IncrementalEncoder:
             mean = mean[None].to(dev)
         tokens, vec = inter.head_user_inputs(mean, feats)
         lengths = torch.tensor([len(user)], device=dev)
+        padded = padded_state(self.tower, state)  # the tower's own kernel scores it
+        if padded is not None:
+            return UserSide(padded, lengths, False, tokens, vec)
         return UserSide(state, lengths, True, tokens, vec)
 
 

@@ -29,6 +29,8 @@ ATOL = 1e-5
 VARIANTS: dict[str, tuple[dict, str, bool]] = {
     "time": ({}, "mlp", False),
     "packed": ({"layout": "packed", "kernel": "pairs", "match_bias": True}, "mlp", False),
+    "sdpa": ({"kernel": "sdpa", "match_bias": True, "count_channel": True}, "mlp", False),
+    "absorbed": ({"kernel": "absorbed", "match_bias": True}, "mlp", False),  # scored packed
     "soft": ({"match_bias": True, "count_channel": True, "soft_match": True}, "mlp", False),
     "rankmixer": ({"match_bias": True}, "rankmixer", False),
     "features": ({"match_bias": True, "count_channel": True}, "mlp", True),
@@ -97,21 +99,24 @@ def _candidates(scorer: Scorer, cols: list[np.ndarray]):
 
 
 def _assert_same(scorer: Scorer, got, want, cols: list[np.ndarray]) -> None:
-    """``got`` (incremental, packed) equals ``want`` (`Scorer.encode`, either layout): every
-    state tensor, the head's user side and the candidates' scores."""
-
-    def flat(x: torch.Tensor) -> torch.Tensor:  # a padded one-request state: [1, L, ...]
-        return x if want.packed else x[0]
-
-    assert got.packed and torch.equal(got.hist_lengths, want.hist_lengths)
-    for g, w in zip(got.state.layers, want.state.layers, strict=True):
+    """``got`` (incremental) equals ``want`` (`Scorer.encode`), in the same layout (the
+    tower's own: padded for a padded tower, so its own kernel scores it): every state tensor,
+    the head's user side and the candidates' scores."""
+    assert torch.equal(got.hist_lengths, want.hist_lengths)
+    absorbed = scorer.model.interaction.tower.cfg.kernel == "absorbed"
+    assert got.packed == (want.packed or absorbed)  # absorbed: X̃ padded, (K, V) packed
+    for g, w in zip(
+        [] if absorbed else got.state.layers, [] if absorbed else want.state.layers, strict=True
+    ):
         for gt, wt in zip(g, w, strict=True):
-            torch.testing.assert_close(gt, flat(wt), atol=ATOL, rtol=0)
+            torch.testing.assert_close(gt, wt, atol=ATOL, rtol=0)
+    if not got.packed:
+        assert torch.equal(got.state.hist_mask, want.state.hist_mask)
     for name in ("positions", "hist_ids", "hist_rel"):
         g, w = getattr(got.state, name), getattr(want.state, name)
         assert (g is None) == (w is None), name
-        if g is not None:
-            torch.testing.assert_close(g, flat(w), atol=ATOL, rtol=0, msg=name)
+        if g is not None and not absorbed:
+            torch.testing.assert_close(g, w, atol=ATOL, rtol=0, msg=name)
     for name in ("head_tokens", "features"):
         g, w = getattr(got, name), getattr(want, name)
         assert (g is None) == (w is None), name
