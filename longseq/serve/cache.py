@@ -58,12 +58,24 @@ class UserStateCache:
         entry = self._entries.get(key)
         return None if entry is None else entry[0]
 
+    def pop(self, key: Hashable) -> Any | None:
+        """Remove and return the state stored under ``key`` (None: none); no counter moves and
+        ``on_evict`` is not called."""
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return None
+        self.bytes -= entry[1]
+        return entry[0]
+
+    def keys(self) -> list[Hashable]:
+        """The keys held, least recently used first."""
+        return list(self._entries)
+
     def put(self, key: Hashable, state: Any, nbytes: int) -> bool:
         """Store ``state`` (``nbytes`` large) under ``key``, evicting least recently used
         entries until it fits. Returns False (and stores nothing) when it alone exceeds the
         bound."""
-        if key in self._entries:
-            self.bytes -= self._entries.pop(key)[1]
+        self.pop(key)
         if nbytes > self.max_bytes:
             self.rejected += 1
             return False

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import OrderedDict
 from collections.abc import Hashable
 from pathlib import Path
 
 import torch
 
+from longseq.serve.cache import UserStateCache
 from longseq.serve.incremental_state import IncrementalUser, user_from_dict, user_to_dict
 
 
@@ -45,34 +45,46 @@ class FileTier:
             raise ValueError(f"second tier directory {self.directory}: {e}") from e
         if not os.access(self.directory, os.W_OK | os.X_OK):
             raise ValueError(f"second tier directory {self.directory} is not writable")
-        #: file name -> (key, size), least recently used first
-        self._files: OrderedDict[str, tuple[Hashable, int]] = OrderedDict()
-        self.bytes = 0
-        self.hits = self.misses = self.evictions = self.rejected = 0
+        #: file name -> key, sized by the file: the LRU bookkeeping; its evictions delete files
+        self._index = UserStateCache(self.max_bytes, on_evict=self._delete)
+        self.hits = self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._files)
+        return len(self._index)
 
     def __contains__(self, key: Hashable) -> bool:
-        entry = self._files.get(self._name(key))
-        return entry is not None and entry[0] == key
+        return self._index.peek(self._name(key)) == key
+
+    @property
+    def bytes(self) -> int:
+        """The sum of the sizes of the tier's files."""
+        return self._index.bytes
+
+    @property
+    def evictions(self) -> int:
+        """Files deleted to make room."""
+        return self._index.evictions
+
+    @property
+    def rejected(self) -> int:
+        """States whose file alone exceeded the bound."""
+        return self._index.rejected
 
     @staticmethod
     def _name(key: Hashable) -> str:
         return hashlib.sha1(repr(key).encode()).hexdigest() + ".pt"
 
-    def _drop(self, name: str) -> None:
-        _, size = self._files.pop(name)
-        self.bytes -= size
-        (self.directory / name).unlink(missing_ok=True)
+    def _delete(self, name: Hashable, _key: object = None, _size: int = 0) -> None:
+        """Forget ``name`` and delete its file (also `UserStateCache`'s ``on_evict``)."""
+        self._index.pop(name)
+        (self.directory / str(name)).unlink(missing_ok=True)
 
     def put(self, key: Hashable, user: IncrementalUser) -> bool:
         """Write ``user`` under ``key`` (replacing any state of the key), deleting least
         recently used files until the bound holds. False (nothing kept) when its file alone
         exceeds the bound."""
         name = self._name(key)
-        if name in self._files:  # this key's older state (or a key of the same repr)
-            self._drop(name)
+        self._index.pop(name)  # this key's older state (or a key of the same repr)
         path, tmp = self.directory / name, self.directory / f".{name}.tmp"
         try:
             torch.save(user_to_dict(user), tmp)
@@ -80,16 +92,9 @@ class FileTier:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        size = path.stat().st_size
-        if size > self.max_bytes:
+        if not self._index.put(name, key, path.stat().st_size):  # alone over the bound
             path.unlink()
-            self.rejected += 1
             return False
-        while self.bytes + size > self.max_bytes:
-            self._drop(next(iter(self._files)))
-            self.evictions += 1
-        self._files[name] = (key, size)
-        self.bytes += size
         return True
 
     def take(self, key: Hashable) -> IncrementalUser | None:
@@ -97,28 +102,19 @@ class FileTier:
         deleted at once; its tensors stay memory-mapped (readable, the disk blocks in use) until
         they are freed: a partial hit's copy, or the state's eviction."""
         name = self._name(key)
-        entry = self._files.get(name)
-        if entry is None or entry[0] != key:
+        if self._index.peek(name) != key:
             self.misses += 1
             return None
         state = torch.load(self.directory / name, weights_only=True, mmap=True)
-        self._drop(name)
+        self._delete(name)
         self.hits += 1
         return user_from_dict(state)
 
     def clear(self) -> None:
         """Delete every file of the tier (the counters stay)."""
-        for name in list(self._files):
-            self._drop(name)
+        for name in self._index.keys():
+            self._delete(name)
 
     def stats(self) -> dict[str, int]:
         """Counters, entries and bytes held."""
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "evictions": self.evictions,
-            "rejected": self.rejected,
-            "entries": len(self._files),
-            "bytes": self.bytes,
-            "max_bytes": self.max_bytes,
-        }
+        return {**self._index.stats(), "hits": self.hits, "misses": self.misses}
