@@ -5,6 +5,9 @@
 # cores) with one change, then `python -m longseq.eval` at 96 and 256 events.
 #
 #   benchmarks/quality_farci.sh [runs dir]     (default: runs/farci)
+#   QUEUE=time benchmarks/quality_farci.sh [runs dir]   time and position out of the tokens:
+#       the default model, + position bias, + position and time bias (`model.stca.time_bias`),
+#       one run per seed in SEEDS (default "0 1 2")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs/farci}
@@ -27,6 +30,14 @@ run() {  # run <name> [training overrides...]
 
 OFF="model.stca.match_bias=false model.stca.position_bias=false model.stca.count_channel=false"
 mkdir -p "$RUNS"
+if [ "${QUEUE:-ablations}" = time ]; then
+  for s in ${SEEDS:-0 1 2}; do
+    run default_s"$s" seed="$s"
+    run pos_s"$s" seed="$s" model.stca.position_bias=true
+    run time_s"$s" seed="$s" model.stca.position_bias=true model.stca.time_bias=true
+  done
+  exit 0
+fi
 run full model.stca.position_bias=true                     # match + count + position bias
 run plain $OFF                                             # STCA as in the paper
 run match model.stca.count_channel=false

@@ -2,7 +2,7 @@
 # Long-history experiments of docs/results.md ("Make it long"), one training run after another.
 #
 #   benchmarks/quality_long.sh <queue>   queue: diag1k | recipe1k | long2k | ci | seeds1k |
-#                                        related1k | coarse1k
+#                                        related1k | coarse1k | time1k
 #
 # SEEDS="0 1 2" (the seeds1k, related1k and coarse1k queues: one training run per seed, same
 # data), RUNS (where runs go), DATA_ROOT (where the generated presets go), NPROC (ranks).
@@ -12,7 +12,7 @@
 # have eval/eval.json are skipped, so a queue can be resumed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-QUEUE=${1:?usage: benchmarks/quality_long.sh diag1k|recipe1k|long2k|ci|seeds1k|related1k|coarse1k}
+QUEUE=${1:?usage: benchmarks/quality_long.sh diag1k|recipe1k|long2k|ci|seeds1k|related1k|coarse1k|time1k}
 RUNS=${RUNS:-runs/long}
 DATA_ROOT=${DATA_ROOT:-data}
 SEEDS=${SEEDS:-0 1 2}
@@ -74,6 +74,10 @@ case $QUEUE in
   related1k)  # the same with the relatedness switches on: no regression on exact categories?
     D=$(data long1k 0)
     for s in $SEEDS; do run related1k_s"$s" long1k "$D" "$W1K" seed="$s" "${RELATED[@]}"; done
+    ;;
+  time1k)  # the recipe with time and position out of the tokens (model.stca.time_bias)
+    D=$(data long1k 0)
+    for s in $SEEDS; do run time1k_s"$s" long1k "$D" "$W1K" seed="$s" model.stca.time_bias=true; done
     ;;
   coarse1k)  # coarse categories over finer hidden topics (run with NPROC=1 for the table's layout)
     D=$(data coarse1k 0)
