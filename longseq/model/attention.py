@@ -21,6 +21,7 @@ from longseq.model.ops.dispatch import Projected, project_history, target_attent
 from longseq.model.ops.history import PackedHistory, PaddedHistory
 from longseq.model.ops.kernels import Kernel
 from longseq.model.ops.padded import AbsorbedKV
+from longseq.model.ops.tables import TableHistory
 
 __all__ = ["Projected", "TargetAttention", "reference_attention"]
 
@@ -64,7 +65,7 @@ class TargetAttention(nn.Module):
         self,
         q: torch.Tensor,
         state: Projected,
-        history: PaddedHistory | PackedHistory,
+        history: PaddedHistory | PackedHistory | TableHistory,
         kernel: str | None = None,
     ) -> torch.Tensor:
         """Queries ``q [B, T, d]`` (padded) or ``[N, d]`` (packed) over ``state = project(X̃)``

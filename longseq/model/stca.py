@@ -38,6 +38,7 @@ from longseq.model.match import AttentionBias
 from longseq.model.ops.dispatch import packed_history
 from longseq.model.ops.history import PaddedHistory, match_padded, positions_padded
 from longseq.model.ops.kernels import Kernel
+from longseq.model.ops.tables import MatchTables, TableHistory
 from longseq.model.soft_match import SoftMatch
 from longseq.model.stca_config import STCAConfig
 from longseq.model.tokens import positions_from_most_recent
@@ -68,6 +69,8 @@ class STCAState(UserState):
         positions: each event's distance from the newest (position bias / count channel).
         hist_ids: the events' (item, category) ids (match bias).
         hist_rel: the events' relatedness vectors (soft match).
+        tables: the events indexed by id (`MatchTables`; one request's state, serving:
+            `longseq.model.stca_tables.with_tables`), or None.
     """
 
     layers: list[Projected]
@@ -76,6 +79,7 @@ class STCAState(UserState):
     positions: torch.Tensor | None = None
     hist_ids: torch.Tensor | None = None
     hist_rel: torch.Tensor | None = None
+    tables: MatchTables | None = None
 
 
 class STCATower(SequenceTower[STCAState]):
@@ -314,10 +318,20 @@ class STCATower(SequenceTower[STCAState]):
     def score(
         self, state: STCAState, tgt: torch.Tensor, tgt_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``tgt [B,T,d]`` (``tgt_ids [B,T,2]``) against a padded `STCAState` -> ``[B,T,d]``."""
-        history = self._history(
-            state.hist_mask, state.positions, state.hist_ids, tgt_ids, state.hist_rel, tgt
-        )
+        """``tgt [B,T,d]`` (``tgt_ids [B,T,2]``) against a padded `STCAState` -> ``[B,T,d]``
+        (with the state's `MatchTables`, if `longseq.model.stca_tables.with_tables` gave it
+        some: the same function, at the cost of the attention plus the matched events)."""
+        history: PaddedHistory | TableHistory | None = None
+        if state.tables is not None:
+            _, tgt_ids = self._match_ids(state.hist_ids, tgt_ids)
+            assert state.hist_ids is not None and tgt_ids is not None  # the match bias's ids
+            pos = None if state.positions is None else state.positions[0]
+            history = TableHistory.build(state.tables, state.hist_ids[0], tgt_ids[0], pos)
+            history = history if history.sparse else None  # most pairs match: the dense bias
+        if history is None:
+            history = self._history(
+                state.hist_mask, state.positions, state.hist_ids, tgt_ids, state.hist_rel, tgt
+            )
         return self._layers(state.layers, tgt, history, None, False)
 
     def forward(

@@ -27,6 +27,7 @@ import torch
 
 from longseq.model.ops.dispatch import Projected
 from longseq.model.ops.kernels import Kernel
+from longseq.model.ops.tables import MatchTables
 from longseq.model.stca import STCAState, STCATower
 from longseq.model.tokens import positions_from_most_recent
 
@@ -39,11 +40,14 @@ class STCAEvents:
         layers: per layer, the packed keys and values ``([L, h, d_h], [L, h, d_h])``.
         hist_ids: ``[L, F]`` the events' match ids (None without the match bias).
         hist_rel: ``[L, r]`` the soft match's vectors (None without it).
+        tables: the events indexed by id (`MatchTables` of ``hist_ids``), kept exact by
+            `append_events` / `drop_oldest`, or None (not kept).
     """
 
     layers: list[Projected]
     hist_ids: torch.Tensor | None = None
     hist_rel: torch.Tensor | None = None
+    tables: MatchTables | None = None
 
     def __len__(self) -> int:
         first = self.layers[0]
@@ -96,11 +100,17 @@ def _tail(x, start: int):  # noqa: ANN001, ANN202
 
 
 def append_events(old: STCAEvents, new: STCAEvents) -> STCAEvents:
-    """``old``'s events followed by ``new``'s (both of one user, oldest -> newest)."""
+    """``old``'s events followed by ``new``'s (both of one user, oldest -> newest); ``old``'s
+    tables, if it keeps some, take in ``new``'s ids (a merge, no re-sort)."""
+    tables = old.tables
+    if tables is not None:
+        assert new.hist_ids is not None  # tables index the match ids: the same tower's events
+        tables = tables.append(new.hist_ids)
     return STCAEvents(
         [_cat(a, b) for a, b in zip(old.layers, new.layers, strict=True)],
         _cat(old.hist_ids, new.hist_ids),
         _cat(old.hist_rel, new.hist_rel),
+        tables,
     )
 
 
@@ -113,6 +123,7 @@ def drop_oldest(events: STCAEvents, n: int) -> STCAEvents:
         [_tail(x, n) for x in events.layers],
         _tail(events.hist_ids, n),
         _tail(events.hist_rel, n),
+        None if events.tables is None else events.tables.drop_oldest(n),
     )
 
 
@@ -178,6 +189,7 @@ def events_nbytes(events: STCAEvents) -> int:
     total = 0
     for f in fields(events):
         x = getattr(events, f.name)
+        x = [x.order, x.sorted_ids] if isinstance(x, MatchTables) else x
         items = x if isinstance(x, list) else [x]
         for item in items:
             for t in item if isinstance(item, tuple) else (item,):

@@ -9,7 +9,9 @@ Fields named ``hist_mask`` (the padding mask of STCA, SIM and the transformer) a
 exported state holds no padding (one request per state, or requests of equal history length
 stacked), and the towers read ``hist_mask=None`` as "every slot is an event" without a
 data-dependent check, which a traced graph could not hold. Masks a tower computes itself
-(DIN's ``mask`` of the events it attends to) stay inputs.
+(DIN's ``mask`` of the events it attends to) stay inputs. STCA's ``tables`` (its events indexed by
+id, `longseq.model.ops.tables`: data-dependent sizes and loops, which a graph cannot hold) are
+dropped too: an exported graph scores with the dense match bias, the same function.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 
 #: state fields left out of the flat form (see the module doc)
-DROPPED = ("hist_mask",)
+DROPPED = ("hist_mask", "tables")
 _SLOT = "<tensor>"
 
 

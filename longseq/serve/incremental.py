@@ -22,6 +22,7 @@ second tier (``second_tier``: `longseq.serve.spill.FileTier`, files) and come ba
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from longseq.data.collate import dt_buckets
+from longseq.model.ops.tables import MatchTables
 from longseq.model.stca import STCATower
 from longseq.model.stca_events import (
     STCAEvents,
@@ -83,6 +85,10 @@ class IncrementalEncoder:
         self.tower: STCATower = tower  # type: ignore[assignment]
         self.needs_mean = model.interaction.head_needs_history_mean
         self.tables = model.ec.embeddings
+        #: the states keep their events indexed by id (`MatchTables`) across requests
+        self._keeps_tables = (
+            scorer.match_tables and tower.cfg.match_bias and not tower.cfg.soft_match
+        )  # type: ignore[union-attr]
 
     def _tokens(self, item, category, action, ts) -> tuple[torch.Tensor, torch.Tensor | None]:  # noqa: ANN001
         """History tokens ``[n, d]`` and the tower's history ids of ``n`` events (every id
@@ -119,6 +125,8 @@ class IncrementalEncoder:
         keep = n if self.window is None else min(n, self.window)
         cols = [c[n - keep :].clone() for c in cols]  # its own, compact memory
         events, token_sum = self._encode(*cols)
+        if self._keeps_tables and events.hist_ids is not None:  # then kept up to date by extend
+            events = dataclasses.replace(events, tables=MatchTables.build(events.hist_ids))
         return IncrementalUser(events, *cols, token_sum, n)
 
     def extend(
@@ -190,8 +198,10 @@ class IncrementalEncoder:
         tokens, vec = inter.head_user_inputs(mean, feats)
         lengths = torch.tensor([len(user)], device=dev)
         padded = padded_state(self.tower, state)  # the tower's own kernel scores it
-        if padded is not None:
-            return UserSide(padded, lengths, False, tokens, vec)
+        if padded is not None:  # with the kept tables (or ones built now: a state from a file)
+            return self.scorer.indexed(
+                UserSide(padded, lengths, False, tokens, vec), user.events.tables
+            )
         return UserSide(state, lengths, True, tokens, vec)
 
 

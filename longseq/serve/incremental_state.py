@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from longseq.model.ops.tables import MatchTables
 from longseq.model.stca_events import STCAEvents, events_nbytes, storage_nbytes
 
 
@@ -57,6 +58,7 @@ def user_to_dict(user: IncrementalUser) -> dict[str, Any]:
     ev = user.events
     layers = [tuple(x) if isinstance(x, tuple) else x for x in ev.layers]  # no named tuples
     out = {"format": FORMAT, "layers": layers, "hist_ids": ev.hist_ids, "hist_rel": ev.hist_rel}
+    out["tables"] = None if ev.tables is None else (ev.tables.order, ev.tables.sorted_ids)
     return out | {c: getattr(user, c) for c in _COLUMNS} | {"seen": int(user.seen)}
 
 
@@ -64,6 +66,8 @@ def user_from_dict(d: dict[str, Any]) -> IncrementalUser:
     """The `IncrementalUser` of a `user_to_dict` dict (a ``ValueError`` for another format)."""
     if d.get("format") != FORMAT:
         raise ValueError(f"not a user state of format {FORMAT}: format {d.get('format')!r}")
-    events = STCAEvents(list(d["layers"]), d["hist_ids"], d["hist_rel"])
+    tables = d.get("tables")  # absent in files written before the tables were kept
+    tables = None if tables is None else MatchTables(*tables)
+    events = STCAEvents(list(d["layers"]), d["hist_ids"], d["hist_rel"], tables)
     item, category, action, ts, token_sum = (d[c] for c in _COLUMNS)
     return IncrementalUser(events, item, category, action, ts, token_sum, int(d["seen"]))

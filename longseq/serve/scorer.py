@@ -30,6 +30,9 @@ from longseq.data.collate import dt_buckets
 from longseq.data.features import FeatureSpec
 from longseq.model.interaction import history_mean
 from longseq.model.model import LongSeqModel
+from longseq.model.ops.tables import MatchTables
+from longseq.model.stca import STCATower
+from longseq.model.stca_tables import with_tables
 from longseq.model.user_side import (
     UserSide,
     encode_users,
@@ -127,6 +130,10 @@ class Scorer:
         device: where the model runs (default: where its parameters are).
         packed: `score_batch` scores the whole batch packed, no padding anywhere, each STCA
             layer's attention one FlexAttention call (`longseq.model.ops.flex`; STCA only).
+        match_tables: index each request's events by id when its state is encoded (STCA with
+            the id-match bias, a padded one-request state): candidates then pay the attention
+            plus their matched events, not a comparison with every event (the same scores;
+            `longseq.model.stca_tables`). False: the padded kernels build the bias densely.
     """
 
     def __init__(
@@ -135,6 +142,7 @@ class Scorer:
         cache_bytes: int = 256 << 20,
         device: str | None = None,
         packed: bool = False,
+        match_tables: bool = True,
     ) -> None:
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.model = model.to(self.device).eval()
@@ -142,6 +150,7 @@ class Scorer:
         if packed:
             packed_kernel(self.model)  # a clear error for a tower without the packed kernel
         self.packed = packed
+        self.match_tables = match_tables
         #: feature -> (table name, rows) of the model's embedding tables
         self.limits = {
             f: (c.name, int(c.num_embeddings))
@@ -236,6 +245,17 @@ class Scorer:
             self.cache.put(key, entry, entry.nbytes())
         return entry.user
 
+    def indexed(self, user: UserSide, tables: MatchTables | None = None) -> UserSide:
+        """``user`` with its STCA state's events indexed by id (``match_tables``; ``tables``:
+        ones kept up to date for these events), so that candidates cost the attention plus
+        their matched events (`longseq.model.stca_tables`); ``user`` itself for other towers,
+        packed states, or with ``match_tables=False``."""
+        tower = self.model.interaction.tower
+        if not self.match_tables or user.packed or not isinstance(tower, STCATower):
+            return user
+        state = with_tables(tower, user.state, tables)  # type: ignore[arg-type]
+        return user if state is user.state else replace(user, state=state)
+
     @property
     def _request_keys(self) -> list[str]:
         """KJT keys of the user/context sparse features the model reads."""
@@ -248,7 +268,7 @@ class Scorer:
         sub_ids = None if ids is None else ids[start:end]
         feats = {g: v[row : row + 1] for g, v in ufeats.items()}
         xs, ls = x[start:end], lengths[row : row + 1]
-        user = encode_users(self.model, xs, ls, sub_ids, features=feats)
+        user = self.indexed(encode_users(self.model, xs, ls, sub_ids, features=feats))
         mean = history_mean(xs, ls) if needs_history_mean(self.model) else None
         return _own(CachedUser(user, mean))
 

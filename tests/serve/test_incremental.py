@@ -19,6 +19,8 @@ from common import TASKS, model_config  # noqa: E402
 from feature_data import SPECS  # noqa: E402
 
 from longseq.model.embeddings import TableSizes
+from longseq.model.ops import tables as tables_mod
+from longseq.model.ops.tables import MatchTables
 from longseq.model.stca_events import check_incremental, encode_events, request_state
 from longseq.serve import Scorer, make_request
 from longseq.serve.incremental import IncrementalEncoder, UserHistoryCache
@@ -180,6 +182,35 @@ def test_a_bounded_window_evicts_the_oldest_events(variant: str) -> None:
     assert len(fresh) == w and fresh.seen == n
     assert user.nbytes() == fresh.nbytes()
     _check(enc, fresh, cols, n, int(cols[3][n - 1]) + 7200)
+
+
+def test_kept_match_tables_are_a_fresh_index_and_score_as_without(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The states keep their events indexed by id across appends and evictions (exactly a fresh
+    `MatchTables.build`), and candidates scored through them equal a scorer without them."""
+    monkeypatch.setattr(tables_mod, "MAX_MATCHED_SHARE", 1.0)  # few ids here: keep the tables
+    scorer = _scorer("sdpa")  # match bias + count channel
+    plain = Scorer(scorer.model, cache_bytes=0, match_tables=False)
+    w = 12
+    enc = IncrementalEncoder(scorer, window=w)
+    cols = _events(50, seed=3)
+    user, n = enc.encode(*(c[:5] for c in cols)), 5
+    for size in (1, 4, 9, 2, 11):  # past the window
+        user, n = enc.extend(user, *(c[n : n + size] for c in cols)), n + size
+        assert user.events.tables is not None and user.events.hist_ids is not None
+        fresh = MatchTables.build(user.events.hist_ids)
+        assert torch.equal(user.events.tables.order, fresh.order)
+        assert torch.equal(user.events.tables.sorted_ids, fresh.sorted_ids)
+        ts = int(cols[3][n - 1]) + 600
+        got = enc.user_side(user, ts)
+        want = plain.encode(make_request(*(c[:n] for c in cols), ts, window=w))
+        assert got.state.tables is not None and want.state.tables is None
+        items, cats, _ = _candidates(scorer, [c[:n] for c in cols])
+        s_got, s_want = scorer.score(got, items, cats), plain.score(want, items, cats)
+        assert s_want.std() > 1e-4
+        torch.testing.assert_close(s_got, s_want, atol=ATOL, rtol=0)
+    assert scorer.encode(make_request(*cols, int(cols[3][-1]))).state.tables is not None
 
 
 def test_unsupported_models_raise() -> None:

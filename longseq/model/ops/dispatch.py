@@ -18,9 +18,11 @@ from torch import nn
 from longseq.model.ops.flex import flex_attention_packed, packed_batch, use_flex
 from longseq.model.ops.history import PackedHistory, PaddedHistory, match_pairs
 from longseq.model.ops.kernels import Kernel
+from longseq.model.ops.matched import table_attention
 from longseq.model.ops.padded import AbsorbedKV, absorbed_attention, kv_attention, sdpa_attention
 from longseq.model.ops.pairs import pair_attention, request_pairs
 from longseq.model.ops.reference import reference_attention_kernel
+from longseq.model.ops.tables import TableHistory
 
 #: one layer's part of the user state: ``(K, V)``, or the encoded history itself (``absorbed``)
 Projected = tuple[torch.Tensor, torch.Tensor] | torch.Tensor
@@ -60,7 +62,7 @@ def target_attention(
     kernel: Kernel,
     q: torch.Tensor,
     kv: Projected | AbsorbedKV,
-    history: PaddedHistory | PackedHistory,
+    history: PaddedHistory | PackedHistory | TableHistory,
     bias=None,  # noqa: ANN001 - the history's `logit_bias` form for this kernel
 ) -> torch.Tensor:
     """Per-head queries ``q`` over a layer's history side ``kv`` -> per-head outputs.
@@ -70,9 +72,16 @@ def target_attention(
     ``q [N, h, d_h]``, ``kv = (K, V)`` ``[E, h, d_h]`` each, a `PackedHistory` laid out for this
     kernel (`packed_history`), ``bias`` ``[P, h]`` (``pairs``) or the ``flex`` score terms ->
     ``[N, h, d_h]``. ``bias``: `PaddedHistory.logit_bias` / `PackedHistory.logit_bias` of the
-    layer's `longseq.model.match.AttentionBias`, or None.
+    layer's `longseq.model.match.AttentionBias`, or None. A `TableHistory` (one request's
+    state indexed by id; ``kv``, ``sdpa`` or ``reference`` keys and values) runs
+    `longseq.model.ops.matched.table_attention` whatever the kernel: the same function.
     """
     kernel = Kernel(kernel)
+    if isinstance(history, TableHistory):  # one request's state indexed by id (serving)
+        if kernel not in (Kernel.KV, Kernel.SDPA, Kernel.REFERENCE):
+            raise ValueError(f"a TableHistory needs keys and values (kv, sdpa), not {kernel}")
+        assert isinstance(kv, tuple)  # those kernels' (K, V)
+        return table_attention(q, kv, history, bias, heads_first=kernel is Kernel.SDPA)
     want = PaddedHistory if kernel.layout == "padded" else PackedHistory
     if not isinstance(history, want):
         raise TypeError(
