@@ -80,8 +80,8 @@ def target_attention(
     if isinstance(history, TableHistory):  # one request's state indexed by id (serving)
         if kernel not in (Kernel.KV, Kernel.SDPA, Kernel.REFERENCE):
             raise ValueError(f"a TableHistory needs keys and values (kv, sdpa), not {kernel}")
-        assert isinstance(kv, tuple)  # those kernels' (K, V)
-        return table_attention(q, kv, history, bias, heads_first=kernel is Kernel.SDPA)
+        assert isinstance(kv, tuple) and not isinstance(kv, AbsorbedKV)  # those kernels' (K, V)
+        return table_attention(q, (kv[0], kv[1]), history, bias, heads_first=kernel is Kernel.SDPA)
     want = PaddedHistory if kernel.layout == "padded" else PackedHistory
     if not isinstance(history, want):
         raise TypeError(
