@@ -139,9 +139,12 @@ def serve_md(p: dict[str, Any]) -> str:
     """The serve section's tables."""
     ks = p["config"]["candidates"]
     rows = []
-    for form, s in p["summary"].items():
-        by = {r["candidates"]: r for r in _ok(p, form=form, part="request")}
-        rows.append([form, f"{s['user_side_s'] * 1e3:.1f}",
+    entries = [(form, form, s) for form, s in p["summary"].items()]
+    for form, s in p["summary"].items():  # the recipe and tables variants (later results)
+        entries += [(f"{form}+{v}", f"{form}+{v}", s[v]) for v in ("recipe", "tables") if v in s]
+    for name, key, s in entries:
+        by = {r["candidates"]: r for r in _ok(p, form=key, part="request")}
+        rows.append([name, f"{s['user_side_s'] * 1e3:.1f}",
                      *(_f(by.get(k) and by[k]["median_s"] * 1e3, ".1f") for k in ks),
                      f"{s['marginal_s_per_candidate'] * 1e3:.3f}",
                      f"**{s['cost_ratio_max_vs_1']:.2f}x**", f"{s['candidates_per_s_at_max']:.0f}"])  # fmt: skip

@@ -25,8 +25,13 @@ import torch
 from longseq.bench.common import BenchArgs, result_payload
 from longseq.bench.timing import measure_interleaved
 from longseq.model.stca import STCAConfig, STCATower
+from longseq.model.stca_tables import with_tables
 
 FORMS = ("absorbed", "kv", "sdpa", "flex")
+#: the forms whose state can be indexed by id (`longseq.model.stca_tables`): keys and values
+TABLE_FORMS = ("kv", "sdpa")
+#: the ids' vocabulary: items drawn uniformly, each item's category fixed (``item % CATEGORIES``)
+ITEMS, CATEGORIES = 20_000, 200
 #: the model's STCA recipe (`longseq.model.model.RECIPE`, not imported: it loads TorchRec)
 RECIPE = {"match_bias": True, "count_channel": True}
 VOCAB = {"items": 100_000, "categories": 1_000}
@@ -62,7 +67,7 @@ def _slope(xs: list[int], ys: list[float]) -> tuple[float, float]:
     return slope, my - slope * mx
 
 
-def _model_fns(cfg: STCAConfig, g: dict[str, Any], args: BenchArgs) -> dict[str, Any]:
+def _model_fns(cfg: STCAConfig, g: dict[str, Any], args: BenchArgs, tables: bool) -> dict[str, Any]:
     """The `Scorer` path (lookup + tokens + tower + heads) at K = 1 and K_max; {} without
     TorchRec."""
     try:
@@ -75,7 +80,7 @@ def _model_fns(cfg: STCAConfig, g: dict[str, Any], args: BenchArgs) -> dict[str,
     mcfg = ModelConfig(tower="stca", stca=cfg)
     sizes = TableSizes(VOCAB["items"], VOCAB["categories"], 8)
     model = LongSeqModel(mcfg, sizes, ["click"]).to(args.torch_device, args.torch_dtype)
-    scorer = Scorer(model, cache_bytes=0)
+    scorer = Scorer(model, cache_bytes=0, match_tables=tables)
     n, k_max = g["length"], g["candidates"][-1]
     gen = torch.Generator().manual_seed(1)
     ints = lambda hi, m: torch.randint(0, hi, (m,), generator=gen).tolist()  # noqa: E731
@@ -92,9 +97,19 @@ def _model_fns(cfg: STCAConfig, g: dict[str, Any], args: BenchArgs) -> dict[str,
     return fns
 
 
-def _protocol(tower: STCATower, hist, mask, hist_ids):
-    """``(encode(), score(state, cands, cand_ids))`` of one request: the padded tower protocol,
-    or for the ``flex`` kernel the packed one (a batch of one request, one FlexAttention call)."""
+def _ids(n: int, dev) -> torch.Tensor:  # noqa: ANN001
+    """``[1, n, 2]`` (item, category) ids: `ITEMS` items, each of one of `CATEGORIES` categories
+    (a 10k history holds about 50 events of a category, one of an item)."""
+    item = torch.randint(0, ITEMS, (1, n), device=dev)
+    return torch.stack([item, item % CATEGORIES], -1)
+
+
+def _protocol(tower: STCATower, hist, mask, hist_ids, tables: bool = False):
+    """``(encode(), score(state, cands, cand_ids))`` of one request: the padded tower protocol
+    (``tables``: the state indexed by id, as `longseq.serve.Scorer` serves it), or for the
+    ``flex`` kernel the packed one (a batch of one request, one FlexAttention call)."""
+    if tables:
+        return (lambda: with_tables(tower, tower.encode_user(hist, mask, hist_ids))), tower.score
     if tower.layout == "padded":
         return (lambda: tower.encode_user(hist, mask, hist_ids)), tower.score
     lengths = mask.sum(1)
@@ -110,21 +125,22 @@ def _recipe_notes(summary: dict[str, Any], k: int) -> list[str]:
     """One line per form: the recipe variant's numbers (the table shows the paper's tower)."""
     out = []
     for form, s in summary.items():
-        r = s.get("recipe")
-        if not r:
-            continue
-        line = (
-            f"{form}+recipe: user side {r['user_side_s'] * 1e3:.1f} ms, K={k} / K=1 "
-            f"{r['cost_ratio_max_vs_1']:.2f}x, marginal {r['marginal_s_per_candidate'] * 1e3:.3f} "
-            f"ms/candidate, cache hit at K=1 {r['hit_speedup_at_1']:.1f}x faster than a miss"
-        )
-        if m := r.get("model"):
-            line += (
-                f"; Scorer end to end: encode {m['encode'] * 1e3:.1f} ms, K=1 miss "
-                f"{m['miss_K=1'] * 1e3:.1f} / hit {m['hit_K=1'] * 1e3:.1f} ms, K={k} miss "
-                f"{m[f'miss_K={k}'] * 1e3:.1f} / hit {m[f'hit_K={k}'] * 1e3:.1f} ms"
+        for part in ("recipe", "tables"):
+            r = s.get(part)
+            if not r:
+                continue
+            line = (
+                f"{form}+{part}: user side {r['user_side_s'] * 1e3:.1f} ms, K={k} / K=1 "
+                f"{r['cost_ratio_max_vs_1']:.2f}x, marginal {r['marginal_s_per_candidate'] * 1e3:.3f} "
+                f"ms/candidate, cache hit at K=1 {r['hit_speedup_at_1']:.1f}x faster than a miss"
             )
-        out.append(line)
+            if m := r.get("model"):
+                line += (
+                    f"; Scorer end to end: encode {m['encode'] * 1e3:.1f} ms, K=1 miss "
+                    f"{m['miss_K=1'] * 1e3:.1f} / hit {m['hit_K=1'] * 1e3:.1f} ms, K={k} miss "
+                    f"{m[f'miss_K={k}'] * 1e3:.1f} / hit {m[f'hit_K={k}'] * 1e3:.1f} ms"
+                )
+            out.append(line)
     return out
 
 
@@ -139,16 +155,19 @@ def run(args: BenchArgs) -> dict[str, Any]:
     hist = torch.randn(1, length, d, device=dev, dtype=dtype)
     mask = torch.ones(1, length, dtype=torch.bool, device=dev)
     cands = torch.randn(1, max(ks), d, device=dev, dtype=dtype)
-    hist_ids = torch.randint(0, 50, (1, length, 2), device=dev)
-    tgt_ids = torch.randint(0, 50, (1, max(ks), 2), device=dev)
-    variants = {**{f: (f, {}) for f in FORMS}, **{f"{f}+recipe": (f, RECIPE) for f in FORMS}}
-    for form, (kernel, recipe) in variants.items():
+    hist_ids, tgt_ids = _ids(length, dev), _ids(max(ks), dev)
+    variants = {
+        **{f: (f, {}, False) for f in FORMS},
+        **{f"{f}+recipe": (f, RECIPE, False) for f in FORMS},
+        **{f"{f}+tables": (f, RECIPE, True) for f in TABLE_FORMS},
+    }
+    for form, (kernel, recipe, tables) in variants.items():
         layout = "packed" if kernel == "flex" else "padded"
         cfg = STCAConfig(d_model=d, num_heads=g["num_heads"], num_layers=g["num_layers"],
                          ffn_depth=g["ffn_depth"], kernel=kernel, layout=layout, **recipe)  # fmt: skip
         torch.manual_seed(0)
         tower = STCATower(cfg).to(dev, dtype).eval()
-        encode, score = _protocol(tower, hist, mask, hist_ids)
+        encode, score = _protocol(tower, hist, mask, hist_ids, tables)
         with torch.inference_mode():
             state = encode()
         fns: dict[str, Any] = {"user_side": encode}
@@ -156,7 +175,7 @@ def run(args: BenchArgs) -> dict[str, Any]:
             c, ci = cands[:, :k], tgt_ids[:, :k]
             fns[f"miss K={k}"] = lambda c=c, ci=ci, sc=score, en=encode: sc(en(), c, ci)
             fns[f"hit K={k}"] = lambda s=state, c=c, ci=ci, sc=score: sc(s, c, ci)
-        model_fns = {} if args.tiny or not recipe else _model_fns(cfg, g, args)
+        model_fns = {} if args.tiny or not recipe else _model_fns(cfg, g, args, tables)
         with torch.inference_mode():
             timings = measure_interleaved({**fns, **model_fns}, args.reps, args.warmup, dev)
         user = timings.pop("user_side")
@@ -192,7 +211,7 @@ def run(args: BenchArgs) -> dict[str, Any]:
                 if name.startswith("model ")
             }
         if recipe:  # nested: the report's table and target read the paper's tower per form
-            summary[kernel]["recipe"] = entry
+            summary[kernel]["tables" if tables else "recipe"] = entry
         else:
             summary[form] = entry
     return result_payload(
@@ -211,7 +230,12 @@ def run(args: BenchArgs) -> dict[str, Any]:
             "inference mode, one request (batch 1), every history slot valid",
             "form = the paper's tower in that attention form; form+recipe = with the model's "
             "default id-match bias and count channel (an additive score bias: the sdpa form "
-            "then passes it as an attention mask)",
+            "then passes it as an attention mask); form+tables = the same model with its state's "
+            "events indexed by id (longseq.model.stca_tables, what Scorer serves by default): "
+            "the count channel by lookups, the match bias as a correction over each candidate's "
+            "matched events",
+            f"ids: {ITEMS} items, each in one of {CATEGORIES} categories (item % {CATEGORIES}), "
+            "drawn uniformly for the history and the candidates",
             "user_side = STCATower.encode_user: every layer's history FFN + LN and its "
             "TargetAttention.project (keys/values; X̃ itself in the absorbed form)",
             "request (miss) = encode_user + score(K); hit = score(K) against a cached state",
