@@ -134,9 +134,16 @@ class AttentionBias(nn.Module):
             bias = pb if bias is None else bias + pb
         return bias
 
-    def window(self, positions: torch.Tensor) -> torch.Tensor:
-        """The count channel's position window ``g_h(p)``: ``[..., h]`` for ``positions [...]``."""
-        pe = self._pe(positions, self.count_tau)
+    def encode(self, positions: torch.Tensor) -> torch.Tensor:
+        """The positions' encoding ``[..., pos_dim]`` (``2 pos_dim`` with ``time``) the position
+        bias and the count window read: a fixed function, the same in every layer of a tower, so
+        a caller may compute it once for all of them (``pe=`` of `window` / `score_terms`)."""
+        return self._pe(positions, self.count_tau if self.count else self.pos_w.weight)
+
+    def window(self, positions: torch.Tensor, pe: torch.Tensor | None = None) -> torch.Tensor:
+        """The count channel's position window ``g_h(p)``: ``[..., h]`` for ``positions [...]``
+        (``pe``: their `encode`, if already computed)."""
+        pe = self._pe(positions, self.count_tau) if pe is None else pe
         return torch.sigmoid(GAIN * (self.count_pos_w(pe) + self.count_tau))
 
     def count_padded(
@@ -166,14 +173,16 @@ class AttentionBias(nn.Module):
         return self.count_proj(torch.log1p(count_tables(self.window(positions), groups)))
 
     def score_terms(
-        self, positions: torch.Tensor | None, with_ids: bool
+        self, positions: torch.Tensor | None, with_ids: bool, pe: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The logit biases as the ``flex`` kernel's ``score_mod`` adds them: the position bias
         of every event ``[E, h]`` (None without it or without ``positions``) and the match
-        weights ``[F, h]`` (None without the match bias or, ``with_ids`` False, the ids)."""
+        weights ``[F, h]`` (None without the match bias or, ``with_ids`` False, the ids).
+        ``pe``: the positions' `encode`, if already computed."""
         position = match_w = None
         if self.position_bias and positions is not None:
-            position = GAIN * self.pos_w(self._pe(positions, self.pos_w.weight))  # [E, h]
+            pe = self._pe(positions, self.pos_w.weight) if pe is None else pe
+            position = GAIN * self.pos_w(pe)  # [E, h]
         if self.match_w is not None and with_ids:
             match_w = GAIN * self.match_w  # [F, h]
         return position, match_w

@@ -87,12 +87,14 @@ def table_attention(
     ``terms = (position bias [L, h] or None, match weights [F, h])``
     (`TableHistory.logit_bias`) -> ``[1, T, h, d_h]``: the padded kernels' output with the same
     biases (see the module doc)."""
-    if heads_first:  # [h, L, d_h] for the fused calls, [L, h, d_h] views for the pair gathers
+    # [h, L, d_h] for the fused calls, [L, h, d_h] for the pair gathers: views either way (the
+    # fused kernel reads strided keys faster than a copy of them costs)
+    if heads_first:
         kh, vh = kv[0][0], kv[1][0]
         k, v = kh.transpose(0, 1), vh.transpose(0, 1)
     else:
         k, v = kv[0][0], kv[1][0]
-        kh, vh = k.transpose(0, 1).contiguous(), v.transpose(0, 1).contiguous()
+        kh, vh = k.transpose(0, 1), v.transpose(0, 1)
     if k.shape[0] == 0:
         return q.new_zeros(q.shape)
     position, match_w = terms

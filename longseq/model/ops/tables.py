@@ -105,9 +105,11 @@ class TableHistory:
         positions: ``[L]`` (or ``[L, 2]`` with ``time_bias``) the events' position inputs, or
             None.
         lo, hi: ``[F, T]`` `MatchTables.lookup` of the candidates.
-        segments: per feature, ``(event_segment [L], candidate_segment [T])``: each sorted
+        segments: per feature, ``(event_segment [L], candidate_segment [T], U)``: each sorted
             event's id value as an index ``0..U-1`` and each candidate's (``U`` when the history
             has none of it), for the count channel.
+        pe: the positions' encoding, computed by the first layer that needs it (every layer's
+            is the same function, `AttentionBias.encode`).
     """
 
     tables: MatchTables
@@ -117,6 +119,7 @@ class TableHistory:
     lo: torch.Tensor
     hi: torch.Tensor
     segments: list[tuple[torch.Tensor, torch.Tensor, int]]
+    pe: torch.Tensor | None = None
 
     @classmethod
     def build(
@@ -152,15 +155,23 @@ class TableHistory:
         total = self.tgt_ids.shape[0] * self.hist_ids.shape[0]
         return int((self.hi - self.lo).sum()) <= MAX_MATCHED_SHARE * total
 
+    def _encoded(self, bias: AttentionBias) -> torch.Tensor | None:
+        """The positions' encoding, computed once for every layer (`AttentionBias.encode`)."""
+        if self.positions is None or not (bias.position_bias or bias.count):
+            return None
+        if self.pe is None:
+            self.pe = bias.encode(self.positions)
+        return self.pe
+
     def logit_bias(self, bias: AttentionBias):  # noqa: ANN201 - the score terms
         """The layer's position bias ``[L, h]`` (or None) and match weights ``[F, h]``
         (`AttentionBias.score_terms`): the kernel adds them itself."""
-        return bias.score_terms(self.positions, True)
+        return bias.score_terms(self.positions, True, self._encoded(bias))
 
     def count(self, bias: AttentionBias) -> torch.Tensor:
         """The layer's count channel ``[T, d]`` from per-id tables of the windowed counts."""
         assert self.positions is not None  # a count channel needs the positions
-        g = bias.window(self.positions)  # [L, h]
+        g = bias.window(self.positions, self._encoded(bias))  # [L, h]
         per_f = []
         for f, (seg, cand, u) in enumerate(self.segments):
             table = g.new_zeros(u + 1, g.shape[1])  # row u: an id the history does not hold
