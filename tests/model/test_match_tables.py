@@ -50,10 +50,12 @@ def test_attend_lse_fused_equals_the_readable_form(monkeypatch: pytest.MonkeyPat
     q, k, v = (torch.randn(4, n, 8, generator=gen) for n in (5, 70, 70))
     pb = torch.randn(4, 70, generator=gen)
     fused = attend_lse(q, k, v, pb, 0.3)
+    monkeypatch.setattr(matched, "FOLD_MIN", 1)  # the bias folded into the keys
+    folded = attend_lse(q, k, v, pb, 0.3)
     monkeypatch.setattr(matched, "_flash_cpu", lambda: None)
     readable = attend_lse(q, k, v, pb, 0.3)
     s = torch.einsum("hne,hme->hnm", q, k) * 0.3 + pb[:, None, :]
-    for got in (fused, readable):
+    for got in (fused, folded, readable):
         torch.testing.assert_close(got[1], torch.logsumexp(s, -1), atol=ATOL, rtol=0)
         torch.testing.assert_close(got[0], torch.softmax(s, -1) @ v, atol=ATOL, rtol=0)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from longseq.model.ops.tables import TableHistory
 
@@ -39,6 +40,9 @@ GROUP_PAIRS = 4096
 MIN_DENOM = 0.05
 #: (candidate, event) pairs gathered at once
 PAIR_CHUNK = 1 << 16
+#: from this many queries on, the fused kernel takes the position bias as one more key dimension
+#: (a copy of the keys) instead of a broadcast mask, which halves its speed at 512 queries on CPU
+FOLD_MIN = 64
 
 
 def _flash_cpu():  # noqa: ANN202 - the op or None
@@ -54,10 +58,16 @@ def attend_lse(
     readable form."""
     flash = _flash_cpu()
     if flash is not None and q.device.type == "cpu" and q.dtype in (torch.float32, torch.bfloat16):
-        h, n, _ = q.shape
-        mask = None if pb is None else pb[None, :, None, :].expand(1, h, n, pb.shape[-1])
+        h, n, dh = q.shape
+        mask = None
+        if pb is not None and n >= FOLD_MIN:  # the bias as one more key dimension, no mask
+            q = torch.cat([q, q.new_ones(h, n, 1)], -1)
+            k = torch.cat([k, (pb / scale)[..., None]], -1)
+            v = F.pad(v, (0, 1))
+        elif pb is not None:
+            mask = pb[None, :, None, :].expand(1, h, n, pb.shape[-1])
         o, lse = flash(q[None], k[None], v[None], 0.0, False, attn_mask=mask, scale=scale)
-        return o[0], lse[0].to(q.dtype)
+        return o[0, ..., :dh], lse[0].to(q.dtype)
     s = torch.einsum("hne,hme->hnm", q, k) * scale
     s = s if pb is None else s + pb[:, None, :]
     lse = torch.logsumexp(s, -1)
