@@ -151,31 +151,61 @@ def test_train_resume_eval(tiny_data: Path, tmp_path: Path) -> None:
 
 
 def test_single_process_python_m(tiny_data: Path, tmp_path: Path) -> None:
-    """`python -m longseq.train` runs the same code path with one process."""
+    """`python -m longseq.train` runs the same code path with one process; one run checks the
+    evaluation callback and the final evaluation of ``checkpoints/best``, the training metrics
+    keys, TensorBoard's event file, one plain progress line per log step (stderr is a pipe), the
+    start-up and closing lines, the sharding config recorded in the checkpoint, and the
+    profiler's trace (steps 4-6)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     run = tmp_path / "run1"
-    _train1(
+    proc = _train1(
         tiny_data,
         f"run_dir={run}",
-        "trainer.max_steps=4",
+        "trainer.max_steps=8",
         "trainer.log_every=2",
-        "trainer.checkpoint_every=2",
-        "trainer.eval_every=2",
+        "trainer.checkpoint_every=4",
+        "trainer.eval_every=4",
         "trainer.eval_at_end=true",
         "trainer.eval_windows=[100]",
-        "trainer.progress=false",
+        "trainer.tensorboard=true",
+        "trainer.profile=true",
     )
     records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
-    assert [r["step"] for r in records if "loss" in r] == [2, 4]
+    train = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train] == [2, 4, 6, 8]
     # the evaluation callback ran the offline evaluation on each checkpoint and logged it
-    assert [r["step"] for r in records if "eval/auc/click@100" in r] == [2, 4]
-    assert (run / "checkpoints" / "step_4" / "longseq.json").is_file()
+    assert [r["step"] for r in records if "eval/auc/click@100" in r] == [4, 8]
+    assert (run / "checkpoints" / "step_8" / "longseq.json").is_file()
     # the final evaluation scored checkpoints/best (picked on the test split here: the tiny data
     # has no valid split)
     best = json.loads((run / "checkpoints" / "best.json").read_text())
     final = json.loads((run / "eval" / "eval.json").read_text())
     assert final["step"] == best["step"] and final["results"][0]["window"] == 100
     assert records[-1]["test/step"] == best["step"]
-    assert (run / "eval" / "step_2" / "eval.json").is_file()
+    assert (run / "eval" / "step_4" / "eval.json").is_file()
+    for key in (
+        "loss", "lr/dense", "lr/sparse", "grad_norm", "tokens_per_s", "targets_per_s",
+        "requests_per_s", "mem/peak_rss_mib", "train/auc/click", "train/ne/click",
+    ):  # fmt: skip
+        assert key in train[-1], key
+    assert train[-1]["grad_norm"] > 0 and train[-1]["mem/peak_rss_mib"] > 10
+    assert 0 <= train[-1]["train/auc/click"] <= 1
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    loss = [(e.step, e.value) for e in acc.Scalars("loss")]
+    assert [s for s, _ in loss] == [2, 4, 6, 8]
+    assert abs(loss[-1][1] - train[-1]["loss"]) < 1e-6
+    assert "\r" not in proc.stderr  # no bar without a terminal
+    assert "step 2/8 loss" in proc.stderr and "step 8/8 loss" in proc.stderr
+    assert "world size 1" in proc.stderr and "sharding item=row_wise" in proc.stderr
+    assert f"last checkpoint {run / 'checkpoints' / 'step_8'}" in proc.stderr
+    meta = json.loads((run / "checkpoints" / "step_8" / "longseq.json").read_text())
+    assert meta["sharding"]["tables"] == {"item": "row_wise"}
+    traces = list((run / "profile").glob("trace_rank0_step*.json"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 10_000
+    assert json.loads(traces[0].read_text())["traceEvents"]
+    assert "profiler trace" in proc.stderr
 
 
 def test_bad_data_path_names_the_file(tmp_path: Path) -> None:
@@ -208,55 +238,3 @@ def test_dry_run_plans_a_declared_cluster_without_one(tiny_data: Path, tmp_path:
     assert "rank:15/cuda:7" in proc.stdout or "[0, 1, 2, 3, 4, 5, 6, 7, 8" in proc.stdout
     assert proc.stdout.count("| 15 |") == 1  # one memory line per rank of the 16
     assert not (tmp_path / "never").exists()
-
-
-def test_profile_writes_a_trace(tiny_data: Path, tmp_path: Path) -> None:
-    run = tmp_path / "prof"
-    proc = _train1(
-        tiny_data,
-        f"run_dir={run}",
-        "trainer.max_steps=7",
-        "trainer.progress=false",
-        "trainer.profile=true",
-    )
-    traces = list((run / "profile").glob("trace_rank0_step*.json"))
-    assert len(traces) == 1 and traces[0].stat().st_size > 10_000
-    assert json.loads(traces[0].read_text())["traceEvents"]
-    assert "profiler trace" in proc.stderr
-
-
-def test_metrics_tensorboard_and_plain_progress(tiny_data: Path, tmp_path: Path) -> None:
-    """One process with TensorBoard on: the training metrics keys, the event file's loss, one
-    plain progress line per log step (stderr is a pipe), the start-up and closing lines, and the
-    sharding config recorded in the checkpoint."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    run = tmp_path / "tb"
-    proc = _train1(
-        tiny_data,
-        f"run_dir={run}",
-        "trainer.max_steps=4",
-        "trainer.log_every=2",
-        "trainer.checkpoint_every=4",
-        "trainer.tensorboard=true",
-    )
-    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
-    assert [r["step"] for r in records] == [2, 4]
-    for key in (
-        "loss", "lr/dense", "lr/sparse", "grad_norm", "tokens_per_s", "targets_per_s",
-        "requests_per_s", "mem/peak_rss_mib", "train/auc/click", "train/ne/click",
-    ):  # fmt: skip
-        assert key in records[-1], key
-    assert records[-1]["grad_norm"] > 0 and records[-1]["mem/peak_rss_mib"] > 10
-    assert 0 <= records[-1]["train/auc/click"] <= 1
-    acc = EventAccumulator(str(run / "tensorboard"))
-    acc.Reload()
-    loss = [(e.step, e.value) for e in acc.Scalars("loss")]
-    assert [s for s, _ in loss] == [2, 4]
-    assert abs(loss[-1][1] - records[-1]["loss"]) < 1e-6
-    assert "\r" not in proc.stderr  # no bar without a terminal
-    assert "step 2/4 loss" in proc.stderr and "step 4/4 loss" in proc.stderr
-    assert "world size 1" in proc.stderr and "sharding item=row_wise" in proc.stderr
-    assert f"last checkpoint {run / 'checkpoints' / 'step_4'}" in proc.stderr
-    meta = json.loads((run / "checkpoints" / "step_4" / "longseq.json").read_text())
-    assert meta["sharding"]["tables"] == {"item": "row_wise"}
