@@ -145,6 +145,9 @@ def test_a_tower_scores_an_indexed_state_as_the_padded_one(
         monkeypatch.setattr(tables_mod, "MAX_MATCHED_SHARE", 0.04)  # too many matches: dense
         torch.testing.assert_close(tower.score(indexed, tgt, tgt_ids), want, atol=ATOL, rtol=0)
         assert len(calls) == tower.cfg.num_layers
+        monkeypatch.setattr(tables_mod, "MAX_MATCHED_SHARE", 1.0)
+        none = tower.score(indexed, tgt[:, :0], tgt_ids[:, :0])  # a request without candidates
+        assert none.shape == (1, 0, 16) and len(calls) == 2 * tower.cfg.num_layers
 
 
 def test_tables_apply_only_where_the_kernel_reads_them() -> None:

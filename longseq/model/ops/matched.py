@@ -57,6 +57,8 @@ def attend_lse(
     lse [h, n])``. On CPU the fused flash kernel (which returns the log-sum-exp), elsewhere the
     readable form."""
     flash = _flash_cpu()
+    if q.shape[1] == 0:
+        return q.new_zeros(q.shape), q.new_zeros(q.shape[:2])
     if flash is not None and q.device.type == "cpu" and q.dtype in (torch.float32, torch.bfloat16):
         h, n, dh = q.shape
         mask = None
@@ -105,8 +107,8 @@ def table_attention(
     else:
         k, v = kv[0][0], kv[1][0]
         kh, vh = k.transpose(0, 1), v.transpose(0, 1)
-    if k.shape[0] == 0:
-        return q.new_zeros(q.shape)
+    if k.shape[0] == 0 or q.shape[1] == 0:  # no event, or no candidate (the fused kernel
+        return q.new_zeros(q.shape)  # cannot take 0 queries)
     position, match_w = terms
     assert match_w is not None  # the tables path is the match bias's
     pb = None if position is None else position.to(q.dtype)  # [L, h]
