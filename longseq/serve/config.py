@@ -31,6 +31,9 @@ class ServeConfig:
         packed: score each batch of ``data.batch_size`` requests at once, packed (no padding;
             STCA's attention as one FlexAttention call per layer, compiled per bucketed batch
             shape) instead of request by request; the user-state cache is then not used.
+        match_tables: index each request's events by id so that the default model's match
+            bias and count channel cost a lookup and the candidate's matched events instead of a
+            pass over every event (the same scores; docs/serving.md, "match tables").
     """
 
     checkpoint: str = MISSING
@@ -41,6 +44,7 @@ class ServeConfig:
     cache_mb: float = 256.0
     threads: int = 0
     packed: bool = False
+    match_tables: bool = True
 
     def validate(self) -> None:
         """Every check of the settings that needs no checkpoint or data, run once by

@@ -66,7 +66,9 @@ def _serve(cfg: ServeConfig, split_dir: Path) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    scorer = Scorer.from_checkpoint(cfg.checkpoint, cfg.cache_mb, packed=cfg.packed)
+    scorer = Scorer.from_checkpoint(
+        cfg.checkpoint, cfg.cache_mb, packed=cfg.packed, match_tables=cfg.match_tables
+    )
     check_ids(split_dir, scorer.meta["tables"])
     tasks = scorer.tasks
     reader = RequestReader(split_dir, cfg.data.batch_size, 0, 1, shuffle=False)

@@ -186,6 +186,7 @@ class Scorer:
         cache_mb: float = 256.0,
         device: str | None = None,
         packed: bool = False,
+        match_tables: bool = True,
     ) -> Scorer:
         """A `Scorer` of a checkpoint folder, pointer file or run dir (its latest checkpoint),
         loaded as the evaluation loads it (manifest verified, no code run from the files)."""
@@ -197,7 +198,7 @@ class Scorer:
         with warnings.catch_warnings():  # a one-process DCP load is intended
             warnings.filterwarnings("ignore", message=r"torch.distributed is disabled")
             model = load_model(ckpt, meta)
-        scorer = cls(model, int(cache_mb * (1 << 20)), device, packed)
+        scorer = cls(model, int(cache_mb * (1 << 20)), device, packed, match_tables)
         scorer.checkpoint, scorer.meta = ckpt, meta
         return scorer
 
