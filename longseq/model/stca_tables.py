@@ -18,18 +18,26 @@ from longseq.model.ops.kernels import Kernel
 from longseq.model.ops.tables import MatchTables
 from longseq.model.stca import STCAState, STCATower
 
-__all__ = ["tables_apply", "with_tables"]
+__all__ = ["tables_apply", "tower_uses_tables", "with_tables"]
 
 
-def tables_apply(tower: STCATower, state: STCAState) -> bool:
-    """Whether `with_tables` indexes ``state``: a padded state of one request without padding,
-    of a tower with the id-match bias (and no soft match: a learned per-pair term) whose kernel
-    keeps keys and values (``kv``, ``sdpa``, ``reference``; not ``absorbed``)."""
+def tower_uses_tables(tower: STCATower) -> bool:
+    """Whether ``tower`` scores through match tables at all: the id-match bias without the soft
+    match (a learned per-pair term), in the padded layout, with a kernel that keeps keys and
+    values (``kv``, ``sdpa``, ``reference``; not ``absorbed``)."""
     return bool(
         tower.cfg.match_bias
         and not tower.cfg.soft_match
-        and all(a.kernel is not Kernel.ABSORBED for a in tower._attns())
         and tower.layout == "padded"
+        and all(a.kernel is not Kernel.ABSORBED for a in tower._attns())
+    )
+
+
+def tables_apply(tower: STCATower, state: STCAState) -> bool:
+    """Whether `with_tables` indexes ``state``: `tower_uses_tables`, and ``state`` is a padded
+    state of one request without padding."""
+    return bool(
+        tower_uses_tables(tower)
         and state.hist_lengths is None
         and state.hist_ids is not None
         and state.hist_ids.shape[0] == 1

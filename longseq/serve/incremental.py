@@ -41,6 +41,7 @@ from longseq.model.stca_events import (
     padded_state,
     request_state,
 )
+from longseq.model.stca_tables import tower_uses_tables
 from longseq.model.user_side import UserSide, user_features
 from longseq.serve.cache import UserStateCache
 from longseq.serve.features import row_request_kjt
@@ -86,9 +87,7 @@ class IncrementalEncoder:
         self.needs_mean = model.interaction.head_needs_history_mean
         self.tables = model.ec.embeddings
         #: the states keep their events indexed by id (`MatchTables`) across requests
-        self._keeps_tables = (
-            scorer.match_tables and tower.cfg.match_bias and not tower.cfg.soft_match
-        )  # type: ignore[union-attr]
+        self._keeps_tables = scorer.match_tables and tower_uses_tables(self.tower)
 
     def _tokens(self, item, category, action, ts) -> tuple[torch.Tensor, torch.Tensor | None]:  # noqa: ANN001
         """History tokens ``[n, d]`` and the tower's history ids of ``n`` events (every id
@@ -165,6 +164,9 @@ class IncrementalEncoder:
             token_sum = token_sum + new_sum
         # evict first, then append: the concatenation copies, so nothing keeps evicted memory
         events = append_events(drop_oldest(user.events, drop), new_events)
+        if self._keeps_tables and events.tables is None and events.hist_ids is not None:
+            # a state without them (from a file written before they were kept): built once
+            events = dataclasses.replace(events, tables=MatchTables.build(events.hist_ids))
         merged = [torch.cat([t[drop:], c]) for t, c in zip(raw, cols, strict=True)]
         return IncrementalUser(events, *merged, token_sum, user.seen + n)
 

@@ -93,6 +93,26 @@ def test_the_kernel_equals_the_dense_bias(
     torch.testing.assert_close(got[0], want, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("features", [1, 2])
+def test_huge_weights_fall_back_instead_of_overflowing(features: int) -> None:
+    """Weights near fp32's exp limit overflow the correction's sums (not its denominator when
+    only a few events match): those candidates take the dense bias."""
+    length, h, dh = 8, 2, 4
+    hist_ids = torch.zeros(length, features, dtype=torch.int64)
+    hist_ids[1:] = 1  # the candidate matches event 0 only
+    tgt_ids = torch.zeros(2, features, dtype=torch.int64)
+    q, k = torch.zeros(2, h, dh), torch.zeros(length, h, dh)
+    v = torch.full((length, h, dh), 10.0)
+    v[0] = 3.0
+    beta = torch.full((features, h), 88.5 / features)
+    history = TableHistory.build(MatchTables.build(hist_ids), hist_ids, tgt_ids, None)
+    pb = torch.zeros(length, h)
+    got = table_attention(q[None], (k[None], v[None]), history, (pb, beta), heads_first=False)
+    want = _dense(q, k, v, pb, beta, hist_ids, tgt_ids)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got[0], want, atol=ATOL, rtol=0)
+
+
 def _tower(kernel: str, **kw) -> STCATower:  # noqa: ANN003
     cfg = STCAConfig(d_model=16, num_heads=2, num_layers=2, kernel=kernel, match_bias=True,
                      count_channel=True, **kw)  # fmt: skip

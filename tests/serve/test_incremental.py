@@ -211,6 +211,15 @@ def test_kept_match_tables_are_a_fresh_index_and_score_as_without(
         assert s_want.std() > 1e-4
         torch.testing.assert_close(s_got, s_want, atol=ATOL, rtol=0)
     assert scorer.encode(make_request(*cols, int(cols[3][-1]))).state.tables is not None
+    # a state without kept tables (a file written before they were kept) gets them back
+    bare = dataclasses.replace(user, events=dataclasses.replace(user.events, tables=None))
+    grown = enc.extend(bare, *(c[n : n + 2] for c in cols))
+    assert grown.events.tables is not None and grown.events.hist_ids is not None
+    assert torch.equal(grown.events.tables.order, MatchTables.build(grown.events.hist_ids).order)
+    # towers that never score through tables keep none (they would only cost bytes)
+    for variant in ("absorbed", "packed", "soft"):
+        other = IncrementalEncoder(_scorer(variant))
+        assert other.encode(*(c[:5] for c in cols)).events.tables is None
 
 
 def test_unsupported_models_raise() -> None:

@@ -18,10 +18,10 @@ features' ids share their matched events and those events' weights, the earlier 
 log-weights added to the logits; so a large group is one more fused attention call over its
 events for all its candidates at once, and small groups are gathered per (candidate, matched
 event) pair. A candidate thus pays the attention it pays anyway plus its matched events, not a
-pass over all ``L`` to build the bias. Where ``1 + D`` is small (negative weights cancelling most of the mass) the
-subtraction would lose precision, so those candidates are recomputed with the dense bias:
-every result equals the padded kernels' to float rounding (tests/model/test_match_tables.py).
-Pure torch.
+pass over all ``L`` to build the bias. Where ``1 + D`` is small (negative weights cancelling
+most of the mass) the division would amplify rounding, and where a huge weight overflows the sums
+are not finite: those candidates are recomputed with the dense bias, so every result equals the
+padded kernels' to float rounding (tests/model/test_match_tables.py). Pure torch.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ from longseq.model.ops.tables import TableHistory
 #: a group of candidates with the same ids whose (candidates x matched events) reach this is one
 #: fused attention call; smaller groups are gathered pair by pair
 GROUP_PAIRS = 4096
-#: candidates whose ``1 + D`` falls below this in any head are recomputed with the dense bias
-MIN_DENOM = 0.05
+#: candidates whose ``1 + D`` falls below this in any head are recomputed with the dense bias:
+#: dividing by ``1 + D`` multiplies the rounding error of the plain part by up to ``1 / MIN_DENOM``
+MIN_DENOM = 0.25
 #: (candidate, event) pairs gathered at once
 PAIR_CHUNK = 1 << 16
 #: from this many queries on, the fused kernel takes the position bias as one more key dimension
@@ -146,7 +147,8 @@ def table_attention(
             acc.pairs(pt, pe, log_w, beta[f])
     denom = 1 + acc.den  # [T, h]
     result = (out.transpose(0, 1) + acc.num) / denom[..., None]  # [T, h, d_h]
-    bad = ((denom < MIN_DENOM) | ~torch.isfinite(denom)).any(1)  # [T]
+    finite = torch.isfinite(denom) & torch.isfinite(acc.num).all(-1)  # huge weights overflow
+    bad = ((denom < MIN_DENOM) | ~finite).any(1)  # [T]
     if bool(bad.any()):
         cands = torch.nonzero(bad).flatten()
         dense = _dense(
