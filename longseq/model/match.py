@@ -167,10 +167,15 @@ class AttentionBias(nn.Module):
         return self.count_proj(torch.log1p(c))
 
     def count_grouped(
-        self, positions: torch.Tensor, groups: list[tuple[torch.Tensor, torch.Tensor, int]]
+        self,
+        positions: torch.Tensor,
+        groups: list[tuple[torch.Tensor, torch.Tensor, int]],
+        pe: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Packed, from per-request id tables (`count_tables`): ``positions [E]`` -> ``[N,d]``."""
-        return self.count_proj(torch.log1p(count_tables(self.window(positions), groups)))
+        """From per-request id tables (`count_tables`; the ``flex`` kernel's, and a one-request
+        state's match tables): ``positions [E]`` -> ``[N,d]`` (``pe``: their `encode`, if
+        already computed)."""
+        return self.count_proj(torch.log1p(count_tables(self.window(positions, pe), groups)))
 
     def score_terms(
         self, positions: torch.Tensor | None, with_ids: bool, pe: torch.Tensor | None = None

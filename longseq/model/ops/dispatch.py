@@ -79,7 +79,9 @@ def target_attention(
     kernel = Kernel(kernel)
     if isinstance(history, TableHistory):  # one request's state indexed by id (serving)
         if kernel not in (Kernel.KV, Kernel.SDPA, Kernel.REFERENCE):
-            raise ValueError(f"a TableHistory needs keys and values (kv, sdpa), not {kernel}")
+            raise ValueError(
+                f"a TableHistory needs keys and values (kv, sdpa, reference), not {kernel}"
+            )
         assert isinstance(kv, tuple) and not isinstance(kv, AbsorbedKV)  # those kernels' (K, V)
         return table_attention(q, (kv[0], kv[1]), history, bias, heads_first=kernel is Kernel.SDPA)
     want = PaddedHistory if kernel.layout == "padded" else PackedHistory

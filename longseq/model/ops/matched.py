@@ -31,6 +31,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from longseq.model.ops.history import match_padded
 from longseq.model.ops.tables import TableHistory
 
 #: a group of candidates with the same ids whose (candidates x matched events) reach this is one
@@ -204,7 +205,7 @@ def _earlier(history: TableHistory, beta, feats, ev, cand: int):  # noqa: ANN001
 
 def _dense(q, k, v, pb, match_w, history: TableHistory, cands, scale) -> torch.Tensor:  # noqa: ANN001
     """``cands``' outputs ``[h, n, d_h]`` with the bias built densely (the padded kernels' form)."""
-    match = (history.tgt_ids[cands][:, None, :] == history.hist_ids[None, :, :]).to(q.dtype)
+    match = match_padded(history.hist_ids[None], history.tgt_ids[cands][None])[0].to(q.dtype)
     s = torch.einsum("hne,hme->hnm", q, k) * scale + (match @ match_w.to(q.dtype)).permute(2, 0, 1)
     s = s if pb is None else s + pb[:, None, :]
     return torch.einsum("hnm,hme->hne", torch.softmax(s, -1), v)

@@ -105,9 +105,10 @@ class TableHistory:
         positions: ``[L]`` (or ``[L, 2]`` with ``time_bias``) the events' position inputs, or
             None.
         lo, hi: ``[F, T]`` `MatchTables.lookup` of the candidates.
-        segments: per feature, ``(event_segment [L], candidate_segment [T], U)``: each sorted
-            event's id value as an index ``0..U-1`` and each candidate's (``U`` when the history
-            has none of it), for the count channel.
+        groups: the count channel's id groups, per feature ``(event_group [L], candidate_group
+            [T], U + 1)``: each event's id value as an index ``0..U-1`` and each candidate's
+            (``U`` when the history has none of it), the form of
+            `longseq.model.match.count_tables`; built by the first layer that needs them.
         pe: the positions' encoding, computed by the first layer that needs it (every layer's
             is the same function, `AttentionBias.encode`).
     """
@@ -118,7 +119,7 @@ class TableHistory:
     positions: torch.Tensor | None
     lo: torch.Tensor
     hi: torch.Tensor
-    segments: list[tuple[torch.Tensor, torch.Tensor, int]]
+    groups: list[tuple[torch.Tensor, torch.Tensor, int]] | None = None
     pe: torch.Tensor | None = None
 
     @classmethod
@@ -136,17 +137,7 @@ class TableHistory:
                 f"the tables index {len(tables)} events, the state {hist_ids.shape[0]}"
             )
         lo, hi = tables.lookup(tgt_ids)
-        segments = []
-        length = len(tables)
-        for f in range(tables.order.shape[0]):
-            seg = torch.unique_consecutive(tables.sorted_ids[f], return_inverse=True)[1]
-            u = int(seg[-1]) + 1 if length else 0
-            if length:  # a candidate's id value: the segment of its first matching event
-                cand = torch.where(hi[f] > lo[f], seg[lo[f].clamp(max=length - 1)], u)
-            else:
-                cand = torch.full_like(lo[f], u)
-            segments.append((seg, cand, u))
-        return cls(tables, hist_ids, tgt_ids, positions, lo, hi, segments)
+        return cls(tables, hist_ids, tgt_ids, positions, lo, hi)
 
     @property
     def sparse(self) -> bool:
@@ -168,14 +159,25 @@ class TableHistory:
         (`AttentionBias.score_terms`): the kernel adds them itself."""
         return bias.score_terms(self.positions, True, self._encoded(bias))
 
+    def _groups(self) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+        """`groups`, built once (O(L) per feature: the runs of equal ids in the sorted order)."""
+        if self.groups is None:
+            self.groups = []
+            length = len(self.tables)
+            for f in range(self.tables.order.shape[0]):
+                lo, hi = self.lo[f], self.hi[f]
+                seg = torch.unique_consecutive(self.tables.sorted_ids[f], return_inverse=True)[1]
+                u = int(seg[-1]) + 1 if length else 0
+                event = torch.empty_like(seg).scatter_(0, self.tables.order[f], seg)
+                if length:  # a candidate's id value: the group of its first matching event
+                    cand = torch.where(hi > lo, seg[lo.clamp(max=length - 1)], u)
+                else:
+                    cand = torch.full_like(lo, u)
+                self.groups.append((event, cand, u + 1))  # group u: no event, a zero count
+        return self.groups
+
     def count(self, bias: AttentionBias) -> torch.Tensor:
-        """The layer's count channel ``[T, d]`` from per-id tables of the windowed counts."""
+        """The layer's count channel ``[1, T, d]`` from per-id tables of the windowed counts
+        (`AttentionBias.count_grouped`'s tables, with the positions encoded once)."""
         assert self.positions is not None  # a count channel needs the positions
-        g = bias.window(self.positions, self._encoded(bias))  # [L, h]
-        per_f = []
-        for f, (seg, cand, u) in enumerate(self.segments):
-            table = g.new_zeros(u + 1, g.shape[1])  # row u: an id the history does not hold
-            table.index_add_(0, seg, g[self.tables.order[f]])
-            per_f.append(table[cand])  # [T, h]
-        c = torch.stack(per_f, -1).flatten(1)  # [T, h, F] -> h-major, as count_padded
-        return bias.count_proj(torch.log1p(c))[None]  # [1, T, d]
+        return bias.count_grouped(self.positions, self._groups(), self._encoded(bias))[None]
